@@ -1,0 +1,196 @@
+"""Decode and probe any audio/video container into 16 kHz mono float32 PCM (PyAV).
+
+A leaf module: imported by the gateway (to probe uploads) and by the Ray decoder (to decode them).
+Every failure is a typed `AudioError` carrying a machine-readable code and an HTTP status.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+SAMPLE_RATE = 16_000
+# Packets that fail to decode are skipped; more than this many means the file is broken.
+MAX_BAD_PACKETS = 3
+# A stream that decodes to less than this share of its declared duration is truncated.
+TRUNCATION_RATIO = 0.9
+
+Source = str | Path | bytes | BinaryIO
+
+
+class AudioError(Exception):
+    """An input that cannot be turned into audio; `code` and `status` go into the error body."""
+
+    code = "bad_audio"
+    status = 422
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class EmptyAudio(AudioError):
+    code, status = "empty_file", 400
+
+
+class UnsupportedMedia(AudioError):
+    code, status = "unsupported_media", 415
+
+
+class NoAudioTrack(AudioError):
+    code, status = "no_audio_track", 422
+
+
+class CorruptAudio(AudioError):
+    code, status = "corrupt_audio", 422
+
+
+class AudioTooLong(AudioError):
+    code, status = "audio_too_long", 413
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a probe learns about a file without decoding all of it."""
+
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    duration: float | None  # declared by the container, seconds; None when unknown
+
+
+def _open(source: Source) -> av.container.InputContainer:
+    if isinstance(source, bytes):
+        if not source:
+            raise EmptyAudio("the file is empty")
+        source = io.BytesIO(source)
+    elif isinstance(source, str | Path):
+        if Path(source).stat().st_size == 0:
+            raise EmptyAudio("the file is empty")
+        source = str(source)
+    try:
+        return av.open(source, mode="r", metadata_errors="ignore")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise UnsupportedMedia(f"not a recognised audio or video file ({exc.__class__.__name__})") from exc
+
+
+def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
+    if not container.streams.audio:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        if container.streams.video:
+            raise NoAudioTrack("the file has a video track but no audio track")
+        raise UnsupportedMedia(f"the file has no audio stream (streams: {', '.join(kinds)})")
+    stream = container.streams.audio[0]
+    if stream.codec_context is None or not stream.codec_context.name:
+        raise UnsupportedMedia("the audio codec is not supported")
+    channels = stream.codec_context.channels
+    if channels is not None and channels > 64:
+        raise CorruptAudio(f"implausible channel count {channels}")
+    return stream
+
+
+def _declared_seconds(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
+) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _info(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> AudioInfo:
+    ctx = stream.codec_context
+    return AudioInfo(
+        container=container.format.name,
+        codec=ctx.name,
+        sample_rate=ctx.sample_rate or 0,
+        channels=ctx.channels or 0,
+        duration=_declared_seconds(container, stream),
+    )
+
+
+def _decode_stream(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    max_seconds: float | None,
+    stop_after_seconds: float | None = None,
+) -> np.ndarray:
+    """Decode the stream to 16 kHz mono float32, skipping a few bad packets, bounded in length."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    total = 0
+    bad = 0
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+    stop = None if stop_after_seconds is None else int(stop_after_seconds * SAMPLE_RATE)
+
+    def take(frames: list[av.AudioFrame]) -> None:
+        nonlocal total
+        for out in frames:
+            pcm = out.to_ndarray().reshape(-1)
+            chunks.append(pcm)
+            total += pcm.shape[0]
+        if limit is not None and total > limit:
+            raise AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
+
+    try:
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                bad += 1
+                if bad > MAX_BAD_PACKETS:
+                    raise CorruptAudio("the audio stream is corrupt (undecodable packets)") from None
+                continue
+            for frame in frames:
+                frame.pts = None  # let the resampler keep its own clock across skipped packets
+                take(resampler.resample(frame))
+            if stop is not None and total >= stop:
+                return np.concatenate(chunks)
+        take(resampler.resample(None))
+    except av.error.FFmpegError as exc:
+        raise CorruptAudio(f"the file could not be decoded ({exc.__class__.__name__})") from exc
+    if not chunks or total == 0:
+        raise CorruptAudio("the audio stream holds no decodable samples")
+    return np.concatenate(chunks)
+
+
+def probe(source: Source, *, full: bool = False, max_seconds: float | None = None) -> AudioInfo:
+    """Check that `source` holds decodable audio; decode all of it when `full`, else its first second."""
+    with _open(source) as container:
+        stream = _audio_stream(container)
+        info = _info(container, stream)
+        if info.duration is not None and max_seconds is not None and info.duration > max_seconds:
+            raise AudioTooLong(
+                f"audio is {info.duration:.0f} s, longer than the limit of {max_seconds:.0f} s"
+            )
+        pcm = _decode_stream(container, stream, max_seconds, stop_after_seconds=None if full else 1.0)
+        if full:
+            _check_complete(pcm, info)
+        return info
+
+
+def _check_complete(pcm: np.ndarray, info: AudioInfo) -> None:
+    if not np.isfinite(pcm).all():
+        raise CorruptAudio("the audio holds NaN or infinite samples")
+    decoded = pcm.shape[0] / SAMPLE_RATE
+    if info.duration and info.duration > 1.0 and decoded < TRUNCATION_RATIO * info.duration:
+        raise CorruptAudio(
+            f"the file is truncated: {decoded:.1f} s decoded of {info.duration:.1f} s declared"
+        )
+
+
+def decode(source: Source, *, max_seconds: float | None = None) -> np.ndarray:
+    """Decode the first audio stream of any container to 16 kHz mono float32 in [-1, 1]."""
+    with _open(source) as container:
+        stream = _audio_stream(container)
+        info = _info(container, stream)
+        pcm = _decode_stream(container, stream, max_seconds)
+        _check_complete(pcm, info)
+    return np.clip(pcm, -1.0, 1.0, out=pcm)

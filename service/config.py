@@ -1,0 +1,92 @@
+"""The one settings object, read from the environment (prefix `SPCS_WHISPER_`)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Engine = Literal["ctranslate2", "transformers"]
+
+
+def gpu_present() -> bool:
+    """True when an NVIDIA device is visible, without importing torch (the gateway stays light)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").exists()
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; the README's configuration table lists them."""
+
+    model_config = SettingsConfigDict(env_prefix="SPCS_WHISPER_", env_nested_delimiter="__", extra="ignore")
+
+    # Gateway
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    data_dir: Path = Path("./data")
+    max_upload_mb: float = Field(512.0, gt=0)
+    max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="longest audio a job may hold")
+    probe_full_decode_mb: float = Field(
+        25.0, ge=0, description="uploads up to this size are fully decoded at submit time"
+    )
+    dispatch_concurrency: int = Field(4, ge=1, description="jobs the gateway runs on Ray Serve at once")
+    max_attempts: int = Field(3, ge=1, description="tries per job before it fails")
+    retry_backoff_s: float = Field(2.0, ge=0)
+    request_timeout_s: float = Field(
+        3600.0, gt=0, description="longest a single job call to Ray Serve may take"
+    )
+
+    # Inference (Ray Serve)
+    engine: Engine | None = Field(None, description="ctranslate2 on CPU, transformers on GPU when unset")
+    model: str = Field("base", description="tiny.en | base | a CTranslate2 or Hugging Face checkpoint folder")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = Field("auto", description="int8 on CPU, float16 on GPU when auto")
+    cpu_threads: int = Field(0, ge=0, description="threads per Whisper replica; 0 = all cores")
+    beam_size: int = Field(5, ge=1, le=16)
+    vad: bool = True
+    max_batch_size: int = Field(8, ge=1, le=128)
+    batch_wait_timeout_s: float = Field(0.05, ge=0)
+    whisper_replicas: int = Field(1, ge=1)
+    ray_address: str | None = Field(None, description="join this Ray cluster; unset starts a local one")
+    ray_num_cpus: int | None = Field(None, ge=1, description="logical CPUs of the local Ray instance")
+    serve_host: str = "127.0.0.1"
+    serve_port: int = Field(8000, ge=1, le=65535)
+    serve_url: str | None = Field(
+        None, description="Ray Serve app URL the gateway calls; default from host/port"
+    )
+
+    @property
+    def effective_engine(self) -> Engine:
+        if self.engine is not None:
+            return self.engine
+        return "transformers" if gpu_present() else "ctranslate2"
+
+    @property
+    def effective_serve_url(self) -> str:
+        return (self.serve_url or f"http://{self.serve_host}:{self.serve_port}/whisper").rstrip("/")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,106 @@
+"""Render a transcript (the dict the Whisper app returns) as json, verbose_json, text, srt or vtt.
+
+A leaf module. A transcript is `{"text", "language", "duration", "segments": [{"start", "end", "text",
+"avg_logprob"?, "no_speech_prob"?, "words"?: [{"word", "start", "end", "probability"}]}]}`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+FORMATS = {
+    "json": "application/json",
+    "verbose_json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+}
+
+
+def _timestamp(seconds: float, decimal: str) -> str:
+    millis = max(0, round(seconds * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def _cues(transcript: dict[str, Any]) -> list[tuple[float, float, str]]:
+    cues = []
+    for seg in transcript.get("segments", []):
+        text = seg["text"].strip()
+        if text:
+            cues.append((float(seg["start"]), max(float(seg["end"]), float(seg["start"])), text))
+    return cues
+
+
+def to_srt(transcript: dict[str, Any]) -> str:
+    """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, a blank line after each."""
+    blocks = [
+        f"{i}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n"
+        for i, (start, end, text) in enumerate(_cues(transcript), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def to_vtt(transcript: dict[str, Any]) -> str:
+    """WebVTT: the `WEBVTT` header, then `HH:MM:SS.mmm --> HH:MM:SS.mmm` cues."""
+    blocks = [
+        f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text.replace('-->', '->')}\n"
+        for start, end, text in _cues(transcript)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def to_text(transcript: dict[str, Any]) -> str:
+    return transcript.get("text", "").strip() + "\n"
+
+
+def to_json(transcript: dict[str, Any]) -> dict[str, Any]:
+    """The compact shape: text, language, duration and plain segments."""
+    return {
+        "text": transcript.get("text", ""),
+        "language": transcript.get("language"),
+        "duration": transcript.get("duration"),
+        "segments": [
+            {"start": s["start"], "end": s["end"], "text": s["text"]} for s in transcript.get("segments", [])
+        ],
+    }
+
+
+def to_verbose_json(transcript: dict[str, Any], task: str = "transcribe") -> dict[str, Any]:
+    """OpenAI's verbose_json shape: segments with ids and scores, plus a flat `words` list when present."""
+    segments = []
+    words: list[dict[str, Any]] = []
+    for i, seg in enumerate(transcript.get("segments", [])):
+        out = {"id": i, "start": seg["start"], "end": seg["end"], "text": seg["text"]}
+        for key in ("avg_logprob", "no_speech_prob", "compression_ratio", "words"):
+            if key in seg:
+                out[key] = seg[key]
+        words.extend(seg.get("words", []))
+        segments.append(out)
+    body = {
+        "task": task,
+        "language": transcript.get("language"),
+        "duration": transcript.get("duration"),
+        "text": transcript.get("text", ""),
+        "segments": segments,
+    }
+    if words:
+        body["words"] = words
+    return body
+
+
+def render(transcript: dict[str, Any], fmt: str, task: str = "transcribe") -> tuple[str, str]:
+    """Return `(body, media_type)` for one of `FORMATS`; raises KeyError for an unknown format."""
+    media_type = FORMATS[fmt]
+    if fmt == "json":
+        return json.dumps(to_json(transcript), ensure_ascii=False), media_type
+    if fmt == "verbose_json":
+        return json.dumps(to_verbose_json(transcript, task), ensure_ascii=False), media_type
+    if fmt == "srt":
+        return to_srt(transcript), media_type
+    if fmt == "vtt":
+        return to_vtt(transcript), media_type
+    return to_text(transcript), media_type

@@ -1,0 +1,178 @@
+"""The Ray Serve application: a `Decoder` ingress (PyAV decode, VAD cut, fan-out, stitch) and a `Whisper`
+deployment that batches 30 s windows from all requests with `@serve.batch`.
+
+HTTP (under the app's route prefix, `/whisper` by default):
+  POST /transcribe?language=&task=&word_timestamps=&beam_size=   body: the raw file bytes
+  GET  /ready   model, engine and batching facts once the model is loaded
+"""
+
+import asyncio
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from service.audio import SAMPLE_RATE, AudioError, decode
+from service.config import Settings, gpu_present
+from service.inference.types import DecodeOptions, Task, WindowResult
+from service.inference.windows import cut, stitch
+from service.languages import normalise_language
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+@serve.deployment
+class Whisper:
+    """One model per replica; windows from all requests are batched together per decode options."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        from service.inference.engines import load_engine
+
+        self.settings = Settings(**settings)
+        self.engine = load_engine(self.settings)
+        self.transcribe_window.set_max_batch_size(self.settings.max_batch_size)
+        self.transcribe_window.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        self.batch_sizes: deque[int] = deque(maxlen=1000)
+
+    def info(self) -> dict[str, Any]:
+        sizes = list(self.batch_sizes)
+        return {
+            "engine": self.engine.name,
+            "model": self.engine.model_name,
+            "multilingual": self.engine.multilingual,
+            "max_batch_size": self.settings.max_batch_size,
+            "batches": len(sizes),
+            "mean_batch_size": round(float(np.mean(sizes)), 3) if sizes else None,
+        }
+
+    async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        return await asyncio.to_thread(self.engine.detect_language, audio)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def transcribe_window(self, requests: list[tuple[np.ndarray, DecodeOptions]]) -> list[WindowResult]:
+        """Batched: windows sharing decode options go through the engine in one call."""
+        self.batch_sizes.append(len(requests))
+        groups: dict[DecodeOptions, list[int]] = defaultdict(list)
+        for i, (_, options) in enumerate(requests):
+            groups[options].append(i)
+        results: list[WindowResult | None] = [None] * len(requests)
+        for options, indices in groups.items():
+            audio = [requests[i][0] for i in indices]
+            for i, result in zip(
+                indices, await asyncio.to_thread(self.engine.transcribe_batch, audio, options)
+            ):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+
+api = FastAPI(title="spcs-whisper inference", docs_url=None, redoc_url=None)
+
+
+@serve.deployment
+@serve.ingress(api)
+class Decoder:
+    """HTTP ingress: decodes any container, cuts windows, fans them out to Whisper, stitches the result."""
+
+    def __init__(self, whisper: DeploymentHandle, settings: dict[str, Any]) -> None:
+        self.whisper = whisper
+        self.settings = Settings(**settings)
+        self._info: dict[str, Any] | None = None
+
+    async def _model_info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = await self.whisper.info.remote()
+        return self._info
+
+    @api.get("/ready")
+    async def ready(self) -> dict[str, Any]:
+        info = dict(await self._model_info())
+        info.update(await self.whisper.info.remote())
+        return {"status": "ready", **info}
+
+    @api.post("/transcribe")
+    async def transcribe(
+        self,
+        request: Request,
+        language: str | None = Query(None),
+        task: Task = Query("transcribe"),
+        word_timestamps: bool = Query(False),
+        beam_size: int | None = Query(None, ge=1, le=16),
+    ) -> JSONResponse:
+        started = time.perf_counter()
+        try:
+            lang = normalise_language(language)
+        except ValueError as exc:
+            return _error(422, "unsupported_language", str(exc))
+        info = await self._model_info()
+        if not info["multilingual"] and (lang not in (None, "en") or task == "translate"):
+            return _error(422, "unsupported_language", f"model {info['model']} is English-only")
+        body = await request.body()
+        try:
+            audio = await asyncio.to_thread(decode, body, max_seconds=self.settings.max_audio_seconds)
+        except AudioError as exc:
+            return _error(exc.status, exc.code, exc.message)
+        decoded = time.perf_counter()
+        windows = await asyncio.to_thread(cut, audio, self.settings.vad)
+        cut_done = time.perf_counter()
+        probability = None
+        if lang is None and windows.audio:
+            lang, probability = await self.whisper.detect_language.remote(windows.audio[0])
+        options = DecodeOptions(
+            language=lang or "en",
+            task=task,
+            word_timestamps=word_timestamps,
+            beam_size=beam_size or self.settings.beam_size,
+        )
+        results = await asyncio.gather(
+            *(self.whisper.transcribe_window.remote((w, options)) for w in windows.audio)
+        )
+        segments = stitch(windows, list(results))
+        done = time.perf_counter()
+        duration = audio.shape[0] / SAMPLE_RATE
+        return JSONResponse(
+            {
+                "text": " ".join(s["text"] for s in segments),
+                "language": lang if windows.audio else (lang or None),
+                "language_probability": probability,
+                "duration": round(duration, 3),
+                "speech_seconds": round(windows.seconds, 3),
+                "segments": segments,
+                "engine": info["engine"],
+                "model": info["model"],
+                "timings": {
+                    "decode_s": round(decoded - started, 4),
+                    "vad_s": round(cut_done - decoded, 4),
+                    "inference_s": round(done - cut_done, 4),
+                    "total_s": round(done - started, 4),
+                },
+            }
+        )
+
+
+def build_app(settings: Settings) -> serve.Application:
+    """Bind both deployments with resources and batching limits taken from `settings`."""
+    config = settings.model_dump(mode="json")
+    on_gpu = settings.device == "cuda" or (settings.device == "auto" and gpu_present())
+    whisper = Whisper.options(
+        num_replicas=settings.whisper_replicas,
+        max_ongoing_requests=max(4 * settings.max_batch_size, 16),
+        ray_actor_options={"num_cpus": 1, "num_gpus": 1 if on_gpu else 0},
+        health_check_period_s=10,
+    ).bind(config)
+    return Decoder.options(
+        num_replicas=1,
+        max_ongoing_requests=64,
+        ray_actor_options={"num_cpus": 0.5},
+    ).bind(whisper, config)
+
+
+def app_builder(args: dict[str, str]) -> serve.Application:
+    """Entry point for `serve run service.inference.deployment:app_builder` (settings from the env)."""
+    return build_app(Settings(**args))

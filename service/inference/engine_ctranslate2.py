@@ -1,0 +1,132 @@
+"""The CTranslate2 engine: faster-whisper's model and its batched decoding, one window per batch row."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import (
+    BatchedInferencePipeline,
+    TranscriptionOptions,
+    get_suppressed_tokens,
+)
+
+from service.inference.models import ModelFiles
+from service.inference.types import DecodeOptions, Segment, WindowResult, Word
+
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+def _hf_to_ct2(files: ModelFiles, cache_dir: Path) -> Path:
+    """Convert a Hugging Face Whisper checkpoint once into a CTranslate2 one under the cache."""
+    from ctranslate2.converters import TransformersConverter
+
+    out = cache_dir / f"ct2-{files.name}"
+    if not (out / "model.bin").exists():
+        tmp = cache_dir / f".ct2-{files.name}.tmp{os.getpid()}"
+        TransformersConverter(
+            str(files.path), copy_files=["tokenizer.json", "preprocessor_config.json"]
+        ).convert(str(tmp), quantization="float16", force=True)
+        tmp.replace(out)
+    return out
+
+
+class CTranslate2Engine:
+    """faster-whisper `WhisperModel`; int8 on CPU and float16 on GPU unless told otherwise."""
+
+    name = "ctranslate2"
+
+    def __init__(
+        self,
+        files: ModelFiles,
+        cache_dir: Path,
+        device: str = "auto",
+        compute_type: str = "auto",
+        cpu_threads: int = 0,
+    ) -> None:
+        path = files.path if files.format == "ctranslate2" else _hf_to_ct2(files, cache_dir)
+        if device == "auto":
+            import ctranslate2
+
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        if compute_type == "auto":
+            compute_type = "float16" if device == "cuda" else "int8"
+        threads = cpu_threads or os.cpu_count() or 1
+        self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads)
+        self.pipeline = BatchedInferencePipeline(self.model)
+        self.model_name = files.name
+        self.multilingual = bool(self.model.model.is_multilingual)
+        self.device = device
+        self.compute_type = compute_type
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        if not self.multilingual:
+            return "en", 1.0
+        language, probability, _ = self.model.detect_language(audio=audio)
+        return language, float(probability)
+
+    def _options(self, tokenizer: Tokenizer, options: DecodeOptions) -> TranscriptionOptions:
+        return TranscriptionOptions(
+            beam_size=options.beam_size,
+            best_of=5,
+            patience=1.0,
+            length_penalty=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            log_prob_threshold=-1.0,
+            no_speech_threshold=0.6,
+            compression_ratio_threshold=2.4,
+            condition_on_previous_text=False,
+            prompt_reset_on_temperature=0.5,
+            temperatures=[options.temperature],
+            initial_prompt=options.initial_prompt,
+            prefix=None,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            without_timestamps=False,
+            max_initial_timestamp=0.0,
+            word_timestamps=options.word_timestamps,
+            prepend_punctuations=PREPEND_PUNCTUATIONS,
+            append_punctuations=APPEND_PUNCTUATIONS,
+            multilingual=False,
+            max_new_tokens=None,
+            clip_timestamps="0",
+            hallucination_silence_threshold=None,
+            hotwords=None,
+        )
+
+    def transcribe_batch(self, windows: list[np.ndarray], options: DecodeOptions) -> list[WindowResult]:
+        if not windows:
+            return []
+        language = options.language if self.multilingual else "en"
+        task = options.task if self.multilingual else "transcribe"
+        tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
+        extract = self.model.feature_extractor
+        features = np.stack([pad_or_trim(extract(w)[..., :-1]) for w in windows])
+        metadata = [{"offset": 0.0, "duration": w.shape[0] / extract.sampling_rate} for w in windows]
+        self.pipeline.last_speech_timestamp = 0.0
+        outputs = self.pipeline.forward(features, tokenizer, metadata, self._options(tokenizer, options))
+        return [self._window_result(segments, meta["duration"]) for segments, meta in zip(outputs, metadata)]
+
+    @staticmethod
+    def _window_result(segments: list[dict], duration: float) -> WindowResult:
+        result = WindowResult()
+        for seg in segments:
+            result.avg_logprob = float(seg["avg_logprob"])
+            result.no_speech_prob = float(seg["no_speech_prob"])
+            result.compression_ratio = max(result.compression_ratio or 0.0, float(seg["compression_ratio"]))
+            words = None
+            if "words" in seg:
+                words = [
+                    Word(w["word"], min(w["start"], duration), min(w["end"], duration), w["probability"])
+                    for w in seg["words"]
+                ]
+            start = min(float(seg["start"]), duration)
+            end = min(max(float(seg["end"]), start), duration)
+            result.segments.append(Segment(start, end, seg["text"], words))
+        return result

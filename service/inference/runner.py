@@ -1,0 +1,49 @@
+"""Run the Ray Serve application: start (or join) Ray, deploy, and stay up until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import tempfile
+import threading
+
+from service.config import Settings
+
+log = logging.getLogger("spcs_whisper.ray")
+APP_NAME = "whisper"
+ROUTE_PREFIX = "/whisper"
+
+
+def run(settings: Settings) -> None:
+    """Block serving the app; on a signal, shut Serve (and a Ray instance we started) down."""
+    import ray
+    from ray import serve
+
+    from service.inference.deployment import build_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.ray_address:
+        ray.init(address=settings.ray_address, log_to_driver=False)
+    else:
+        temp_dir = os.path.join(tempfile.gettempdir(), f"spcsw-ray-{settings.serve_port}")
+        num_cpus = settings.ray_num_cpus or max(4, os.cpu_count() or 1)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            log_to_driver=True,
+        )
+    serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
+    serve.run(build_app(settings), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
+    log.info("Ray Serve app ready at http://%s:%s%s", settings.serve_host, settings.serve_port, ROUTE_PREFIX)
+    print(f"ray-serve ready at http://{settings.serve_host}:{settings.serve_port}{ROUTE_PREFIX}", flush=True)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    log.info("shutting down Ray Serve")
+    serve.shutdown()
+    ray.shutdown()
