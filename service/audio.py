@@ -95,9 +95,7 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     return stream
 
 
-def _declared_seconds(
-    container: av.container.InputContainer, stream: av.audio.stream.AudioStream
-) -> float | None:
+def _declared_seconds(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
@@ -167,9 +165,7 @@ def probe(source: Source, *, full: bool = False, max_seconds: float | None = Non
         stream = _audio_stream(container)
         info = _info(container, stream)
         if info.duration is not None and max_seconds is not None and info.duration > max_seconds:
-            raise AudioTooLong(
-                f"audio is {info.duration:.0f} s, longer than the limit of {max_seconds:.0f} s"
-            )
+            raise AudioTooLong(f"audio is {info.duration:.0f} s, longer than the limit of {max_seconds:.0f} s")
         pcm = _decode_stream(container, stream, max_seconds, stop_after_seconds=None if full else 1.0)
         if full:
             _check_complete(pcm, info)
@@ -181,9 +177,7 @@ def _check_complete(pcm: np.ndarray, info: AudioInfo) -> None:
         raise CorruptAudio("the audio holds NaN or infinite samples")
     decoded = pcm.shape[0] / SAMPLE_RATE
     if info.duration and info.duration > 1.0 and decoded < TRUNCATION_RATIO * info.duration:
-        raise CorruptAudio(
-            f"the file is truncated: {decoded:.1f} s decoded of {info.duration:.1f} s declared"
-        )
+        raise CorruptAudio(f"the file is truncated: {decoded:.1f} s decoded of {info.duration:.1f} s declared")
 
 
 def decode(source: Source, *, max_seconds: float | None = None) -> np.ndarray:

@@ -37,9 +37,7 @@ class Settings(BaseSettings):
     dispatch_concurrency: int = Field(4, ge=1, description="jobs the gateway runs on Ray Serve at once")
     max_attempts: int = Field(3, ge=1, description="tries per job before it fails")
     retry_backoff_s: float = Field(2.0, ge=0)
-    request_timeout_s: float = Field(
-        3600.0, gt=0, description="longest a single job call to Ray Serve may take"
-    )
+    request_timeout_s: float = Field(3600.0, gt=0, description="longest a single job call to Ray Serve may take")
 
     # Inference (Ray Serve)
     engine: Engine | None = Field(None, description="ctranslate2 on CPU, transformers on GPU when unset")
@@ -56,9 +54,7 @@ class Settings(BaseSettings):
     ray_num_cpus: int | None = Field(None, ge=1, description="logical CPUs of the local Ray instance")
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(8000, ge=1, le=65535)
-    serve_url: str | None = Field(
-        None, description="Ray Serve app URL the gateway calls; default from host/port"
-    )
+    serve_url: str | None = Field(None, description="Ray Serve app URL the gateway calls; default from host/port")
 
     @property
     def effective_engine(self) -> Engine:

@@ -63,9 +63,7 @@ def to_json(transcript: dict[str, Any]) -> dict[str, Any]:
         "text": transcript.get("text", ""),
         "language": transcript.get("language"),
         "duration": transcript.get("duration"),
-        "segments": [
-            {"start": s["start"], "end": s["end"], "text": s["text"]} for s in transcript.get("segments", [])
-        ],
+        "segments": [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in transcript.get("segments", [])],
     }
 
 

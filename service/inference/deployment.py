@@ -65,9 +65,7 @@ class Whisper:
         results: list[WindowResult | None] = [None] * len(requests)
         for options, indices in groups.items():
             audio = [requests[i][0] for i in indices]
-            for i, result in zip(
-                indices, await asyncio.to_thread(self.engine.transcribe_batch, audio, options)
-            ):
+            for i, result in zip(indices, await asyncio.to_thread(self.engine.transcribe_batch, audio, options)):
                 results[i] = result
         return results  # type: ignore[return-value]
 
@@ -130,9 +128,7 @@ class Decoder:
             word_timestamps=word_timestamps,
             beam_size=beam_size or self.settings.beam_size,
         )
-        results = await asyncio.gather(
-            *(self.whisper.transcribe_window.remote((w, options)) for w in windows.audio)
-        )
+        results = await asyncio.gather(*(self.whisper.transcribe_window.remote((w, options)) for w in windows.audio))
         segments = stitch(windows, list(results))
         done = time.perf_counter()
         duration = audio.shape[0] / SAMPLE_RATE

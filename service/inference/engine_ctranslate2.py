@@ -29,9 +29,9 @@ def _hf_to_ct2(files: ModelFiles, cache_dir: Path) -> Path:
     out = cache_dir / f"ct2-{files.name}"
     if not (out / "model.bin").exists():
         tmp = cache_dir / f".ct2-{files.name}.tmp{os.getpid()}"
-        TransformersConverter(
-            str(files.path), copy_files=["tokenizer.json", "preprocessor_config.json"]
-        ).convert(str(tmp), quantization="float16", force=True)
+        TransformersConverter(str(files.path), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
+            str(tmp), quantization="float16", force=True
+        )
         tmp.replace(out)
     return out
 

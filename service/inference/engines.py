@@ -12,9 +12,7 @@ def load_engine(settings: Settings) -> Engine:
     cache = settings.model_cache_dir
     cache.mkdir(parents=True, exist_ok=True)
     files = resolve(settings.model, cache)
-    kwargs = dict(
-        device=settings.device, compute_type=settings.compute_type, cpu_threads=settings.cpu_threads
-    )
+    kwargs = dict(device=settings.device, compute_type=settings.compute_type, cpu_threads=settings.cpu_threads)
     if settings.effective_engine == "transformers":
         from service.inference.engine_transformers import TransformersEngine
 

@@ -76,7 +76,5 @@ def resolve(name: str, cache_dir: Path) -> ModelFiles:
         return ModelFiles(name, _joined_base(cache_dir), "ctranslate2")
     path = Path(name).expanduser()
     if not path.is_dir():
-        raise ModelNotFound(
-            f"unknown model {name!r}: use one of {', '.join(OFFLINE_MODELS)} or a checkpoint folder"
-        )
+        raise ModelNotFound(f"unknown model {name!r}: use one of {', '.join(OFFLINE_MODELS)} or a checkpoint folder")
     return ModelFiles(path.name, path.resolve(), detect_format(path))

@@ -50,9 +50,9 @@ def cut(audio: np.ndarray, vad: bool) -> Windows:
 
 def is_hallucination(result: WindowResult) -> bool:
     """True for a window Whisper itself marks as no speech, or one stuck in a repetition loop."""
-    if result.no_speech_prob is not None and result.avg_logprob is not None:
-        if result.no_speech_prob > NO_SPEECH_PROB and result.avg_logprob < LOGPROB_FLOOR:
-            return True
+    silent = result.no_speech_prob is not None and result.no_speech_prob > NO_SPEECH_PROB
+    if silent and result.avg_logprob is not None and result.avg_logprob < LOGPROB_FLOOR:
+        return True
     return result.compression_ratio is not None and result.compression_ratio > COMPRESSION_RATIO_CEILING * 1.5
 
 

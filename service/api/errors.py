@@ -1,0 +1,132 @@
+"""One error body everywhere: `{"error": {"code", "message", "request_id"}}`."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.audio import AudioError
+
+log = logging.getLogger("spcs_whisper.api")
+request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "file_too_large",
+    415: "unsupported_media",
+    422: "validation_error",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id_var.get()}
+    body.update(details)
+    headers = {"x-request-id": request_id_var.get()}
+    if status in (429, 503):
+        headers["retry-after"] = str(details.get("retry_after", 5))
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message, **exc.details)
+
+
+async def _audio_error(_: Request, exc: AudioError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "problem": e.get("msg", "")}
+        for e in exc.errors()
+    ]
+    summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+    return error_response(422, "validation_error", f"invalid request: {summary}", fields=problems)
+
+
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "error"), str(exc.detail))
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "internal error; the request id identifies it in the logs")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(AudioError, _audio_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from inside `receive`; an HTTPException so that FastAPI's body parsing lets it through."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(413, message)
+
+
+class RequestContext:
+    """ASGI middleware: request ids, and a body size limit enforced while the body streams in."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        request_id_var.set(rid)
+        limit = self.max_body_bytes
+        too_large = f"the upload exceeds the limit of {limit / 1024 / 1024:.0f} MB"
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await error_response(413, "file_too_large", too_large)(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(too_large)
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except BodyTooLarge:
+            if not started:
+                await error_response(413, "file_too_large", too_large)(scope, receive, send)

@@ -1,0 +1,41 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.api.errors import error_response
+from service.api.schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"description": "not ready"}})
+async def readyz(request: Request) -> JSONResponse:
+    """200 only when the store answers and the Ray Serve app has its model loaded."""
+    state = request.app.state
+    try:
+        await state.store.ping()
+        store = "ok"
+    except Exception as exc:  # any store failure means not ready
+        store = f"error: {exc!r}"
+    info = state.dispatcher.model_info
+    inference = "ok" if info else "unavailable"
+    body = Readiness(
+        status="ready" if store == "ok" and info else "not_ready",
+        store=store,
+        inference=inference,
+        engine=(info or {}).get("engine"),
+        model=(info or {}).get("model"),
+        multilingual=(info or {}).get("multilingual"),
+    )
+    if body.status != "ready":
+        return error_response(503, "not_ready", f"store: {store}; inference: {inference}", retry_after=5)
+    return JSONResponse(body.model_dump())

@@ -1,0 +1,110 @@
+"""Response shapes of the job API (pydantic, so they appear in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from service.jobs.model import Job
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+
+
+class Progress(BaseModel):
+    fraction: float
+    audio_seconds: float | None
+    done_seconds: float | None
+
+
+class Timings(BaseModel):
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queued_s: float | None
+    processing_s: float | None
+    seconds_per_audio_second: float | None
+    decode_s: float | None = None
+    inference_s: float | None = None
+
+
+class JobLinks(BaseModel):
+    self: str
+    transcript: str
+
+
+class JobView(BaseModel):
+    id: str
+    status: Literal["queued", "running", "transcribed", "translating", "succeeded", "failed", "cancelled"]
+    source: str
+    language: str | None
+    task: str
+    word_timestamps: bool
+    model: str
+    attempts: int
+    bytes: int
+    audio_seconds: float | None
+    progress: Progress
+    timings: Timings
+    error: ErrorInfo | None
+    idempotency_key: str | None
+    links: JobLinks
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        done = job.status.terminal or job.status in ("transcribed", "translating")
+        audio = job.audio_seconds
+        queued_until = job.started_at or job.finished_at
+        processing = job.processing_seconds
+        return cls(
+            id=job.id,
+            status=job.status.value,
+            source=job.source,
+            language=job.language,
+            task=job.task,
+            word_timestamps=job.word_timestamps,
+            model=job.model,
+            attempts=job.attempts,
+            bytes=job.bytes,
+            audio_seconds=audio,
+            progress=Progress(
+                fraction=1.0 if done else 0.0,
+                audio_seconds=audio,
+                done_seconds=audio if done else 0.0,
+            ),
+            timings=Timings(
+                submitted_at=job.submitted_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+                queued_s=(queued_until - job.submitted_at).total_seconds() if queued_until else None,
+                processing_s=processing,
+                seconds_per_audio_second=round(processing / audio, 4) if processing and audio else None,
+                decode_s=job.timings.get("decode_s"),
+                inference_s=job.timings.get("inference_s"),
+            ),
+            error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
+            idempotency_key=job.idempotency_key,
+            links=JobLinks(self=f"/v1/jobs/{job.id}", transcript=f"/v1/jobs/{job.id}/transcript"),
+        )
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    store: str
+    inference: str
+    engine: str | None = None
+    model: str | None = None
+    multilingual: bool | None = None

@@ -1,0 +1,42 @@
+"""Turn a multipart upload into a durable, probed file in the store's incoming area."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+
+from starlette.datastructures import UploadFile
+
+from service.audio import AudioInfo, EmptyAudio, probe
+from service.config import Settings
+
+CHUNK = 1024 * 1024
+
+
+def _copy_durably(upload: UploadFile, target: Path) -> int:
+    size = 0
+    upload.file.seek(0)
+    with target.open("wb") as out:
+        while chunk := upload.file.read(CHUNK):
+            out.write(chunk)
+            size += len(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    return size
+
+
+async def receive_upload(upload: UploadFile, incoming_dir: Path, settings: Settings) -> tuple[Path, int, AudioInfo]:
+    """Write the upload under a generated name, fsync it and probe it; remove it again on any error."""
+    target = incoming_dir / f".incoming-{uuid.uuid4().hex}"
+    try:
+        size = await asyncio.to_thread(_copy_durably, upload, target)
+        if size == 0:
+            raise EmptyAudio("the file is empty")
+        full = size <= settings.probe_full_decode_mb * 1024 * 1024
+        info = await asyncio.to_thread(probe, target, full=full, max_seconds=settings.max_audio_seconds)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target, size, info

@@ -1,0 +1,64 @@
+"""`spcs-whisper serve | gateway | ray-app`: the service's entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+
+from service.config import Settings, get_settings
+
+
+def _gateway(settings: Settings) -> None:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    print(f"spcs-whisper gateway on http://{settings.host}:{settings.port}", flush=True)
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30
+    )
+
+
+def _ray_app(settings: Settings) -> None:
+    from service.inference import runner
+
+    runner.run(settings)
+
+
+def _serve(settings: Settings) -> None:
+    """Start the Ray Serve app in a child process and the gateway in this one (it never imports torch)."""
+    child = subprocess.Popen([sys.executable, "-m", "service.cli", "ray-app"], env=os.environ.copy())
+
+    def stop_child(*_: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    try:
+        _gateway(settings)
+    finally:
+        stop_child()
+        try:
+            child.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="spcs-whisper", description="Whisper transcription service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="local Ray Serve app + gateway (what `make run` starts)")
+    sub.add_parser("gateway", help="the HTTP gateway only (Ray Serve app elsewhere: SPCS_WHISPER_SERVE_URL)")
+    sub.add_parser("ray-app", help="the Ray Serve app only (local Ray, or SPCS_WHISPER_RAY_ADDRESS)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    {"serve": _serve, "gateway": _gateway, "ray-app": _ray_app}[args.command](settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Runs queued jobs on the Ray Serve app: claim → call → store, with retries and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from service.config import Settings
+from service.inference.client import InferenceClient, InferenceError
+from service.jobs.model import Job, JobStatus, now
+from service.storage.base import JobStore
+
+log = logging.getLogger("spcs_whisper.jobs")
+POLL_SECONDS = 1.0
+WATCH_SECONDS = 5.0
+
+
+class Dispatcher:
+    """At most `dispatch_concurrency` jobs in flight; wakes on new jobs, polls for due retries."""
+
+    def __init__(self, store: JobStore, client: InferenceClient, settings: Settings) -> None:
+        self.store, self.client, self.settings = store, client, settings
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.dispatch_concurrency)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self.model_info: dict | None = None  # the Ray app's /ready answer; None while it is down
+        self._inference_up = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def start(self) -> None:
+        recovered = await self.store.requeue_running()
+        if recovered:
+            log.warning("requeued %d jobs left running by a previous process", recovered)
+        self._watch_task = asyncio.create_task(self._watch(), name="inference-watch")
+        self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+
+    async def stop(self) -> None:
+        """Stop taking work; jobs cut short go back to the queue for the next start."""
+        for background in (self._loop_task, self._watch_task):
+            if background:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.store.requeue_running()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a job's in-flight call (its status is already `cancelled` in the store)."""
+        task = self._running.get(job_id)
+        if task:
+            task.cancel()
+
+    async def _watch(self) -> None:
+        """Keep `model_info` current; jobs are only claimed while the Ray app answers."""
+        while True:
+            try:
+                self.model_info = await self.client.ready()
+                self._inference_up.set()
+            except InferenceError:
+                if self.model_info is not None:
+                    log.warning("Ray Serve app stopped answering")
+                self.model_info = None
+                self._inference_up.clear()
+            await asyncio.sleep(WATCH_SECONDS if self.model_info else POLL_SECONDS / 2)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._inference_up.wait()
+            await self._slots.acquire()
+            job = None
+            try:
+                job = await self.store.claim_next()
+            except Exception:
+                log.exception("claiming the next job failed")
+            if job is None:
+                self._slots.release()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                self._wake.clear()
+                continue
+            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            self._running[job.id] = task
+            task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
+
+    def _finished(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+        self._slots.release()
+
+    async def _run(self, job: Job) -> None:
+        params = {"language": job.language, "task": job.task, "word_timestamps": job.word_timestamps}
+        try:
+            transcript = await self.client.transcribe(self.store.audio_path(job.id), params)
+        except asyncio.CancelledError:
+            return  # cancelled by DELETE (status already set) or by shutdown (requeued by stop())
+        except InferenceError as exc:
+            await self._failed(job, exc.code, exc.message, exc.permanent)
+            return
+        except Exception as exc:  # a bug must fail one job, never the dispatcher
+            log.exception("job %s crashed", job.id)
+            await self._failed(job, "internal_error", repr(exc), permanent=False)
+            return
+        started = job.started_at or now()
+        transcript.setdefault("timings", {})["wall_s"] = round((now() - started).total_seconds(), 4)
+        if not await self.store.save_transcript(job, transcript):
+            log.info("job %s changed while running (cancelled?); result dropped", job.id)
+
+    async def _failed(self, job: Job, code: str, message: str, permanent: bool) -> None:
+        if permanent or job.attempts >= self.settings.max_attempts:
+            log.warning("job %s failed: %s %s", job.id, code, message)
+            await self.store.transition(job, JobStatus.FAILED, error_code=code, error_message=message)
+            return
+        delay = self.settings.retry_backoff_s * 2 ** (job.attempts - 1)
+        log.info("job %s attempt %d failed (%s); retry in %.1f s", job.id, job.attempts, code, delay)
+        await self.store.transition(
+            job,
+            JobStatus.QUEUED,
+            error_code=code,
+            error_message=message,
+            not_before=now() + timedelta(seconds=delay),
+        )

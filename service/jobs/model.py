@@ -1,0 +1,89 @@
+"""The job record and its state machine."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    TRANSCRIBED = "transcribed"
+    TRANSLATING = "translating"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+# Allowed moves; `running -> queued` is a retry (or recovery after a crash).
+TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED}),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.QUEUED, JobStatus.TRANSCRIBED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.TRANSCRIBED: frozenset({JobStatus.TRANSLATING, JobStatus.SUCCEEDED, JobStatus.CANCELLED}),
+    JobStatus.TRANSLATING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+
+class InvalidTransition(Exception):
+    def __init__(self, current: JobStatus, target: JobStatus) -> None:
+        super().__init__(f"a {current} job cannot become {target}")
+        self.current, self.target = current, target
+
+
+def check_transition(current: JobStatus, target: JobStatus) -> None:
+    """Raise InvalidTransition unless `current -> target` is allowed."""
+    if target not in TRANSITIONS[current]:
+        raise InvalidTransition(current, target)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return "job_" + uuid.uuid4().hex
+
+
+@dataclass
+class Job:
+    """One transcription request, as stored."""
+
+    id: str
+    source: str  # the client's file name (display only: never used as a path)
+    language: str | None = None  # None = auto-detect
+    task: str = "transcribe"
+    word_timestamps: bool = False
+    model: str = ""
+    status: JobStatus = JobStatus.QUEUED
+    submitted_at: datetime = field(default_factory=now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    not_before: datetime | None = None  # retry backoff: not dispatched before this time
+    error_code: str | None = None
+    error_message: str | None = None
+    audio_seconds: float | None = None
+    bytes: int = 0
+    idempotency_key: str | None = None
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def processing_seconds(self) -> float | None:
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None

@@ -1,0 +1,49 @@
+"""The store interface every backend (SQLite, Snowflake) implements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+from service.jobs.model import Job, JobStatus
+
+
+class DuplicateIdempotencyKey(Exception):
+    """Another job already holds this idempotency key; `job` is that job."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"idempotency key already used by {job.id}")
+        self.job = job
+
+
+class JobStore(Protocol):
+    """Jobs, their audio blobs and their transcripts. All methods are safe to call from one event loop."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None:
+        """Raise when the store does not answer."""
+
+    async def add(self, job: Job, audio: Path) -> Job:
+        """Durably store the job and move `audio` into the store; raises DuplicateIdempotencyKey."""
+
+    async def get(self, job_id: str) -> Job | None: ...
+    async def find_by_idempotency_key(self, key: str) -> Job | None: ...
+    async def list(self, status: JobStatus | None, limit: int, before: tuple[str, str] | None) -> list[Job]:
+        """Newest first; `before` is the (submitted_at iso, id) of the last job of the previous page."""
+
+    async def claim_next(self) -> Job | None:
+        """Atomically move the oldest due queued job to running (attempts + 1) and return it."""
+
+    async def requeue_running(self) -> int:
+        """After a restart: put every running job back in the queue. Returns how many."""
+
+    async def transition(self, job: Job, target: JobStatus, **fields: Any) -> bool:
+        """Move `job` to `target` only if it is still in its stored status and attempt; False if not."""
+
+    async def save_transcript(self, job: Job, transcript: dict[str, Any]) -> bool:
+        """Store the transcript and mark the job succeeded in one step; False if the job moved on."""
+
+    async def transcript(self, job_id: str) -> dict[str, Any] | None: ...
+    def audio_path(self, job_id: str) -> Path: ...
+    async def delete(self, job_id: str) -> None: ...

@@ -1,0 +1,267 @@
+"""The embedded default store: SQLite (WAL, synchronous=FULL) for rows, files under `blobs/` for audio."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from service.jobs.model import Job, JobStatus, check_transition, now
+from service.storage.base import DuplicateIdempotencyKey
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    language TEXT,
+    task TEXT NOT NULL,
+    word_timestamps INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    status TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    audio_seconds REAL,
+    bytes INTEGER NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    timings TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_status_submitted ON jobs (status, submitted_at);
+CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs (submitted_at, id);
+CREATE TABLE IF NOT EXISTS transcripts (
+    job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+    text TEXT NOT NULL,
+    language TEXT,
+    duration REAL,
+    segments TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+DATETIME_FIELDS = ("submitted_at", "started_at", "finished_at", "not_before")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _row_to_job(row: sqlite3.Row) -> Job:
+    data = dict(row)
+    for key in DATETIME_FIELDS:
+        data[key] = datetime.fromisoformat(data[key]) if data[key] else None
+    data["status"] = JobStatus(data["status"])
+    data["word_timestamps"] = bool(data["word_timestamps"])
+    data["timings"] = json.loads(data["timings"] or "{}")
+    return Job(**data)
+
+
+def _job_to_row(job: Job) -> dict[str, Any]:
+    data = dict(job.__dict__)
+    for key in DATETIME_FIELDS:
+        data[key] = data[key].isoformat() if data[key] else None
+    data["status"] = job.status.value
+    data["word_timestamps"] = int(job.word_timestamps)
+    data["timings"] = json.dumps(job.timings)
+    return data
+
+
+class SQLiteStore:
+    """One connection, used from one worker thread, so every statement is serialised."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.blob_dir = data_dir / "blobs"
+        self.db_path = data_dir / "jobs.sqlite3"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._conn is not None, "store is not open"
+        with self._conn:  # one transaction per call: commit on success, roll back on error
+            return fn(self._conn)
+
+    async def open(self) -> None:
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+
+        def connect() -> None:
+            conn = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.executescript(SCHEMA)
+            conn.isolation_level = "DEFERRED"
+            self._conn = conn
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._conn.close)
+            self._conn = None
+        self._pool.shutdown(wait=True)
+
+    async def ping(self) -> None:
+        await self._run(lambda c: c.execute("SELECT 1").fetchone())
+
+    def audio_path(self, job_id: str) -> Path:
+        return self.blob_dir / job_id
+
+    def incoming_path(self, token: str) -> Path:
+        """Where an upload is written before it becomes a job (same filesystem, so rename is atomic)."""
+        return self.blob_dir / f".incoming-{token}"
+
+    async def add(self, job: Job, audio: Path) -> Job:
+        target = self.audio_path(job.id)
+
+        def insert(conn: sqlite3.Connection) -> Job:
+            row = _job_to_row(job)
+            columns = ", ".join(row)
+            marks = ", ".join(f":{k}" for k in row)
+            try:
+                conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", row)
+            except sqlite3.IntegrityError:
+                existing = conn.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
+                ).fetchone()
+                if existing is None:
+                    raise
+                raise DuplicateIdempotencyKey(_row_to_job(existing)) from None
+            # The audio is in place before the row commits: a committed job always has its audio.
+            os.replace(audio, target)
+            _fsync_dir(self.blob_dir)
+            return job
+
+        try:
+            return await self._run(insert)
+        except BaseException:
+            if target.exists() and not audio.exists():
+                os.replace(target, audio)  # the row did not commit: give the file back to the caller
+            raise
+
+    async def get(self, job_id: str) -> Job | None:
+        row = await self._run(lambda c: c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+        return _row_to_job(row) if row else None
+
+    async def find_by_idempotency_key(self, key: str) -> Job | None:
+        row = await self._run(lambda c: c.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone())
+        return _row_to_job(row) if row else None
+
+    async def list(self, status: JobStatus | None, limit: int, before: tuple[str, str] | None) -> list[Job]:
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status.value)
+        if before is not None:
+            where.append("(submitted_at, id) < (?, ?)")
+            params.extend(before)
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY submitted_at DESC, id DESC LIMIT ?"
+        rows = await self._run(lambda c: c.execute(sql, (*params, limit)).fetchall())
+        return [_row_to_job(r) for r in rows]
+
+    async def claim_next(self) -> Job | None:
+        def claim(conn: sqlite3.Connection) -> Job | None:
+            stamp = now().isoformat()
+            row = conn.execute(
+                """UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,
+                       not_before = NULL
+                   WHERE id = (SELECT id FROM jobs WHERE status = 'queued'
+                               AND (not_before IS NULL OR not_before <= ?)
+                               ORDER BY submitted_at, id LIMIT 1)
+                   RETURNING *""",
+                (stamp, stamp),
+            ).fetchone()
+            return _row_to_job(row) if row else None
+
+        return await self._run(claim)
+
+    async def requeue_running(self) -> int:
+        return await self._run(
+            lambda c: c.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
+        )
+
+    def _transition_sql(self, conn: sqlite3.Connection, job: Job, target: JobStatus, fields: dict) -> bool:
+        check_transition(job.status, target)
+        values = {"status": target.value, **fields}
+        if target.terminal:
+            values.setdefault("finished_at", now())
+        for key in DATETIME_FIELDS:
+            if isinstance(values.get(key), datetime):
+                values[key] = values[key].isoformat()
+        if "timings" in values:
+            values["timings"] = json.dumps(values["timings"])
+        assignments = ", ".join(f"{k} = :{k}" for k in values)
+        cursor = conn.execute(
+            f"UPDATE jobs SET {assignments} WHERE id = :_id AND status = :_status AND attempts = :_attempts",
+            {**values, "_id": job.id, "_status": job.status.value, "_attempts": job.attempts},
+        )
+        return cursor.rowcount == 1
+
+    async def transition(self, job: Job, target: JobStatus, **fields: Any) -> bool:
+        return await self._run(lambda c: self._transition_sql(c, job, target, fields))
+
+    async def save_transcript(self, job: Job, transcript: dict[str, Any]) -> bool:
+        def save(conn: sqlite3.Connection) -> bool:
+            fields = {
+                "audio_seconds": transcript.get("duration"),
+                "timings": transcript.get("timings", {}),
+                "language": transcript.get("language") or job.language,
+                "error_code": None,
+                "error_message": None,
+            }
+            if not self._transition_sql(conn, job, JobStatus.SUCCEEDED, fields):
+                return False
+            conn.execute(
+                """INSERT INTO transcripts (job_id, text, language, duration, segments, body, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (job_id) DO UPDATE SET text = excluded.text, language = excluded.language,
+                       duration = excluded.duration, segments = excluded.segments, body = excluded.body""",
+                (
+                    job.id,
+                    transcript.get("text", ""),
+                    transcript.get("language"),
+                    transcript.get("duration"),
+                    json.dumps(transcript.get("segments", []), ensure_ascii=False),
+                    json.dumps(transcript, ensure_ascii=False),
+                    now().isoformat(),
+                ),
+            )
+            return True
+
+        return await self._run(save)
+
+    async def transcript(self, job_id: str) -> dict[str, Any] | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT body FROM transcripts WHERE job_id = ?", (job_id,)).fetchone()
+        )
+        return json.loads(row["body"]) if row else None
+
+    async def delete(self, job_id: str) -> None:
+        await self._run(lambda c: c.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
+        self.audio_path(job_id).unlink(missing_ok=True)
+
+    async def remove_audio(self, job_id: str) -> None:
+        self.audio_path(job_id).unlink(missing_ok=True)
