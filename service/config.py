@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     ray_num_cpus: int | None = Field(None, ge=1, description="logical CPUs of the local Ray instance")
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(8000, ge=1, le=65535)
+    cache_dir: Path | None = Field(None, description="converted/joined model cache; default DATA_DIR/models")
     serve_url: str | None = Field(None, description="Ray Serve app URL the gateway calls; default from host/port")
 
     @property
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
 
     @property
     def model_cache_dir(self) -> Path:
-        return self.data_dir / "models"
+        return self.cache_dir or self.data_dir / "models"
 
 
 @lru_cache(maxsize=1)

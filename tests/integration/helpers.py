@@ -1,0 +1,67 @@
+"""Shared helpers for the integration tests: submit, wait, WER."""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+import unicodedata
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jiwer
+
+DATA = Path(__file__).parent.parent / "data"
+SHARED_AUDIO = Path(__file__).resolve().parents[3] / "shared" / "audio"
+
+
+def manifest() -> dict[str, dict[str, str]]:
+    with (DATA / "manifest.tsv").open(newline="") as fh:
+        return {row["file"]: row for row in csv.DictReader(fh, delimiter="\t")}
+
+
+@lru_cache(maxsize=1)
+def _english_normalizer():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})
+
+
+def normalise(text: str) -> str:
+    return _english_normalizer()(text)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return jiwer.wer(normalise(reference), normalise(hypothesis) or "<empty>")
+
+
+def nfc_words(text: str) -> str:
+    text = unicodedata.normalize("NFC", text)
+    return " ".join(re.sub(r"[^\w\s]", " ", text).split())
+
+
+def submit(client: httpx.Client, path: Path, **fields: Any) -> httpx.Response:
+    with path.open("rb") as fh:
+        return client.post("/v1/jobs", files={"file": (path.name, fh)}, data={k: str(v) for k, v in fields.items()})
+
+
+def wait(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.25)
+    raise TimeoutError(f"job {job_id} not finished after {timeout} s")
+
+
+def transcribe(client: httpx.Client, path: Path, timeout: float = 300, **fields: Any) -> tuple[dict, dict]:
+    """Submit, wait, and return (job, json transcript)."""
+    response = submit(client, path, **fields)
+    assert response.status_code == 202, response.text
+    job = wait(client, response.json()["id"], timeout)
+    assert job["status"] == "succeeded", job
+    transcript = client.get(f"/v1/jobs/{job['id']}/transcript").json()
+    return job, transcript

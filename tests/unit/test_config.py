@@ -1,0 +1,41 @@
+"""Settings come from SPCS_WHISPER_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("HOST", "PORT", "DATA_DIR", "ENGINE", "MODEL", "MAX_UPLOAD_MB"):
+        monkeypatch.delenv(f"SPCS_WHISPER_{key}", raising=False)
+    s = Settings()
+    assert (s.host, s.port, s.data_dir, s.model) == ("127.0.0.1", 8080, Path("./data"), "base")
+    assert s.effective_engine in ("ctranslate2", "transformers")
+    assert s.effective_serve_url == "http://127.0.0.1:8000/whisper"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SPCS_WHISPER_HOST", "0.0.0.0")
+    monkeypatch.setenv("SPCS_WHISPER_PORT", "9000")
+    monkeypatch.setenv("SPCS_WHISPER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SPCS_WHISPER_ENGINE", "transformers")
+    monkeypatch.setenv("SPCS_WHISPER_MODEL", "tiny.en")
+    monkeypatch.setenv("SPCS_WHISPER_MAX_UPLOAD_MB", "1.5")
+    s = Settings()
+    assert (s.host, s.port, s.data_dir, s.effective_engine, s.model) == (
+        "0.0.0.0", 9000, tmp_path, "transformers", "tiny.en"
+    )
+    assert s.max_upload_bytes == int(1.5 * 1024 * 1024)
+    assert s.db_path == tmp_path / "jobs.sqlite3"
+
+
+@pytest.mark.parametrize(("key", "value"), [("ENGINE", "onnx"), ("PORT", "0"), ("MAX_UPLOAD_MB", "-1")])
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+    monkeypatch.setenv(f"SPCS_WHISPER_{key}", value)
+    with pytest.raises(ValidationError):
+        Settings()

@@ -1,0 +1,131 @@
+"""Job state machine and the SQLite store (real SQLite files, real fsync/rename)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from service.jobs.model import InvalidTransition, Job, JobStatus, check_transition, new_job_id, now
+from service.storage.base import DuplicateIdempotencyKey
+from service.storage.sqlite import SQLiteStore
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [("queued", "running"), ("queued", "cancelled"), ("running", "succeeded"), ("running", "queued"),
+     ("running", "failed"), ("running", "transcribed"), ("transcribed", "translating"), ("translating", "succeeded")],
+)
+def test_allowed_transitions(current: str, target: str) -> None:
+    check_transition(JobStatus(current), JobStatus(target))
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [("queued", "succeeded"), ("succeeded", "running"), ("failed", "queued"), ("cancelled", "running"),
+     ("succeeded", "cancelled")],
+)
+def test_refused_transitions(current: str, target: str) -> None:
+    with pytest.raises(InvalidTransition):
+        check_transition(JobStatus(current), JobStatus(target))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _store(tmp_path: Path) -> SQLiteStore:
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    return store
+
+
+async def _add(store: SQLiteStore, key: str | None = None, **kw) -> Job:
+    incoming = store.incoming_path(new_job_id())
+    incoming.write_bytes(b"audio")
+    return await store.add(Job(id=new_job_id(), source="a.wav", bytes=5, idempotency_key=key, **kw), incoming)
+
+
+def test_add_moves_audio_and_persists(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = await _store(tmp_path)
+        job = await _add(store)
+        assert store.audio_path(job.id).read_bytes() == b"audio"
+        await store.close()
+        reopened = await _store(tmp_path)  # a new process sees the committed job
+        again = await reopened.get(job.id)
+        assert again is not None and again.status == JobStatus.QUEUED and again.source == "a.wav"
+        await reopened.close()
+
+    run(go())
+
+
+def test_idempotency_key_is_unique(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = await _store(tmp_path)
+        first = await _add(store, key="k1")
+        with pytest.raises(DuplicateIdempotencyKey) as dup:
+            await _add(store, key="k1")
+        assert dup.value.job.id == first.id
+        assert len(list(store.blob_dir.glob(".incoming-*"))) == 1  # the refused upload stays with the caller
+        await store.close()
+
+    run(go())
+
+
+def test_claim_finish_and_fencing(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = await _store(tmp_path)
+        a = await _add(store)
+        b = await _add(store)
+        claimed = await store.claim_next()
+        assert claimed is not None and claimed.id == a.id and claimed.attempts == 1
+        assert claimed.status == JobStatus.RUNNING
+        assert await store.save_transcript(claimed, {"text": "hi", "language": "en", "duration": 1.0, "segments": []})
+        # A stale copy (same job, older status) can no longer change it: exactly one result per job.
+        assert not await store.save_transcript(claimed, {"text": "again", "segments": []})
+        assert (await store.transcript(a.id))["text"] == "hi"
+        done = await store.get(a.id)
+        assert done.status == JobStatus.SUCCEEDED and done.finished_at is not None and done.language == "en"
+        second = await store.claim_next()
+        assert second.id == b.id
+        assert await store.claim_next() is None
+        await store.close()
+
+    run(go())
+
+
+def test_retry_backoff_and_recovery(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = await _store(tmp_path)
+        await _add(store)
+        job = await store.claim_next()
+        assert await store.transition(job, JobStatus.QUEUED, not_before=now() + timedelta(hours=1))
+        assert await store.claim_next() is None  # not due yet
+        other = await _add(store)
+        running = await store.claim_next()
+        assert running.id == other.id
+        assert await store.requeue_running() == 1  # what a restart does
+        assert (await store.get(other.id)).status == JobStatus.QUEUED
+        await store.close()
+
+    run(go())
+
+
+def test_list_pages_newest_first(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = await _store(tmp_path)
+        ids = [(await _add(store)).id for _ in range(5)]
+        page1 = await store.list(None, 3, None)
+        assert [j.id for j in page1] == ids[::-1][:3]
+        last = page1[-1]
+        page2 = await store.list(None, 3, (last.submitted_at.isoformat(), last.id))
+        assert [j.id for j in page2] == ids[::-1][3:]
+        assert await store.list(JobStatus.SUCCEEDED, 10, None) == []
+        await store.delete(ids[0])
+        assert await store.get(ids[0]) is None and not store.audio_path(ids[0]).exists()
+        await store.close()
+
+    run(go())
