@@ -16,7 +16,7 @@ from service.jobs.dispatcher import Dispatcher
 from service.storage.sqlite import SQLiteStore
 
 log = logging.getLogger("spcs_whisper.gateway")
-MULTIPART_OVERHEAD = 1024 * 1024  # form fields and boundaries on top of the file itself
+MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries on top of the file itself
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -40,7 +40,7 @@ class ApiError(Exception):
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id_var.get()}
     body.update(details)
-    headers = {"x-request-id": request_id_var.get()}
+    headers = {}  # x-request-id is added by RequestContext to every response
     if status in (429, 503):
         headers["retry-after"] = str(details.get("retry_after", 5))
     return JSONResponse({"error": body}, status_code=status, headers=headers)
@@ -101,11 +101,7 @@ class RequestContext:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         request_id_var.set(rid)
         limit = self.max_body_bytes
-        too_large = f"the upload exceeds the limit of {limit / 1024 / 1024:.0f} MB"
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await error_response(413, "file_too_large", too_large)(scope, receive, send)
-            return
+        too_large = f"the upload exceeds the limit of {limit / 1024 / 1024:.1f} MB"
         received = 0
         started = False
 
@@ -125,8 +121,12 @@ class RequestContext:
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
             await send(message)
 
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await error_response(413, "file_too_large", too_large)(scope, receive, tracked_send)
+            return
         try:
             await self.app(scope, limited_receive, tracked_send)
         except BodyTooLarge:
             if not started:
-                await error_response(413, "file_too_large", too_large)(scope, receive, send)
+                await error_response(413, "file_too_large", too_large)(scope, receive, tracked_send)

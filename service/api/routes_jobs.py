@@ -154,10 +154,12 @@ async def get_transcript(
         raise ApiError(400, "unsupported_format", f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     job = await _job_or_404(request, job_id)
     if job.status == JobStatus.FAILED:
-        raise ApiError(409, "job_failed", f"the job failed: {job.error_message}", status=job.status.value)
+        raise ApiError(409, "job_failed", f"the job failed: {job.error_message}", job_status=job.status.value)
     transcript = await request.app.state.store.transcript(job_id)
     if transcript is None:
-        raise ApiError(409, "not_ready", f"the job is {job.status.value}; no transcript yet", status=job.status.value)
+        raise ApiError(
+            409, "not_ready", f"the job is {job.status.value}; no transcript yet", job_status=job.status.value
+        )
     body, media_type = render(transcript, format, job.task)
     headers = {}
     if format in ("srt", "vtt", "text"):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from starlette.datastructures import UploadFile
 
+from service.api.errors import ApiError
 from service.audio import AudioInfo, EmptyAudio, probe
 from service.config import Settings
 
@@ -34,6 +35,8 @@ async def receive_upload(upload: UploadFile, incoming_dir: Path, settings: Setti
         size = await asyncio.to_thread(_copy_durably, upload, target)
         if size == 0:
             raise EmptyAudio("the file is empty")
+        if size > settings.max_upload_bytes:
+            raise ApiError(413, "file_too_large", f"the file exceeds the limit of {settings.max_upload_mb:g} MB")
         full = size <= settings.probe_full_decode_mb * 1024 * 1024
         info = await asyncio.to_thread(probe, target, full=full, max_seconds=settings.max_audio_seconds)
     except BaseException:

@@ -224,7 +224,7 @@ def _scalar(variables: dict[str, np.ndarray], name: str, default: int) -> int:
 
 
 def _tokenizer_with_timestamps(tokenizer_json: dict[str, Any], vocabulary: list[str]) -> dict[str, Any]:
-    """Add the `<|0.00|>` … `<|30.00|>` timestamp tokens (absent from the CT2 tokenizer.json) as added tokens."""
+    """Add the timestamp tokens `<|0.00|>` … `<|30.00|>` (absent from the CT2 tokenizer.json)."""
     known = set(tokenizer_json["model"]["vocab"].values()) | {t["id"] for t in tokenizer_json["added_tokens"]}
     for token_id in range(max(known) + 1, len(vocabulary)):
         tokenizer_json["added_tokens"].append(

@@ -28,6 +28,7 @@ def free_port() -> int:
 @dataclass
 class Service:
     url: str
+    serve_url: str
     engine: str
     process: subprocess.Popen
     data_dir: Path
@@ -62,10 +63,15 @@ def start_service(engine: str, data_dir: Path, cache: Path, log: Path, **env: st
     }
     out = log.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve"], env=environ, stdout=out, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "service.cli", "serve"],
+        env=environ,
+        stdout=out,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    service = Service(f"http://127.0.0.1:{port}", engine, process, data_dir, log)
+    service = Service(
+        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{serve_port}/whisper", engine, process, data_dir, log
+    )
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -91,9 +97,38 @@ def stop_service(service: Service) -> None:
 
 
 @pytest.fixture(scope="session", params=ENGINES)
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Service]:
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, model_cache: Path
+) -> Iterator[Service]:
     engine = request.param
     root = tmp_path_factory.mktemp(f"svc-{engine}")
     svc = start_service(engine, root / "data", model_cache, root / "service.log")
     yield svc
     stop_service(svc)
+
+
+@pytest.fixture
+def gateway_only(service: Service, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`spcs-whisper gateway` alone (its own store, 0.5 MB upload limit) against the running Ray Serve app."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SPCS_WHISPER_PORT": str(port),
+        "SPCS_WHISPER_DATA_DIR": str(tmp_path / "gw"),
+        "SPCS_WHISPER_SERVE_URL": service.serve_url,
+        "SPCS_WHISPER_MAX_UPLOAD_MB": "0.5",
+    }
+    log = (tmp_path / "gateway.log").open("w")
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "gateway"], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    yield url, process
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)

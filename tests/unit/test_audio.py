@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service import audio
-from tests.media import write_audio, tone, write_video_only
+from tests.media import tone, write_audio, write_video_only
 
 DATA = Path(__file__).parent.parent / "data"
 

@@ -28,7 +28,11 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("SPCS_WHISPER_MAX_UPLOAD_MB", "1.5")
     s = Settings()
     assert (s.host, s.port, s.data_dir, s.effective_engine, s.model) == (
-        "0.0.0.0", 9000, tmp_path, "transformers", "tiny.en"
+        "0.0.0.0",
+        9000,
+        tmp_path,
+        "transformers",
+        "tiny.en",
     )
     assert s.max_upload_bytes == int(1.5 * 1024 * 1024)
     assert s.db_path == tmp_path / "jobs.sqlite3"

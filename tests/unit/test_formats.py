@@ -16,9 +16,16 @@ TRANSCRIPT = {
     "language": "en",
     "duration": 3725.5,
     "segments": [
-        {"start": 0.0, "end": 1.5, "text": "Hello there.", "avg_logprob": -0.2,
-         "words": [{"word": " Hello", "start": 0.0, "end": 0.6, "probability": 0.9},
-                   {"word": " there.", "start": 0.6, "end": 1.5, "probability": 0.8}]},
+        {
+            "start": 0.0,
+            "end": 1.5,
+            "text": "Hello there.",
+            "avg_logprob": -0.2,
+            "words": [
+                {"word": " Hello", "start": 0.0, "end": 0.6, "probability": 0.9},
+                {"word": " there.", "start": 0.6, "end": 1.5, "probability": 0.8},
+            ],
+        },
         {"start": 3723.25, "end": 3725.5, "text": " --> General Kenobi! "},
         {"start": 5.0, "end": 5.0, "text": "   "},
     ],

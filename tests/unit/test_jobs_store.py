@@ -15,8 +15,16 @@ from service.storage.sqlite import SQLiteStore
 
 @pytest.mark.parametrize(
     ("current", "target"),
-    [("queued", "running"), ("queued", "cancelled"), ("running", "succeeded"), ("running", "queued"),
-     ("running", "failed"), ("running", "transcribed"), ("transcribed", "translating"), ("translating", "succeeded")],
+    [
+        ("queued", "running"),
+        ("queued", "cancelled"),
+        ("running", "succeeded"),
+        ("running", "queued"),
+        ("running", "failed"),
+        ("running", "transcribed"),
+        ("transcribed", "translating"),
+        ("translating", "succeeded"),
+    ],
 )
 def test_allowed_transitions(current: str, target: str) -> None:
     check_transition(JobStatus(current), JobStatus(target))
@@ -24,8 +32,13 @@ def test_allowed_transitions(current: str, target: str) -> None:
 
 @pytest.mark.parametrize(
     ("current", "target"),
-    [("queued", "succeeded"), ("succeeded", "running"), ("failed", "queued"), ("cancelled", "running"),
-     ("succeeded", "cancelled")],
+    [
+        ("queued", "succeeded"),
+        ("succeeded", "running"),
+        ("failed", "queued"),
+        ("cancelled", "running"),
+        ("succeeded", "cancelled"),
+    ],
 )
 def test_refused_transitions(current: str, target: str) -> None:
     with pytest.raises(InvalidTransition):
