@@ -31,7 +31,8 @@ def _ray_app(settings: Settings) -> None:
 
 def _serve(settings: Settings) -> None:
     """Start the Ray Serve app in a child process and the gateway in this one (it never imports torch)."""
-    child = subprocess.Popen([sys.executable, "-m", "service.cli", "ray-app"], env=os.environ.copy())
+    env = {**os.environ, "SPCS_WHISPER_EXIT_WITH_PARENT": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "service.cli", "ray-app"], env=env)
 
     def stop_child(*_: object) -> None:
         if child.poll() is None:

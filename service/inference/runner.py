@@ -15,6 +15,14 @@ APP_NAME = "whisper"
 ROUTE_PREFIX = "/whisper"
 
 
+def _watch_parent(parent: int, stop: threading.Event) -> None:
+    """Stop when the launching process is gone (even after SIGKILL), so no Ray instance is orphaned."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:
+            log.warning("parent process %d is gone; shutting down", parent)
+            stop.set()
+
+
 def run(settings: Settings) -> None:
     """Block serving the app; on a signal, shut Serve (and a Ray instance we started) down."""
     import ray
@@ -35,14 +43,17 @@ def run(settings: Settings) -> None:
             _temp_dir=temp_dir,
             log_to_driver=True,
         )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if os.environ.get("SPCS_WHISPER_EXIT_WITH_PARENT") == "1":
+        threading.Thread(target=_watch_parent, args=(os.getppid(), stop), daemon=True).start()
+
     serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
     log.info("Ray Serve app ready at http://%s:%s%s", settings.serve_host, settings.serve_port, ROUTE_PREFIX)
     print(f"ray-serve ready at http://{settings.serve_host}:{settings.serve_port}{ROUTE_PREFIX}", flush=True)
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("shutting down Ray Serve")
     serve.shutdown()

@@ -1,99 +1,26 @@
-"""Start the real service (`spcs-whisper serve`: local Ray + Ray Serve app + uvicorn gateway) per engine."""
+"""Fixtures: the real service per engine, and a gateway-only process against its Ray Serve app."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-ENGINES = ["ctranslate2", "transformers"]
-READY_TIMEOUT_S = 300
+from tests.harness import ENGINES, Service, free_port, start_service, stop_service
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Service:
-    url: str
-    serve_url: str
-    engine: str
-    process: subprocess.Popen
-    data_dir: Path
-    log: Path
-
-    def client(self, timeout: float = 60.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+__all__ = ["Service", "free_port"]
 
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
-
-
-def start_service(engine: str, data_dir: Path, cache: Path, log: Path, **env: str) -> Service:
-    port, serve_port = free_port(), free_port()
-    environ = {
-        **os.environ,
-        "SPCS_WHISPER_ENGINE": engine,
-        "SPCS_WHISPER_MODEL": "base",
-        "SPCS_WHISPER_PORT": str(port),
-        "SPCS_WHISPER_SERVE_PORT": str(serve_port),
-        "SPCS_WHISPER_DATA_DIR": str(data_dir),
-        "SPCS_WHISPER_CACHE_DIR": str(cache),
-        "SPCS_WHISPER_CPU_THREADS": "2",
-        "SPCS_WHISPER_RETRY_BACKOFF_S": "0.2",
-        "RAY_DEDUP_LOGS": "0",
-        **env,
-    }
-    out = log.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve"],
-        env=environ,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    service = Service(
-        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{serve_port}/whisper", engine, process, data_dir, log
-    )
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"service exited with {process.returncode}:\n{service.log_tail()}")
-        try:
-            if httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200:
-                return service
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    stop_service(service)
-    raise RuntimeError(f"service not ready after {READY_TIMEOUT_S} s:\n{service.log_tail()}")
-
-
-def stop_service(service: Service) -> None:
-    if service.process.poll() is None:
-        service.process.send_signal(signal.SIGTERM)
-        try:
-            service.process.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(service.process.pid, signal.SIGKILL)
-            service.process.wait()
 
 
 @pytest.fixture(scope="session", params=ENGINES)

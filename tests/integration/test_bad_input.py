@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import Service
+from tests.harness import Service
 from tests.integration.helpers import DATA, submit, transcribe
 from tests.media import write_video_only
 

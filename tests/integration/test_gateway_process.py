@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import Service, free_port
+from tests.harness import Service
 from tests.integration.helpers import DATA, transcribe
 
 HEAVY = ("torch", "transformers", "ctranslate2", "faster_whisper", "ray")
@@ -47,6 +47,3 @@ def test_gateway_only_process_against_the_ray_app(gateway_only) -> None:
     assert "ask not" in transcript["text"].lower()
     maps = _mapped_libraries(process.pid)
     assert "libtorch" not in maps and "libctranslate2" not in maps
-
-
-__all__ = ["free_port"]

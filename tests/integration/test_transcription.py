@@ -7,7 +7,7 @@ import concurrent.futures
 import pytest
 import srt
 
-from tests.integration.conftest import Service
+from tests.harness import Service
 from tests.integration.helpers import DATA, SHARED_AUDIO, manifest, nfc_words, submit, transcribe, wait, wer
 
 MANIFEST = manifest()

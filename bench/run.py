@@ -1,0 +1,169 @@
+"""`make bench`: engine speed in-process, the naive faster-whisper baseline, and the service over HTTP.
+
+Prints a table and writes `bench/results/latest.json`. Ratios are measured side by side in one run;
+every figure is the median of `--runs` runs (min–max kept too). Timings are never asserted anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from service.audio import SAMPLE_RATE, decode
+from service.config import Settings
+from service.inference.engines import load_engine
+from service.inference.types import DecodeOptions
+from service.inference.windows import cut, stitch
+from tests.harness import start_service, stop_service
+from tests.integration.helpers import DATA, manifest, submit, wait, wer
+
+LONG = DATA / "en_ljspeech_longform.wav"
+JFK = DATA / "en_jfk.flac"
+OUT = Path(__file__).parent / "results" / "latest.json"
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
+
+
+def engine_pass(engine, audio, batch_size: int) -> tuple[float, str]:
+    """The service's own path in-process: VAD windows, batched decode, stitched text."""
+    started = time.perf_counter()
+    windows = cut(audio, vad=True)
+    options = DecodeOptions(language="en")
+    results = []
+    for i in range(0, len(windows.audio), batch_size):
+        results.extend(engine.transcribe_batch(windows.audio[i : i + batch_size], options))
+    text = " ".join(s["text"] for s in stitch(windows, results))
+    return time.perf_counter() - started, text
+
+
+def naive_pass(model, path: Path) -> tuple[float, str]:
+    started = time.perf_counter()
+    segments, _ = model.transcribe(str(path))
+    text = " ".join(s.text.strip() for s in segments)
+    return time.perf_counter() - started, text
+
+
+def service_pass(url: str, path: Path, copies: int) -> float:
+    with httpx.Client(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        ids = [submit(client, path, language="en").json()["id"] for _ in range(copies)]
+        for job_id in ids:
+            assert wait(client, job_id, 900)["status"] == "succeeded"
+        return time.perf_counter() - started
+
+
+def batching_pass(url: str, n: int) -> tuple[float, float]:
+    """n short jobs one at a time, then all at once; returns (sequential s, concurrent s)."""
+    with httpx.Client(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        for _ in range(n):
+            wait(client, submit(client, JFK, language="en").json()["id"])
+        sequential = time.perf_counter() - started
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            ids = list(pool.map(lambda _: submit(client, JFK, language="en").json()["id"], range(n)))
+        for job_id in ids:
+            wait(client, job_id)
+        return sequential, time.perf_counter() - started
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--model", default="base")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--skip-service", action="store_true")
+    args = parser.parse_args()
+    reference = manifest()[LONG.name]["reference_text"]
+    audio = decode(LONG)
+    seconds = audio.shape[0] / SAMPLE_RATE
+    cache = Path(tempfile.gettempdir()) / "spcsw-bench-cache"
+    result: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "model": args.model,
+        "audio_seconds": round(seconds, 2),
+        "engine_rtf": {},
+        "engine_rtf_range": {},
+        "wer_longform": {},
+    }
+    for name in ("ctranslate2", "transformers"):
+        settings = Settings(engine=name, model=args.model, cache_dir=cache, cpu_threads=args.threads)
+        engine = load_engine(settings)
+        engine_pass(engine, audio[: 5 * SAMPLE_RATE], 8)  # warm-up
+        runs = [engine_pass(engine, audio, 8) for _ in range(args.runs)]
+        times = [t / seconds for t, _ in runs]
+        result["engine_rtf"][name] = stats(times)["median"]
+        result["engine_rtf_range"][name] = stats(times)
+        result["wer_longform"][name] = round(wer(reference, runs[0][1]), 4)
+        print(f"engine {name:12s} RTF {stats(times)}  WER {result['wer_longform'][name]}", flush=True)
+        del engine
+
+    from faster_whisper import WhisperModel
+
+    ct2_dir = Settings(model=args.model, cache_dir=cache)
+    from service.inference.models import resolve
+
+    model = WhisperModel(str(resolve(ct2_dir.model, cache).path), cpu_threads=args.threads)
+    naive = [naive_pass(model, LONG) for _ in range(args.runs)]
+    result["naive_engine_rtf"] = stats([t / seconds for t, _ in naive])["median"]
+    result["wer_longform"]["naive"] = round(wer(reference, naive[0][1]), 4)
+    print(f"naive faster-whisper RTF {result['naive_engine_rtf']}  WER {result['wer_longform']['naive']}", flush=True)
+    del model
+
+    if not args.skip_service:
+        root = Path(tempfile.mkdtemp(prefix="spcsw-bench-"))
+        svc = start_service(
+            "ctranslate2",
+            root / "data",
+            cache,
+            root / "service.log",
+            SPCS_WHISPER_MODEL=args.model,
+            SPCS_WHISPER_CPU_THREADS=str(args.threads),
+        )
+        try:
+            service_pass(svc.url, LONG, 1)  # warm-up
+            service_times = [service_pass(svc.url, LONG, 1) / seconds for _ in range(args.runs)]
+            result["service_rtf"] = stats(service_times)["median"]
+            result["service_vs_engine"] = round(result["engine_rtf"]["ctranslate2"] / result["service_rtf"], 3)
+            result["service_vs_naive"] = round(result["naive_engine_rtf"] / result["service_rtf"], 3)
+            sequential, concurrent_s = batching_pass(svc.url, 16)
+            result["batching_speedup"] = round(sequential / concurrent_s, 3)
+            result["mean_batch_size"] = httpx.get(f"{svc.serve_url}/ready").json().get("mean_batch_size")
+            result["gateway_rss_mb"] = round(rss_mb(svc.process.pid), 1)
+            print(
+                f"service RTF {result['service_rtf']}  vs engine {result['service_vs_engine']}  "
+                f"vs naive {result['service_vs_naive']}  batching x{result['batching_speedup']} "
+                f"(mean batch {result['mean_batch_size']})  gateway RSS {result['gateway_rss_mb']} MB",
+                flush=True,
+            )
+        finally:
+            stop_service(svc)
+
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
