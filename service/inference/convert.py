@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import struct
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +39,10 @@ _CT2_DTYPES: dict[int, Any] = {
     4: np.float16,
     5: "bfloat16",
 }
-_LANG_TOKEN = re.compile(r"^<\|([a-z]{2,3}|haw|yue)\|>$")
+# transformers 5.24's `from_pretrained` is not thread-safe: two concurrent loads leave the tied `proj_out`
+# on the meta device, and later loads in the same process too. Every model load here holds this lock.
+LOAD_LOCK = threading.RLock()
+_LANG_TOKEN = re.compile(r"^<\|[a-z]{2,3}\|>$")
 
 
 class ConversionError(Exception):
@@ -339,10 +343,19 @@ def ct2_to_hf(ct2_dir: Path, out_dir: Path) -> Path:
     Returns at once when `out_dir` already holds a complete conversion. Otherwise builds the folder in a
     temporary sibling, verifies a strict load (no missing, unexpected or mismatched keys), writes the
     marker last and renames the folder into place, so concurrent processes never see half a checkpoint.
+    Within one process, conversions are serialised (`LOAD_LOCK`).
     """
     ct2_dir, out_dir = Path(ct2_dir), Path(out_dir)
     if is_complete(out_dir):
         return out_dir
+    with LOAD_LOCK:
+        if is_complete(out_dir):
+            return out_dir
+        _convert(ct2_dir, out_dir)
+    return out_dir
+
+
+def _convert(ct2_dir: Path, out_dir: Path) -> None:
     started = time.monotonic()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -365,7 +378,6 @@ def ct2_to_hf(ct2_dir: Path, out_dir: Path) -> Path:
         _publish(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:

@@ -90,9 +90,7 @@ class Decoder:
 
     @api.get("/ready")
     async def ready(self) -> dict[str, Any]:
-        info = dict(await self._model_info())
-        info.update(await self.whisper.info.remote())
-        return {"status": "ready", **info}
+        return {"status": "ready", **await self.whisper.info.remote()}
 
     @api.post("/transcribe")
     async def transcribe(
@@ -135,7 +133,7 @@ class Decoder:
         return JSONResponse(
             {
                 "text": " ".join(s["text"] for s in segments),
-                "language": lang if windows.audio else (lang or None),
+                "language": lang,  # None when auto-detection found no speech to detect from
                 "language_probability": probability,
                 "duration": round(duration, 3),
                 "speech_seconds": round(windows.seconds, 3),

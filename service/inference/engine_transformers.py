@@ -2,8 +2,8 @@
 
 Per batch: log-mel features for every window (padded to 30 s), one encoder pass, one `generate` call
 (beam search, timestamp tokens, one decoding pass per window), then one teacher-forced decoder pass for
-`avg_logprob` / `no_speech_prob`, and, when asked, one eager-attention pass over the text tokens whose
-cross-attention (alignment heads) gives word times by dynamic time warping, as OpenAI's `timing.py` does.
+`avg_logprob` / `no_speech_prob`, and, when asked, one more pass over the text tokens whose cross-attention
+(alignment heads) gives word times by dynamic time warping, as OpenAI's `timing.py` does.
 Segment times come from the timestamp tokens and are relative to the window start.
 
 This is the only module of the service that imports torch and transformers for decoding.
@@ -12,17 +12,26 @@ This is the only module of the service that imports torch and transformers for d
 from __future__ import annotations
 
 import logging
+import math
 import string
+import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperTokenizer,
+)
 from transformers.modeling_outputs import BaseModelOutput
 
-from service.inference.convert import ensure_hf_checkpoint
+from service.inference.convert import LOAD_LOCK, ensure_hf_checkpoint
 from service.inference.models import ModelFiles
 from service.inference.types import DecodeOptions, Segment, WindowResult, Word
 
@@ -33,8 +42,7 @@ WINDOW_SECONDS = 30.0
 SECONDS_PER_TOKEN = 0.02  # one timestamp step and one encoder frame
 MIN_SAMPLES = 400  # one STFT frame
 MEDIAN_FILTER_WIDTH = 7
-ALIGN_CHUNK = 4  # windows per eager-attention alignment pass (cross-attention maps are large)
-SCORE_CHUNK = 8  # windows per scoring pass (full-vocabulary logits)
+CHUNK = 8  # windows per teacher-forced decoder pass (full-vocabulary logits for every token)
 # Languages written without spaces: words are split per Unicode character sequence (OpenAI's rule).
 NO_SPACE_LANGUAGES = {"zh", "ja", "th", "lo", "my", "yue"}
 PREPEND_PUNCTUATION = "\"'“¿([{-"
@@ -84,11 +92,14 @@ class TransformersEngine:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.dtype = _torch_dtype(compute_type, self.device)
-        path = ensure_hf_checkpoint(files, Path(cache_dir))
-        self.model = WhisperForConditionalGeneration.from_pretrained(
-            path, dtype=self.dtype, attn_implementation="sdpa"
-        ).to(self.device)
-        self.model.eval()
+        with LOAD_LOCK:  # model loading in transformers is not thread-safe
+            path = ensure_hf_checkpoint(files, Path(cache_dir))
+            self.model = WhisperForConditionalGeneration.from_pretrained(
+                path, dtype=self.dtype, attn_implementation="sdpa"
+            )
+        if any(p.device.type == "meta" for p in self.model.parameters()):
+            raise RuntimeError(f"{path}: weights left on the meta device (a concurrent load in this process?)")
+        self.model.to(self.device).eval()
         self.tokenizer = WhisperTokenizer.from_pretrained(path)
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(path)
         self.model_name = files.name
@@ -121,7 +132,7 @@ class TransformersEngine:
         if not self.multilingual or not self.lang_to_id:
             return "en", 1.0
         with torch.inference_mode():
-            hidden = self._encode([audio])
+            hidden = self._encode([_as_window(audio)])
             start = torch.tensor([[self.sot]], device=self.device)
             logits = self.model(encoder_outputs=(hidden,), decoder_input_ids=start, use_cache=False).logits[0, -1]
             tokens = list(self.lang_to_id)
@@ -138,7 +149,7 @@ class TransformersEngine:
         durations = [min(len(w), len(a)) / SAMPLE_RATE for w, a in zip(windows, audio, strict=True)]
         with torch.inference_mode():
             hidden = self._encode(audio)
-            sequences = self._generate(hidden, options)
+            sequences = self._generate(hidden, durations, options)
             prefix_lengths = [self._prefix_length(row) for row in sequences.tolist()]
             generated = [_generated_tokens(row, n, self.eot) for row, n in zip(sequences.tolist(), prefix_lengths)]
             avg_logprobs, no_speech_probs = self._score(hidden, sequences, prefix_lengths, generated)
@@ -175,7 +186,7 @@ class TransformersEngine:
         features = features.to(self.device, self.dtype)
         return self.model.model.encoder(features).last_hidden_state
 
-    def _generate(self, hidden: torch.Tensor, options: DecodeOptions) -> torch.Tensor:
+    def _generate(self, hidden: torch.Tensor, durations: list[float], options: DecodeOptions) -> torch.Tensor:
         """Token ids per window: [prompt…] + start tokens + generated tokens + end of text (+ padding)."""
         kwargs: dict[str, object] = {
             "return_timestamps": True,
@@ -196,11 +207,15 @@ class TransformersEngine:
             log.warning("%s is English-only: decoding English transcription", self.model_name)
         if options.initial_prompt:
             text_ids = self.tokenizer(" " + options.initial_prompt.strip(), add_special_tokens=False).input_ids
+            text_ids = [t for t in text_ids if t < self.eot]  # no special tokens smuggled in through text
             prompt = [self.prev_sot] + text_ids[-(self.model.config.max_target_positions // 2 - 1) :]
             kwargs["prompt_ids"] = torch.tensor(prompt, device=self.device)
+        window_end = _WindowEnd(durations, self.timestamp_begin, self.eot, self.max_frames, self.device)
         # generate expands encoder outputs for beam search *in place*: hand it a fresh container
         encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
-        out = self.model.generate(encoder_outputs=encoder_outputs, **kwargs)
+        out = self.model.generate(
+            encoder_outputs=encoder_outputs, logits_processor=LogitsProcessorList([window_end]), **kwargs
+        )
         return out if isinstance(out, torch.Tensor) else out["sequences"]
 
     def _prefix_length(self, row: list[int]) -> int:
@@ -222,9 +237,11 @@ class TransformersEngine:
         """
         avg_logprobs: list[float | None] = []
         no_speech: list[float | None] = []
-        for lo in range(0, sequences.shape[0], SCORE_CHUNK):
-            rows = sequences[lo : lo + SCORE_CHUNK]
-            logits = self.model(encoder_outputs=(hidden[lo : lo + SCORE_CHUNK],), decoder_input_ids=rows).logits
+        for lo in range(0, sequences.shape[0], CHUNK):
+            rows = sequences[lo : lo + CHUNK]
+            logits = self.model(
+                encoder_outputs=(hidden[lo : lo + CHUNK],), decoder_input_ids=rows, use_cache=False
+            ).logits
             for j in range(rows.shape[0]):
                 i = lo + j
                 row, start = rows[j], prefix_lengths[i]
@@ -282,53 +299,77 @@ class TransformersEngine:
     def _align(
         self, hidden: torch.Tensor, generated: list[list[int]], durations: list[float], options: DecodeOptions
     ) -> list[list[_Aligned]]:
-        """Words with times for every window, from the alignment heads' cross-attention (DTW)."""
+        """Words with times for every window, from the alignment heads' cross-attention (DTW).
+
+        Decodes `<|startoftranscript|>… <|notimestamps|> text <|endoftext|>` once more (as OpenAI does)
+        with hooks that catch the cross-attention queries of the alignment layers; the attention weights
+        of the alignment heads are then computed here, over the window's real frames only. This keeps the
+        model on SDPA (no `output_attentions`, no switch to eager attention, no full attention maps).
+        """
         start_tokens = [self.sot]
         if self.multilingual:
             start_tokens += [self.lang_to_id[f"<|{options.language}|>"], self.task_to_id[options.task]]
+        rows_at = len(start_tokens)  # row of <|notimestamps|>, which predicts the first text token
         text = [[t for t in tokens if t < self.eot] for tokens in generated]
         results: list[list[_Aligned]] = [[] for _ in generated]
         todo = [i for i, t in enumerate(text) if t]
-        previous = self.model.config._attn_implementation
-        self.model.set_attn_implementation("eager")  # SDPA returns no attention weights
+        layers = self.model.model.decoder.layers
+        queries: dict[int, torch.Tensor] = {}
+        owner = threading.get_ident()
+
+        def catch(layer: int) -> Callable[..., None]:
+            def hook(_module: torch.nn.Module, _args: object, output: torch.Tensor) -> None:
+                if threading.get_ident() == owner:  # not a forward pass another thread runs meanwhile
+                    queries[layer] = output
+
+            return hook
+
+        hooks = [
+            layers[layer].encoder_attn_layer_norm.register_forward_hook(catch(layer))
+            for layer in sorted({layer for layer, _ in self.alignment_heads})
+        ]
         try:
-            for lo in range(0, len(todo), ALIGN_CHUNK):
-                chunk = todo[lo : lo + ALIGN_CHUNK]
+            for lo in range(0, len(todo), CHUNK):
+                chunk = todo[lo : lo + CHUNK]
                 rows = [[*start_tokens, self.no_timestamps, *text[i], self.eot] for i in chunk]
                 width = max(len(r) for r in rows)
                 ids = torch.tensor([r + [self.eot] * (width - len(r)) for r in rows], device=self.device)
-                out = self.model(
-                    encoder_outputs=(hidden[chunk],),
-                    decoder_input_ids=ids,
-                    output_attentions=True,
-                    use_cache=False,
-                )
+                encoded = hidden[chunk]
+                logits = self.model(encoder_outputs=(encoded,), decoder_input_ids=ids, use_cache=False).logits
                 for j, i in enumerate(chunk):
                     n = len(text[i])
-                    weights = torch.stack(
-                        [out.cross_attentions[layer][j, head] for layer, head in self.alignment_heads]
-                    )
                     frames = max(1, min(self.max_frames, round(durations[i] / SECONDS_PER_TOKEN)))
-                    rows_at = len(start_tokens)
-                    logits = out.logits[j, rows_at : rows_at + n, : self.eot].float()
-                    probs = logits.softmax(-1).gather(-1, torch.tensor(text[i], device=self.device)[:, None])[:, 0]
-                    results[i] = self._words(
-                        text[i],
-                        weights[:, : rows_at + n + 2, :frames],
-                        rows_at,
-                        probs.cpu().numpy(),
-                        options.language,
-                    )
+                    weights = self._cross_attention(queries, j, encoded[j, :frames], rows_at + n + 2)
+                    token_logits = logits[j, rows_at : rows_at + n, : self.eot].float()
+                    targets = torch.tensor(text[i], device=self.device)[:, None]
+                    probs = token_logits.softmax(-1).gather(-1, targets)[:, 0].cpu().numpy()
+                    results[i] = self._words(text[i], weights, rows_at, probs, options.language)
         finally:
-            self.model.set_attn_implementation(previous)
+            for handle in hooks:
+                handle.remove()
         return results
+
+    def _cross_attention(
+        self, queries: dict[int, torch.Tensor], row: int, keys_from: torch.Tensor, length: int
+    ) -> torch.Tensor:
+        """Attention weights (heads, tokens, frames) of the alignment heads for one decoded row."""
+        layers = self.model.model.decoder.layers
+        projected: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        maps = []
+        for layer, head in self.alignment_heads:
+            attention = layers[layer].encoder_attn
+            if layer not in projected:
+                q = attention.q_proj(queries[layer][row, :length]) * attention.scaling
+                projected[layer] = (q.float(), attention.k_proj(keys_from).float())
+            q, k = projected[layer]
+            part = slice(head * attention.head_dim, (head + 1) * attention.head_dim)
+            maps.append((q[:, part] @ k[:, part].T).softmax(-1))
+        return torch.stack(maps)
 
     def _words(
         self, text: list[int], weights: torch.Tensor, rows_at: int, probs: np.ndarray, language: str
     ) -> list[_Aligned]:
         """OpenAI's find_alignment: normalise, median-filter, average heads, DTW, cut at word starts."""
-        weights = weights.float()
-        weights = weights / weights.sum(-1, keepdim=True).clamp_min(1e-10)  # softmax over the real frames only
         std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
         weights = (weights - mean) / std.clamp_min(1e-10)
         weights = _median_filter(weights, MEDIAN_FILTER_WIDTH)
@@ -360,6 +401,32 @@ class TransformersEngine:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+class _WindowEnd(LogitsProcessor):
+    """Per window: no timestamp after the end of its audio, and end of text right after reaching it.
+
+    Windows shorter than 30 s are zero-padded; without this, Whisper happily "transcribes" the padding
+    (typically a loop of "Thank you." segments up to the 448-token limit, very slow with beam search).
+    """
+
+    def __init__(
+        self, durations: list[float], timestamp_begin: int, eot: int, max_index: int, device: torch.device
+    ) -> None:
+        last = [min(max_index, math.ceil(d / SECONDS_PER_TOKEN - 1e-6)) for d in durations]
+        self.limits = torch.tensor([timestamp_begin + i for i in last], device=device)
+        self.eot = eot
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        limits = self.limits.repeat_interleave(input_ids.shape[0] // self.limits.shape[0])
+        vocab = torch.arange(scores.shape[-1], device=scores.device)
+        scores = scores.masked_fill(vocab[None, :] > limits[:, None], -math.inf)
+        ended = input_ids[:, -1] >= limits
+        if bool(ended.any()):
+            forced = torch.full_like(scores[0], -math.inf)
+            forced[self.eot] = 0.0
+            scores[ended] = forced
+        return scores
 
 
 def _torch_dtype(compute_type: str, device: torch.device) -> torch.dtype:
@@ -466,7 +533,7 @@ def _merge_punctuation(words: list[_Aligned]) -> None:
         if words[i].text.startswith(" ") and words[i].text.strip() in PREPEND_PUNCTUATION:
             nxt = words[i + 1]
             nxt.text, nxt.tokens = words[i].text + nxt.text, words[i].tokens + nxt.tokens
-            nxt.first_token, nxt.start = words[i].first_token, words[i].start
+            nxt.first_token = words[i].first_token
             del words[i]
         i -= 1
     i = 1
