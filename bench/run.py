@@ -31,6 +31,8 @@ from tests.integration.helpers import DATA, manifest, submit, wait, wer
 LONG = DATA / "en_ljspeech_longform.wav"
 JFK = DATA / "en_jfk.flac"
 OUT = Path(__file__).parent / "results" / "latest.json"
+DOC = Path(__file__).parent.parent / "docs" / "benchmarks.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -163,6 +165,35 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    update_doc(result)
+
+
+def update_doc(result: dict[str, Any]) -> None:
+    """Replace the generated table in docs/benchmarks.md with this run's figures."""
+    rows = [
+        ("machine", result["machine"]),
+        ("date", result["date"]),
+        ("model / audio", f"{result['model']} / {result['audio_seconds']} s long-form"),
+    ]
+    for name, rng in result["engine_rtf_range"].items():
+        rows.append((f"engine RTF {name} (median, min–max)", f"{rng['median']} ({rng['min']}–{rng['max']})"))
+    rows.append(("naive faster-whisper RTF", result["naive_engine_rtf"]))
+    rows.append(("long-form WER", ", ".join(f"{k} {v}" for k, v in result["wer_longform"].items())))
+    for key in (
+        "service_rtf",
+        "service_vs_engine",
+        "service_vs_naive",
+        "batching_speedup",
+        "mean_batch_size",
+        "gateway_rss_mb",
+    ):
+        if key in result:
+            rows.append((key, result[key]))
+    table = "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(f"{head}{START}\n{table}\n{END}{tail}")
 
 
 if __name__ == "__main__":
