@@ -15,6 +15,7 @@ from faster_whisper.transcribe import (
     get_suppressed_tokens,
 )
 
+from service.inference.convert import cache_folder
 from service.inference.models import ModelFiles
 from service.inference.types import DecodeOptions, Segment, WindowResult, Word
 
@@ -26,9 +27,9 @@ def _hf_to_ct2(files: ModelFiles, cache_dir: Path) -> Path:
     """Convert a Hugging Face Whisper checkpoint once into a CTranslate2 one under the cache."""
     from ctranslate2.converters import TransformersConverter
 
-    out = cache_dir / f"ct2-{files.name}"
+    out = cache_folder("ct2", files, cache_dir)
     if not (out / "model.bin").exists():
-        tmp = cache_dir / f".ct2-{files.name}.tmp{os.getpid()}"
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
         TransformersConverter(str(files.path), copy_files=["tokenizer.json", "preprocessor_config.json"]).convert(
             str(tmp), quantization="float16", force=True
         )

@@ -12,15 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.inference.convert import (
-    MARKER,
-    ConversionError,
-    ct2_to_hf,
-    ensure_hf_checkpoint,
-    is_complete,
-    map_whisper_weights,
-    read_ct2_variables,
-)
+from service.inference.convert import MARKER, cache_folder, ct2_to_hf, ensure_hf_checkpoint, is_complete
+from service.inference.ct2_format import ConversionError, map_whisper_weights, read_ct2_variables
 from service.inference.models import ModelFiles, resolve
 
 DATA = Path(__file__).parent.parent / "data"
@@ -181,6 +174,22 @@ def test_cached_conversion_returns_at_once(model_cache: Path) -> None:
 def test_huggingface_folders_pass_through(model_cache: Path) -> None:
     path = ensure_hf_checkpoint(resolve("tiny.en", model_cache), model_cache)
     assert ensure_hf_checkpoint(ModelFiles("mine", path, "huggingface"), model_cache) == path
+
+
+def test_cache_folder_names_keep_same_named_checkpoints_apart(tmp_path: Path) -> None:
+    first, second = (
+        ModelFiles("large", tmp_path / "a" / "large", "huggingface"),
+        ModelFiles("large", tmp_path / "b" / "large", "huggingface"),
+    )
+    names = {cache_folder("ct2", first, tmp_path).name, cache_folder("ct2", second, tmp_path).name}
+    assert len(names) == 2 and all(n.startswith("ct2-large-") and len(n) == len("ct2-large-") + 8 for n in names)
+    assert cache_folder("hf", first, tmp_path) == cache_folder("hf", first, tmp_path)  # stable
+    assert cache_folder("hf", resolve("tiny.en", tmp_path), tmp_path) == tmp_path / "hf-tiny.en"
+    assert (
+        cache_folder("hf", ModelFiles("base", tmp_path / "ct2-base", "ctranslate2"), tmp_path) == tmp_path / "hf-base"
+    )
+    own_base = ModelFiles("base", tmp_path / "mine" / "base", "ctranslate2")  # a folder named like a packaged model
+    assert cache_folder("hf", own_base, tmp_path).name.startswith("hf-base-")
 
 
 def test_concurrent_threads_share_one_conversion(tmp_path: Path) -> None:

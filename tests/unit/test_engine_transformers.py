@@ -15,12 +15,8 @@ import pytest
 import torch
 
 from service.audio import decode
-from service.inference.engine_transformers import (
-    TransformersEngine,
-    _dtw,
-    _split_spaces,
-    _WindowEnd,
-)
+from service.inference.alignment import dtw, split_spaces
+from service.inference.engine_transformers import TransformersEngine, _WindowEnd
 from service.inference.models import resolve
 from service.inference.types import DecodeOptions, Segment, WindowResult
 
@@ -166,13 +162,13 @@ def test_dtw_matches_openai_reference() -> None:
     rng = np.random.default_rng(0)
     for shape in [(1, 1), (3, 7), (12, 40), (30, 9)]:
         x = rng.normal(size=shape)
-        texts, times = _dtw(x)
+        texts, times = dtw(x)
         assert (texts.tolist(), times.tolist()) == reference(x)
 
 
 def test_words_split_at_leading_spaces_and_punctuation(tiny: TransformersEngine) -> None:
     ids = tiny.tokenizer(" Ask not, fellowship-wise!", add_special_tokens=False).input_ids
-    words = [w for w, _ in _split_spaces(ids, tiny.tokenizer)]
+    words = [w for w, _ in split_spaces(ids, tiny.tokenizer)]
     assert "".join(words) == " Ask not, fellowship-wise!"
     assert words[:3] == [" Ask", " not", ","] and words[-1] == "!"
 
