@@ -7,7 +7,9 @@ Every failure is a typed `AudioError` carrying a machine-readable code and an HT
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +21,8 @@ SAMPLE_RATE = 16_000
 MAX_BAD_PACKETS = 3
 # A stream that decodes to less than this share of its declared duration is truncated.
 TRUNCATION_RATIO = 0.9
+
+FLOAT_CODECS = frozenset({"pcm_f32le", "pcm_f32be", "pcm_f64le", "pcm_f64be"})
 
 Source = str | Path | bytes | BinaryIO
 
@@ -114,29 +118,9 @@ def _info(container: av.container.InputContainer, stream: av.audio.stream.AudioS
     )
 
 
-def _decode_stream(
-    container: av.container.InputContainer,
-    stream: av.audio.stream.AudioStream,
-    max_seconds: float | None,
-    stop_after_seconds: float | None = None,
-) -> np.ndarray:
-    """Decode the stream to 16 kHz mono float32, skipping a few bad packets, bounded in length."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
-    total = 0
+def _frames(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> Iterator[av.AudioFrame]:
+    """Decoded frames of `stream`; a few undecodable packets are skipped, more mean the file is corrupt."""
     bad = 0
-    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
-    stop = None if stop_after_seconds is None else int(stop_after_seconds * SAMPLE_RATE)
-
-    def take(frames: list[av.AudioFrame]) -> None:
-        nonlocal total
-        for out in frames:
-            pcm = out.to_ndarray().reshape(-1)
-            chunks.append(pcm)
-            total += pcm.shape[0]
-        if limit is not None and total > limit:
-            raise AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
-
     try:
         for packet in container.demux(stream):
             try:
@@ -146,36 +130,73 @@ def _decode_stream(
                 if bad > MAX_BAD_PACKETS:
                     raise CorruptAudio("the audio stream is corrupt (undecodable packets)") from None
                 continue
-            for frame in frames:
-                frame.pts = None  # let the resampler keep its own clock across skipped packets
-                take(resampler.resample(frame))
-            if stop is not None and total >= stop:
-                return np.concatenate(chunks)
-        take(resampler.resample(None))
+            yield from frames
     except av.error.FFmpegError as exc:
         raise CorruptAudio(f"the file could not be decoded ({exc.__class__.__name__})") from exc
-    if not chunks or total == 0:
+
+
+def _too_long(max_seconds: float) -> AudioTooLong:
+    return AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
+
+
+def _decode_stream(
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, max_seconds: float | None
+) -> np.ndarray:
+    """Decode the stream to 16 kHz mono float32, bounded in length while decoding."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    chunks: list[np.ndarray] = []
+    total = 0
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+    for frame in chain(_frames(container, stream), [None]):
+        if frame is not None:
+            frame.pts = None  # let the resampler keep its own clock across skipped packets
+        for out in resampler.resample(frame):
+            pcm = out.to_ndarray().reshape(-1)
+            chunks.append(pcm)
+            total += pcm.shape[0]
+        if limit is not None and total > limit:
+            raise _too_long(max_seconds)
+    if total == 0:
         raise CorruptAudio("the audio stream holds no decodable samples")
     return np.concatenate(chunks)
 
 
+def _scan_stream(
+    container: av.container.InputContainer,
+    stream: av.audio.stream.AudioStream,
+    max_seconds: float | None,
+    stop_after_seconds: float | None,
+) -> float:
+    """Decode without resampling (a fraction of the cost): proves decodability, returns the seconds seen."""
+    check_finite = stream.codec_context.name in FLOAT_CODECS
+    seconds = 0.0
+    for frame in _frames(container, stream):
+        seconds += frame.samples / (frame.sample_rate or 1)
+        if check_finite and not np.isfinite(frame.to_ndarray()).all():
+            raise CorruptAudio("the audio holds NaN or infinite samples")
+        if max_seconds is not None and seconds > max_seconds:
+            raise _too_long(max_seconds)
+        if stop_after_seconds is not None and seconds >= stop_after_seconds:
+            return seconds
+    if seconds == 0:
+        raise CorruptAudio("the audio stream holds no decodable samples")
+    return seconds
+
+
 def probe(source: Source, *, full: bool = False, max_seconds: float | None = None) -> AudioInfo:
-    """Check that `source` holds decodable audio; decode all of it when `full`, else its first second."""
+    """Check that `source` holds decodable audio: all of it when `full`, else its first second."""
     with _open(source) as container:
         stream = _audio_stream(container)
         info = _info(container, stream)
         if info.duration is not None and max_seconds is not None and info.duration > max_seconds:
             raise AudioTooLong(f"audio is {info.duration:.0f} s, longer than the limit of {max_seconds:.0f} s")
-        pcm = _decode_stream(container, stream, max_seconds, stop_after_seconds=None if full else 1.0)
+        seconds = _scan_stream(container, stream, max_seconds, None if full else 1.0)
         if full:
-            _check_complete(pcm, info)
+            _check_complete(seconds, info)
         return info
 
 
-def _check_complete(pcm: np.ndarray, info: AudioInfo) -> None:
-    if not np.isfinite(pcm).all():
-        raise CorruptAudio("the audio holds NaN or infinite samples")
-    decoded = pcm.shape[0] / SAMPLE_RATE
+def _check_complete(decoded: float, info: AudioInfo) -> None:
     if info.duration and info.duration > 1.0 and decoded < TRUNCATION_RATIO * info.duration:
         raise CorruptAudio(f"the file is truncated: {decoded:.1f} s decoded of {info.duration:.1f} s declared")
 
@@ -186,5 +207,7 @@ def decode(source: Source, *, max_seconds: float | None = None) -> np.ndarray:
         stream = _audio_stream(container)
         info = _info(container, stream)
         pcm = _decode_stream(container, stream, max_seconds)
-        _check_complete(pcm, info)
+    if not np.isfinite(pcm).all():
+        raise CorruptAudio("the audio holds NaN or infinite samples")
+    _check_complete(pcm.shape[0] / SAMPLE_RATE, info)
     return np.clip(pcm, -1.0, 1.0, out=pcm)

@@ -87,3 +87,27 @@ def test_quick_probe_reads_only_the_start(tmp_path: Path) -> None:
     path = write_audio(tmp_path / "tone.wav", tone(3.0, 22050, 2), 22050)
     info = audio.probe(path)
     assert info.sample_rate == 22050 and abs((info.duration or 0) - 3.0) < 0.05
+
+
+def _float_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> Path:
+    """A WAVE_FORMAT_IEEE_FLOAT mono file written by hand (so NaN and inf can be stored)."""
+    import struct
+
+    data = samples.astype("<f4").tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, rate, rate * 4, 4, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def test_nan_and_inf_samples_are_corrupt(tmp_path: Path) -> None:
+    samples = tone(2.0, 16000, 1)[0]
+    samples[1000] = np.nan
+    samples[2000] = np.inf
+    path = _float_wav(tmp_path / "nan.wav", samples)
+    with pytest.raises(audio.CorruptAudio, match="NaN"):
+        audio.probe(path, full=True)
+    with pytest.raises(audio.CorruptAudio, match="NaN"):
+        audio.decode(path)
+    clean = _float_wav(tmp_path / "ok.wav", tone(2.0, 16000, 1)[0])
+    assert audio.probe(clean, full=True).codec == "pcm_f32le"
