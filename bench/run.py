@@ -162,6 +162,17 @@ def main() -> None:
         finally:
             stop_service(svc)
 
+    from bench.submit_load import measure
+
+    submit = measure()
+    print(
+        f"submit p50 {submit['submit_p50_ms']} ms, p99 {submit['submit_p99_ms']} ms, "
+        f"{submit['submit_rps']} req/s, 5xx {submit['submit_5xx']}",
+        flush=True,
+    )
+    result.update({k: v for k, v in submit.items() if k != "gateway_rss_mb"})
+    result["gateway_rss_mb_after_submit_load"] = submit["gateway_rss_mb"]
+
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
