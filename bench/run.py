@@ -24,7 +24,7 @@ from service.audio import SAMPLE_RATE, decode
 from service.config import Settings
 from service.inference.engines import load_engine
 from service.inference.types import DecodeOptions
-from service.inference.windows import cut, stitch
+from service.inference.windows import MAX_FOLLOW_UPS, cut, stitch, tail_start
 from tests.harness import start_service, stop_service
 from tests.integration.helpers import DATA, manifest, submit, wait, wer
 
@@ -44,10 +44,16 @@ def engine_pass(engine, audio, batch_size: int) -> tuple[float, str]:
     started = time.perf_counter()
     windows = cut(audio, vad=True)
     options = DecodeOptions(language="en")
-    results = []
-    for i in range(0, len(windows.audio), batch_size):
-        results.extend(engine.transcribe_batch(windows.audio[i : i + batch_size], options))
-    text = " ".join(s["text"] for s in stitch(windows, results))
+    pending = [(w, offset, 0) for w, offset in zip(windows.audio, windows.offsets)]
+    pieces = []
+    while pending:
+        batch, pending = pending[:batch_size], pending[batch_size:]
+        for (window, offset, depth), result in zip(batch, engine.transcribe_batch([b[0] for b in batch], options)):
+            pieces.append((offset, result))
+            start = tail_start(window, result)
+            if start is not None and depth < MAX_FOLLOW_UPS:
+                pending.append((window[int(start * SAMPLE_RATE) :], offset + start, depth + 1))
+    text = " ".join(s["text"] for s in stitch(pieces, windows.speech))
     return time.perf_counter() - started, text
 
 

@@ -162,35 +162,51 @@ def _decode_stream(
 
 
 def _scan_stream(
-    container: av.container.InputContainer,
-    stream: av.audio.stream.AudioStream,
-    max_seconds: float | None,
-    stop_after_seconds: float | None,
+    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, max_seconds: float | None, full: bool
 ) -> float:
-    """Decode without resampling (a fraction of the cost): proves decodability, returns the seconds seen."""
-    check_finite = stream.codec_context.name in FLOAT_CODECS
+    """Decode the first second (proves the codec works), then, when `full`, demux the rest without decoding
+    (packet durations reveal truncation at a fraction of decoding's cost). Returns the seconds seen."""
+    check_finite = stream.codec_context.name in FLOAT_CODECS  # only raw float PCM can hold NaN/inf
     seconds = 0.0
-    for frame in _frames(container, stream):
+
+    def count(frame: av.AudioFrame) -> None:
+        nonlocal seconds
         seconds += frame.samples / (frame.sample_rate or 1)
         if check_finite and not np.isfinite(frame.to_ndarray()).all():
             raise CorruptAudio("the audio holds NaN or infinite samples")
         if max_seconds is not None and seconds > max_seconds:
             raise _too_long(max_seconds)
-        if stop_after_seconds is not None and seconds >= stop_after_seconds:
-            return seconds
+
+    for frame in _frames(container, stream):
+        count(frame)
+        if seconds >= 1.0 and not check_finite:
+            break
     if seconds == 0:
         raise CorruptAudio("the audio stream holds no decodable samples")
+    if not full or check_finite:
+        return seconds
+    try:
+        for packet in container.demux(stream):
+            if packet.duration and packet.time_base is not None:
+                seconds += float(packet.duration * packet.time_base)
+            elif packet.size:
+                for frame in packet.decode():
+                    count(frame)
+            if max_seconds is not None and seconds > max_seconds:
+                raise _too_long(max_seconds)
+    except av.error.FFmpegError as exc:
+        raise CorruptAudio(f"the file could not be read to its end ({exc.__class__.__name__})") from exc
     return seconds
 
 
 def probe(source: Source, *, full: bool = False, max_seconds: float | None = None) -> AudioInfo:
-    """Check that `source` holds decodable audio: all of it when `full`, else its first second."""
+    """Check that `source` holds audio: its first second decodes; with `full`, all of it is there."""
     with _open(source) as container:
         stream = _audio_stream(container)
         info = _info(container, stream)
         if info.duration is not None and max_seconds is not None and info.duration > max_seconds:
             raise AudioTooLong(f"audio is {info.duration:.0f} s, longer than the limit of {max_seconds:.0f} s")
-        seconds = _scan_stream(container, stream, max_seconds, None if full else 1.0)
+        seconds = _scan_stream(container, stream, max_seconds, full)
         if full:
             _check_complete(seconds, info)
         return info

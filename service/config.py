@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     probe_full_decode_mb: float = Field(
         25.0, ge=0, description="uploads up to this size are fully decoded at submit time"
     )
-    dispatch_concurrency: int = Field(4, ge=1, description="jobs the gateway runs on Ray Serve at once")
+    dispatch_concurrency: int = Field(16, ge=1, description="jobs the gateway runs on Ray Serve at once")
     max_attempts: int = Field(3, ge=1, description="tries per job before it fails")
     retry_backoff_s: float = Field(2.0, ge=0)
     request_timeout_s: float = Field(3600.0, gt=0, description="longest a single job call to Ray Serve may take")

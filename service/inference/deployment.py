@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from service.audio import SAMPLE_RATE, AudioError, decode
 from service.config import Settings, gpu_present
 from service.inference.types import DecodeOptions, Task, WindowResult
-from service.inference.windows import cut, stitch
+from service.inference.windows import MAX_FOLLOW_UPS, cut, stitch, tail_start
 from service.languages import normalise_language
 
 
@@ -88,6 +88,18 @@ class Decoder:
             self._info = await self.whisper.info.remote()
         return self._info
 
+    async def _window(
+        self, audio: np.ndarray, offset: float, options: DecodeOptions, depth: int = 0
+    ) -> list[tuple[float, WindowResult]]:
+        """One window through the batched Whisper deployment, plus its undecoded tail if Whisper stopped early."""
+        result = await self.whisper.transcribe_window.remote((audio, options))
+        pieces = [(offset, result)]
+        start = tail_start(audio, result)
+        if start is not None and depth < MAX_FOLLOW_UPS:
+            tail = audio[int(start * SAMPLE_RATE) :]
+            pieces += await self._window(tail, offset + start, options, depth + 1)
+        return pieces
+
     @api.get("/ready")
     async def ready(self) -> dict[str, Any]:
         return {"status": "ready", **await self.whisper.info.remote()}
@@ -126,8 +138,10 @@ class Decoder:
             word_timestamps=word_timestamps,
             beam_size=beam_size or self.settings.beam_size,
         )
-        results = await asyncio.gather(*(self.whisper.transcribe_window.remote((w, options)) for w in windows.audio))
-        segments = stitch(windows, list(results))
+        results = await asyncio.gather(
+            *(self._window(audio, offset, options) for audio, offset in zip(windows.audio, windows.offsets))
+        )
+        segments = stitch([piece for pieces in results for piece in pieces], windows.speech)
         done = time.perf_counter()
         duration = audio.shape[0] / SAMPLE_RATE
         return JSONResponse(

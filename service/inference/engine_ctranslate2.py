@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from math import ceil
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import (
     BatchedInferencePipeline,
     TranscriptionOptions,
+    get_compression_ratio,
     get_suppressed_tokens,
 )
 
 from service.inference.convert import cache_folder
 from service.inference.models import ModelFiles
+from service.inference.timestamps import split_at_timestamps
 from service.inference.types import DecodeOptions, Segment, WindowResult, Word
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
@@ -109,10 +112,36 @@ class CTranslate2Engine:
         tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
         extract = self.model.feature_extractor
         features = np.stack([pad_or_trim(extract(w)[..., :-1]) for w in windows])
-        metadata = [{"offset": 0.0, "duration": w.shape[0] / extract.sampling_rate} for w in windows]
-        self.pipeline.last_speech_timestamp = 0.0
-        outputs = self.pipeline.forward(features, tokenizer, metadata, self._options(tokenizer, options))
-        return [self._window_result(segments, meta["duration"]) for segments, meta in zip(outputs, metadata)]
+        durations = [w.shape[0] / extract.sampling_rate for w in windows]
+        opts = self._options(tokenizer, options)
+        encoder_output, outputs = self.pipeline.generate_segment_batched(features, tokenizer, opts)
+        segmented = [self._split(tokenizer, output, duration) for output, duration in zip(outputs, durations)]
+        if options.word_timestamps:
+            sizes = [int(ceil(d) * self.model.frames_per_second) for d in durations]
+            self.model.add_word_timestamps(
+                segmented, tokenizer, encoder_output, sizes, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0
+            )
+        return [self._window_result(segments, duration) for segments, duration in zip(segmented, durations)]
+
+    @staticmethod
+    def _split(tokenizer: Tokenizer, output: dict, duration: float) -> list[dict]:
+        """faster-whisper's segment dicts, cut with the shared splitter (keeps a window's unclosed tail)."""
+        segments = []
+        for span in split_at_timestamps(output["tokens"], tokenizer.timestamp_begin, tokenizer.eot, duration):
+            text = tokenizer.decode(span.tokens)
+            segments.append(
+                {
+                    "text": text,
+                    "tokens": span.tokens,
+                    "start": span.start,
+                    "end": span.end,
+                    "seek": 0,
+                    "avg_logprob": output["avg_logprob"],
+                    "no_speech_prob": output["no_speech_prob"],
+                    "compression_ratio": get_compression_ratio(text),
+                }
+            )
+        return segments
 
     @staticmethod
     def _window_result(segments: list[dict], duration: float) -> WindowResult:

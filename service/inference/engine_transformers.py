@@ -27,9 +27,10 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
-from service.inference.alignment import SECONDS_PER_TOKEN, Aligned, WordAligner, attach_words, clamp
+from service.inference.alignment import SECONDS_PER_TOKEN, Aligned, WordAligner, attach_words
 from service.inference.convert import LOAD_LOCK, ensure_hf_checkpoint
 from service.inference.models import ModelFiles
+from service.inference.timestamps import split_at_timestamps
 from service.inference.types import DecodeOptions, Segment, WindowResult
 
 log = logging.getLogger(__name__)
@@ -235,40 +236,13 @@ class TransformersEngine:
     # ------------------------------------------------------------------------------------------ segments
 
     def _segments(self, tokens: list[int], duration: float) -> list[tuple[Segment, int]]:
-        """Split generated tokens at timestamp tokens; times clamped into [0, duration].
-
-        Returns each segment with the index of its first text token among the window's text tokens.
-        """
-        segments: list[tuple[Segment, int]] = []
-        text_tokens: list[int] = []
-        seen = 0  # text tokens before `text_tokens`
-        start: float | None = None
-        last_end = 0.0
-
-        def close(end: float) -> None:
-            nonlocal text_tokens, seen
-            text = self.tokenizer.decode(text_tokens)
+        """Timed segments, each with the index of its first text token among the window's text tokens."""
+        out = []
+        for span in split_at_timestamps(tokens, self.timestamp_begin, self.eot, duration):
+            text = self.tokenizer.decode(span.tokens)
             if text.strip():
-                s = clamp(start if start is not None else last_end, duration)
-                segments.append((Segment(start=s, end=max(s, clamp(end, duration)), text=text), seen))
-            seen += len(text_tokens)
-            text_tokens = []
-
-        for token in tokens:
-            if token >= self.timestamp_begin:
-                time = (token - self.timestamp_begin) * SECONDS_PER_TOKEN
-                if text_tokens:
-                    close(time)
-                    last_end, start = time, None
-                else:
-                    start = time
-            elif token < self.eot:
-                if start is None:
-                    start = last_end
-                text_tokens.append(token)
-        if text_tokens:
-            close(duration)
-        return segments
+                out.append((Segment(start=span.start, end=span.end, text=text), span.offset))
+        return out
 
     # ------------------------------------------------------------------------------------------ words
 

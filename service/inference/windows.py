@@ -17,6 +17,9 @@ WINDOW_SECONDS = 30
 NO_SPEECH_PROB = 0.6
 LOGPROB_FLOOR = -1.0
 COMPRESSION_RATIO_CEILING = 2.4
+# A window whose last segment ends this long before the window does is decoded again from there.
+TAIL_SECONDS = 1.5
+MAX_FOLLOW_UPS = 3
 
 
 @dataclass
@@ -56,11 +59,20 @@ def is_hallucination(result: WindowResult) -> bool:
     return result.compression_ratio is not None and result.compression_ratio > COMPRESSION_RATIO_CEILING * 1.5
 
 
-def stitch(windows: Windows, results: list[WindowResult]) -> list[dict]:
-    """Shift window-relative times by the window offsets, undo the VAD cut, drop silent windows."""
+def tail_start(audio: np.ndarray, result: WindowResult) -> float | None:
+    """Where Whisper closed its last segment well before the window's end and stopped, leaving speech
+    undecoded (the sequential long-form loop would seek there): the time to decode again from, else None."""
+    if not result.segments or is_hallucination(result):
+        return None
+    covered = result.segments[-1].end
+    return covered if audio.shape[0] / SAMPLE_RATE - covered >= TAIL_SECONDS else None
+
+
+def stitch(pieces: list[tuple[float, WindowResult]], speech: list[dict] | None) -> list[dict]:
+    """Shift window-relative times by each piece's offset, undo the VAD cut, drop silent windows."""
     segments: list[Segment] = []
     scores: list[tuple[float | None, float | None]] = []
-    for offset, result in zip(windows.offsets, results):
+    for offset, result in sorted(pieces, key=lambda piece: piece[0]):
         if is_hallucination(result):
             continue
         for seg in result.segments:
@@ -73,8 +85,8 @@ def stitch(windows: Windows, results: list[WindowResult]) -> list[dict]:
                 word.end += offset
             segments.append(seg)
             scores.append((result.avg_logprob, result.no_speech_prob))
-    if windows.speech:
-        segments = list(restore_speech_timestamps(segments, windows.speech, SAMPLE_RATE))
+    if speech:
+        segments = list(restore_speech_timestamps(segments, speech, SAMPLE_RATE))
     out = []
     for seg, (avg_logprob, no_speech_prob) in zip(segments, scores):
         item: dict = {
