@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from service.inference.windows import MAX_FOLLOW_UPS, cut, stitch, tail_start
 from tests.harness import start_service, stop_service
 from tests.integration.helpers import DATA, manifest, submit, wait, wer
 
+POLL = 0.02  # job status polling interval: small, so it does not blur sequential timings
 LONG = DATA / "en_ljspeech_longform.wav"
 JFK = DATA / "en_jfk.flac"
 OUT = Path(__file__).parent / "results" / "latest.json"
@@ -69,7 +71,7 @@ def service_pass(url: str, path: Path, copies: int) -> float:
         started = time.perf_counter()
         ids = [submit(client, path, language="en").json()["id"] for _ in range(copies)]
         for job_id in ids:
-            assert wait(client, job_id, 900)["status"] == "succeeded"
+            assert wait(client, job_id, 900, POLL)["status"] == "succeeded"
         return time.perf_counter() - started
 
 
@@ -78,13 +80,13 @@ def batching_pass(url: str, n: int) -> tuple[float, float]:
     with httpx.Client(base_url=url, timeout=600) as client:
         started = time.perf_counter()
         for _ in range(n):
-            wait(client, submit(client, JFK, language="en").json()["id"])
+            wait(client, submit(client, JFK, language="en").json()["id"], poll=POLL)
         sequential = time.perf_counter() - started
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             ids = list(pool.map(lambda _: submit(client, JFK, language="en").json()["id"], range(n)))
         for job_id in ids:
-            wait(client, job_id)
+            wait(client, job_id, poll=POLL)
         return sequential, time.perf_counter() - started
 
 
@@ -93,6 +95,39 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+class ReplicaRss:
+    """Samples the Whisper replica's resident memory every 0.5 s while a load runs; keeps the peak."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    if (proc / "cmdline").read_bytes().startswith(b"ray::ServeReplica:whisper:Whisper"):
+                        self.peak = max(self.peak, rss_mb(int(proc.name)))
+                except OSError:
+                    continue
+
+    def __enter__(self) -> ReplicaRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    names = ("ray", "ctranslate2", "faster-whisper", "transformers", "torch", "av", "fastapi", "uvicorn")
+    return {name: version(name) for name in names}
 
 
 def main() -> None:
@@ -110,6 +145,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "model": args.model,
+        "versions": versions(),
         "audio_seconds": round(seconds, 2),
         "engine_rtf": {},
         "engine_rtf_range": {},
@@ -135,6 +171,7 @@ def main() -> None:
     model = WhisperModel(str(resolve(ct2_dir.model, cache).path), cpu_threads=args.threads)
     naive = [naive_pass(model, LONG) for _ in range(args.runs)]
     result["naive_engine_rtf"] = stats([t / seconds for t, _ in naive])["median"]
+    result["naive_engine_rtf_range"] = stats([t / seconds for t, _ in naive])
     result["wer_longform"]["naive"] = round(wer(reference, naive[0][1]), 4)
     print(f"naive faster-whisper RTF {result['naive_engine_rtf']}  WER {result['wer_longform']['naive']}", flush=True)
     del model
@@ -151,18 +188,24 @@ def main() -> None:
         )
         try:
             service_pass(svc.url, LONG, 1)  # warm-up
-            service_times = [service_pass(svc.url, LONG, 1) / seconds for _ in range(args.runs)]
+            with ReplicaRss() as replica:
+                service_times = [service_pass(svc.url, LONG, 1) / seconds for _ in range(args.runs)]
+                batching = [batching_pass(svc.url, 16) for _ in range(args.runs)]
             result["service_rtf"] = stats(service_times)["median"]
+            result["service_rtf_range"] = stats(service_times)
             result["service_vs_engine"] = round(result["engine_rtf"]["ctranslate2"] / result["service_rtf"], 3)
             result["service_vs_naive"] = round(result["naive_engine_rtf"] / result["service_rtf"], 3)
-            sequential, concurrent_s = batching_pass(svc.url, 16)
-            result["batching_speedup"] = round(sequential / concurrent_s, 3)
+            speedups = [sequential / concurrent_s for sequential, concurrent_s in batching]
+            result["batching_speedup"] = stats(speedups)["median"]
+            result["batching_speedup_range"] = stats(speedups)
             result["mean_batch_size"] = httpx.get(f"{svc.serve_url}/ready").json().get("mean_batch_size")
             result["gateway_rss_mb"] = round(rss_mb(svc.process.pid), 1)
+            result["replica_rss_mb"] = round(replica.peak, 1)
             print(
-                f"service RTF {result['service_rtf']}  vs engine {result['service_vs_engine']}  "
-                f"vs naive {result['service_vs_naive']}  batching x{result['batching_speedup']} "
-                f"(mean batch {result['mean_batch_size']})  gateway RSS {result['gateway_rss_mb']} MB",
+                f"service RTF {stats(service_times)}  vs engine {result['service_vs_engine']}  "
+                f"vs naive {result['service_vs_naive']}  batching {stats(speedups)} "
+                f"(mean batch {result['mean_batch_size']})  gateway RSS {result['gateway_rss_mb']} MB  "
+                f"replica RSS {result['replica_rss_mb']} MB",
                 flush=True,
             )
         finally:
@@ -187,14 +230,20 @@ def main() -> None:
 
 def update_doc(result: dict[str, Any]) -> None:
     """Replace the generated table in docs/benchmarks.md with this run's figures."""
+
+    def ranged(key: str) -> str:
+        rng = result.get(f"{key}_range")
+        return f"{result[key]} ({rng['min']}–{rng['max']})" if rng else str(result[key])
+
     rows = [
         ("machine", result["machine"]),
         ("date", result["date"]),
+        ("versions", ", ".join(f"{k} {v}" for k, v in result["versions"].items())),
         ("model / audio", f"{result['model']} / {result['audio_seconds']} s long-form"),
     ]
     for name, rng in result["engine_rtf_range"].items():
-        rows.append((f"engine RTF {name} (median, min–max)", f"{rng['median']} ({rng['min']}–{rng['max']})"))
-    rows.append(("naive faster-whisper RTF", result["naive_engine_rtf"]))
+        rows.append((f"engine_rtf.{name}", f"{rng['median']} ({rng['min']}–{rng['max']})"))
+    rows.append(("naive_engine_rtf", ranged("naive_engine_rtf")))
     rows.append(("long-form WER", ", ".join(f"{k} {v}" for k, v in result["wer_longform"].items())))
     for key in (
         "service_rtf",
@@ -202,11 +251,17 @@ def update_doc(result: dict[str, Any]) -> None:
         "service_vs_naive",
         "batching_speedup",
         "mean_batch_size",
+        "submit_p50_ms",
+        "submit_p99_ms",
+        "submit_rps",
+        "submit_5xx",
         "gateway_rss_mb",
+        "gateway_rss_mb_after_submit_load",
+        "replica_rss_mb",
     ):
         if key in result:
-            rows.append((key, result[key]))
-    table = "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+            rows.append((key, ranged(key)))
+    table = "| figure | median (min–max) |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)
     _, _, tail = rest.partition(END)

@@ -47,13 +47,13 @@ def submit(client: httpx.Client, path: Path, **fields: Any) -> httpx.Response:
         return client.post("/v1/jobs", files={"file": (path.name, fh)}, data={k: str(v) for k, v in fields.items()})
 
 
-def wait(client: httpx.Client, job_id: str, timeout: float = 300) -> dict[str, Any]:
+def wait(client: httpx.Client, job_id: str, timeout: float = 300, poll: float = 0.25) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}").json()
         if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
-        time.sleep(0.25)
+        time.sleep(poll)
     raise TimeoutError(f"job {job_id} not finished after {timeout} s")
 
 
