@@ -75,19 +75,24 @@ def service_pass(url: str, path: Path, copies: int) -> float:
         return time.perf_counter() - started
 
 
-def batching_pass(url: str, n: int) -> tuple[float, float]:
-    """n short jobs one at a time, then all at once; returns (sequential s, concurrent s)."""
+def batching_pass(url: str, serve_url: str, n: int) -> tuple[float, float, float]:
+    """n short jobs one at a time, then all at once; returns (sequential s, concurrent s, the mean batch
+    size the Whisper deployment formed during the concurrent part)."""
     with httpx.Client(base_url=url, timeout=600) as client:
         started = time.perf_counter()
         for _ in range(n):
             wait(client, submit(client, JFK, language="en").json()["id"], poll=POLL)
         sequential = time.perf_counter() - started
+        before = httpx.get(f"{serve_url}/ready").json()
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             ids = list(pool.map(lambda _: submit(client, JFK, language="en").json()["id"], range(n)))
         for job_id in ids:
             wait(client, job_id, poll=POLL)
-        return sequential, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        after = httpx.get(f"{serve_url}/ready").json()
+        mean_batch = (after["windows"] - before["windows"]) / max(1, after["batches"] - before["batches"])
+        return sequential, elapsed, mean_batch
 
 
 def rss_mb(pid: int) -> float:
@@ -190,15 +195,16 @@ def main() -> None:
             service_pass(svc.url, LONG, 1)  # warm-up
             with ReplicaRss() as replica:
                 service_times = [service_pass(svc.url, LONG, 1) / seconds for _ in range(args.runs)]
-                batching = [batching_pass(svc.url, 16) for _ in range(args.runs)]
+                batching = [batching_pass(svc.url, svc.serve_url, 16) for _ in range(args.runs)]
             result["service_rtf"] = stats(service_times)["median"]
             result["service_rtf_range"] = stats(service_times)
             result["service_vs_engine"] = round(result["engine_rtf"]["ctranslate2"] / result["service_rtf"], 3)
             result["service_vs_naive"] = round(result["naive_engine_rtf"] / result["service_rtf"], 3)
-            speedups = [sequential / concurrent_s for sequential, concurrent_s in batching]
+            speedups = [sequential / concurrent_s for sequential, concurrent_s, _ in batching]
             result["batching_speedup"] = stats(speedups)["median"]
             result["batching_speedup_range"] = stats(speedups)
-            result["mean_batch_size"] = httpx.get(f"{svc.serve_url}/ready").json().get("mean_batch_size")
+            result["mean_batch_size"] = stats([mean for _, _, mean in batching])["median"]
+            result["mean_batch_size_range"] = stats([mean for _, _, mean in batching])
             result["gateway_rss_mb"] = round(rss_mb(svc.process.pid), 1)
             result["replica_rss_mb"] = round(replica.peak, 1)
             print(

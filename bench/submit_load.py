@@ -7,11 +7,7 @@ figures are the accept path alone (upload, fsync, probe, SQLite commit), not tra
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from tests.harness import free_port
+from tests.harness import free_port, start_gateway, stop_gateway
 from tests.integration.helpers import DATA
 
 FILE = DATA / "en_jfk.m4a"  # 97 KB of AAC
@@ -51,24 +47,9 @@ def _rss_mb(pid: int) -> float:
 
 
 def measure(total: int = 2000, concurrency: int = 32) -> dict[str, Any]:
-    port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="spcsw-submit-"))
-    env = {
-        **os.environ,
-        "SPCS_WHISPER_PORT": str(port),
-        "SPCS_WHISPER_DATA_DIR": str(data_dir),
-        "SPCS_WHISPER_SERVE_URL": f"http://127.0.0.1:{free_port()}/absent",
-    }
-    log = (data_dir / "gateway.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "gateway"], env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
+    url, process = start_gateway(data_dir, f"http://127.0.0.1:{free_port()}/absent", data_dir / "gateway.log")
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         asyncio.run(_load(url, 100, concurrency))  # warm-up
         started = time.perf_counter()
         latencies, statuses = asyncio.run(_load(url, total, concurrency))
@@ -85,8 +66,7 @@ def measure(total: int = 2000, concurrency: int = 32) -> dict[str, Any]:
             "gateway_rss_mb": round(_rss_mb(process.pid), 1),
         }
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_gateway(process)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,32 @@ def stop_service(service: Service) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(service.process.pid, signal.SIGKILL)
             service.process.wait()
+
+
+def start_gateway(data_dir: Path, serve_url: str, log: Path, **env: str) -> tuple[str, subprocess.Popen]:
+    """`spcs-whisper gateway` alone against `serve_url`; returns (url, process) once /healthz answers."""
+    port = free_port()
+    environ = {
+        **os.environ,
+        "SPCS_WHISPER_PORT": str(port),
+        "SPCS_WHISPER_DATA_DIR": str(data_dir),
+        "SPCS_WHISPER_SERVE_URL": serve_url,
+        **env,
+    }
+    out = log.open("w")
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "gateway"], env=environ, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return url, process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"gateway did not start:\n{log.read_text()[-3000:]}")
+
+
+def stop_gateway(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)

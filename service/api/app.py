@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await dispatcher.stop()
+            await dispatcher.stop(drain_s=settings.drain_timeout_s)
             await client.close()
             await store.close()
 

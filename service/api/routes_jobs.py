@@ -84,6 +84,13 @@ def _check_model(options: SubmitOptions, info: dict | None, configured: str) -> 
     return served
 
 
+async def _check_backlog(state) -> None:
+    """429 with Retry-After once the backlog reaches its bound: back-pressure, never a 5xx."""
+    active = await state.store.count_active()
+    if active >= state.settings.max_queued_jobs:
+        raise ApiError(429, "queue_full", f"{active} jobs are waiting; retry later", retry_after=30, queued=active)
+
+
 def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
     body = JobView.of(job).model_dump(mode="json")
     return JSONResponse(body, status_code=status_code, headers={"location": f"/v1/jobs/{job.id}", **headers})
@@ -113,6 +120,7 @@ async def submit_job(request: Request) -> JSONResponse:
             if existing:
                 return _job_response(existing, 200, **{"idempotent-replayed": "true"})
         model = _check_model(options, state.dispatcher.model_info, state.settings.model)
+        await _check_backlog(state)
         path, size, info = await receive_upload(upload, state.store.blob_dir, state.settings)
     job = Job(
         id=new_job_id(),

@@ -8,7 +8,7 @@ HTTP (under the app's route prefix, `/whisper` by default):
 
 import asyncio
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -39,17 +39,18 @@ class Whisper:
         self.engine = load_engine(self.settings)
         self.transcribe_window.set_max_batch_size(self.settings.max_batch_size)
         self.transcribe_window.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
-        self.batch_sizes: deque[int] = deque(maxlen=1000)
+        self.batches = 0  # batched calls made, and the windows they held: their ratio is the mean batch size
+        self.windows = 0
 
     def info(self) -> dict[str, Any]:
-        sizes = list(self.batch_sizes)
         return {
             "engine": self.engine.name,
             "model": self.engine.model_name,
             "multilingual": self.engine.multilingual,
             "max_batch_size": self.settings.max_batch_size,
-            "batches": len(sizes),
-            "mean_batch_size": round(float(np.mean(sizes)), 3) if sizes else None,
+            "batches": self.batches,
+            "windows": self.windows,
+            "mean_batch_size": round(self.windows / self.batches, 3) if self.batches else None,
         }
 
     async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
@@ -58,7 +59,8 @@ class Whisper:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def transcribe_window(self, requests: list[tuple[np.ndarray, DecodeOptions]]) -> list[WindowResult]:
         """Batched: windows sharing decode options go through the engine in one call."""
-        self.batch_sizes.append(len(requests))
+        self.batches += 1
+        self.windows += len(requests)
         groups: dict[DecodeOptions, list[int]] = defaultdict(list)
         for i, (_, options) in enumerate(requests):
             groups[options].append(i)

@@ -41,14 +41,21 @@ class Dispatcher:
         self._watch_task = asyncio.create_task(self._watch(), name="inference-watch")
         self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
 
-    async def stop(self) -> None:
-        """Stop taking work; jobs cut short go back to the queue for the next start."""
-        for background in (self._loop_task, self._watch_task):
-            if background:
-                background.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await background
+    async def stop(self, drain_s: float = 0.0) -> None:
+        """Stop taking work, let in-flight jobs finish for up to `drain_s`, then cut the rest short;
+        those go back to the queue for the next start."""
+        if self._loop_task:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
         tasks = list(self._running.values())
+        if tasks and drain_s > 0:
+            log.info("draining %d running jobs (up to %.0f s)", len(tasks), drain_s)
+            await asyncio.wait(tasks, timeout=drain_s)
+        if self._watch_task:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -35,6 +35,9 @@ class JobStore(Protocol):
     async def claim_next(self) -> Job | None:
         """Atomically move the oldest due queued job to running (attempts + 1) and return it."""
 
+    async def count_active(self) -> int:
+        """Jobs queued or running: the backlog the queue bound applies to."""
+
     async def requeue_running(self) -> int:
         """After a restart: put every running job back in the queue. Returns how many."""
 

@@ -198,6 +198,11 @@ class SQLiteStore:
 
         return await self._run(claim)
 
+    async def count_active(self) -> int:
+        return await self._run(
+            lambda c: c.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
+        )
+
     async def requeue_running(self) -> int:
         return await self._run(
             lambda c: c.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount

@@ -22,6 +22,9 @@ def manifest() -> dict[str, dict[str, str]]:
         return {row["file"]: row for row in csv.DictReader(fh, delimiter="\t")}
 
 
+MANIFEST_JFK = manifest()["en_jfk.flac"]["reference_text"]
+
+
 @lru_cache(maxsize=1)
 def _english_normalizer():
     from transformers.models.whisper.english_normalizer import EnglishTextNormalizer

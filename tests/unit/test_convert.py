@@ -19,14 +19,6 @@ from service.inference.models import ModelFiles, resolve
 DATA = Path(__file__).parent.parent / "data"
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model cache per test session, shared with test_engine_transformers.py (same path)."""
-    path = tmp_path_factory.getbasetemp() / "model-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_variables() -> dict[str, np.ndarray]:
     return read_ct2_variables(resolve("tiny.en", Path("/nonexistent")).path / "model.bin")

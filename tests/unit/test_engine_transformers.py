@@ -46,14 +46,6 @@ def check_times(segments: list[Segment], duration: float) -> None:
             assert segment.start - 1e-6 <= word.start <= word.end <= segment.end + 1e-6
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's model cache, the same folder test_convert.py uses (conversions are shared)."""
-    path = tmp_path_factory.getbasetemp() / "model-cache"
-    path.mkdir(exist_ok=True)
-    return path
-
-
 @pytest.fixture(scope="module")
 def jfk() -> np.ndarray:
     return decode(DATA / "en_jfk.flac")

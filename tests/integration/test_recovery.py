@@ -1,0 +1,66 @@
+"""No accepted job is lost: SIGKILL of the gateway mid-way, a restart, every job done exactly once.
+And back-pressure: a full queue answers 429 with Retry-After, never 5xx."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.harness import free_port, start_gateway, start_service, stop_gateway, stop_service
+from tests.integration.helpers import DATA, MANIFEST_JFK, submit, wait, wer
+
+
+def test_sigkill_of_the_gateway_loses_nothing(tmp_path: Path, model_cache: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = start_service("ctranslate2", data_dir, model_cache, tmp_path / "first.log")
+    with first.client() as client:
+        ids = [submit(client, DATA / "en_jfk.m4a").json()["id"] for _ in range(20)]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # kill once some, but not all, are done
+            statuses = [client.get(f"/v1/jobs/{i}").json()["status"] for i in ids]
+            if statuses.count("succeeded") >= 3:
+                break
+            time.sleep(0.2)
+    first.process.send_signal(signal.SIGKILL)  # the gateway only; its Ray app notices and stops itself
+    first.process.wait()
+    assert 3 <= statuses.count("succeeded") < 20, statuses
+
+    second = start_service("ctranslate2", data_dir, model_cache, tmp_path / "second.log")
+    try:
+        with second.client() as client:
+            jobs = [wait(client, i, timeout=600) for i in ids]
+            texts = [client.get(f"/v1/jobs/{i}/transcript").json()["text"] for i in ids]
+    finally:
+        stop_service(second)
+    assert [j["status"] for j in jobs] == ["succeeded"] * 20
+    assert all(wer(MANIFEST_JFK, text) <= 0.05 for text in texts)
+    with sqlite3.connect(data_dir / "jobs.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM jobs").fetchone()[0] == 20
+        per_job = db.execute("SELECT job_id, count(*) FROM transcripts GROUP BY job_id").fetchall()
+    assert sorted(j for j, _ in per_job) == sorted(ids) and {n for _, n in per_job} == {1}
+
+
+def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
+    """A gateway whose Ray Serve app is absent keeps jobs queued; past the bound it pushes back."""
+    url, process = start_gateway(
+        tmp_path / "data",
+        f"http://127.0.0.1:{free_port()}/absent",
+        tmp_path / "gateway.log",
+        SPCS_WHISPER_MAX_QUEUED_JOBS="3",
+    )
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get("/readyz").status_code == 503  # no model behind it: not ready...
+            accepted = [submit(client, DATA / "en_jfk.m4a") for _ in range(3)]
+            assert [r.status_code for r in accepted] == [202] * 3  # ...but jobs are still accepted and kept
+            refused = submit(client, DATA / "en_jfk.m4a")
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+            assert refused.json()["error"]["code"] == "queue_full"
+            assert client.delete(f"/v1/jobs/{accepted[0].json()['id']}").status_code == 200  # cancelled
+            assert submit(client, DATA / "en_jfk.m4a").status_code == 202  # room again
+    finally:
+        stop_gateway(process)
