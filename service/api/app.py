@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import routes_health, routes_jobs
+from service.api import routes_health, routes_jobs, routes_openai
 from service.api.errors import RequestContext, install_error_handlers
 from service.config import Settings, get_settings
 from service.inference.client import InferenceClient
@@ -48,4 +48,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_openai.router)
     return app

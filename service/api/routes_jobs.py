@@ -5,20 +5,15 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.datastructures import UploadFile
 
 from service.api.errors import ApiError
+from service.api.intake import JobOptions, accept, multipart, validated
 from service.api.schemas import JobList, JobView
-from service.api.uploads import receive_upload
 from service.formats import FORMATS, render
-from service.jobs.model import InvalidTransition, Job, JobStatus, new_job_id
-from service.languages import normalise_language
-from service.storage.base import DuplicateIdempotencyKey
+from service.jobs.model import InvalidTransition, Job, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -36,6 +31,8 @@ SUBMIT_SCHEMA = {
                         "task": {"type": "string", "enum": ["transcribe", "translate"]},
                         "word_timestamps": {"type": "boolean", "default": False},
                         "model": {"type": "string"},
+                        "prompt": {"type": "string", "maxLength": 2000},
+                        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
                         "idempotency_key": {"type": "string", "maxLength": 200},
                     },
                 }
@@ -43,52 +40,6 @@ SUBMIT_SCHEMA = {
         },
     }
 }
-
-
-class SubmitOptions(BaseModel):
-    """The form fields next to `file`; unknown fields are refused so typos do not pass silently."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    language: str | None = None
-    task: Literal["transcribe", "translate"] = "transcribe"
-    word_timestamps: bool = False
-    model: str | None = None
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
-
-    @field_validator("language")
-    @classmethod
-    def _language(cls, value: str | None) -> str | None:
-        return normalise_language(value)
-
-
-def _options(fields: dict[str, str], header_key: str | None) -> SubmitOptions:
-    if header_key:
-        fields.setdefault("idempotency_key", header_key)
-    try:
-        return SubmitOptions(**fields)
-    except ValidationError as exc:
-        problems = [{"field": ".".join(str(p) for p in e["loc"]) or "form", "problem": e["msg"]} for e in exc.errors()]
-        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
-        raise ApiError(422, "validation_error", f"invalid form fields: {summary}", fields=problems) from None
-
-
-def _check_model(options: SubmitOptions, info: dict | None, configured: str) -> str:
-    """The model that will run the job; refuses what it cannot do (English-only model, other model)."""
-    served = (info or {}).get("model", configured)
-    if options.model not in (None, "", served, "whisper-1"):
-        raise ApiError(422, "unsupported_model", f"this service runs model {served!r}, not {options.model!r}")
-    english_only = bool(info) and not info.get("multilingual", True)
-    if english_only and (options.language not in (None, "en") or options.task == "translate"):
-        raise ApiError(422, "unsupported_language", f"model {served!r} is English-only")
-    return served
-
-
-async def _check_backlog(state) -> None:
-    """429 with Retry-After once the backlog reaches its bound: back-pressure, never a 5xx."""
-    active = await state.store.count_active()
-    if active >= state.settings.max_queued_jobs:
-        raise ApiError(429, "queue_full", f"{active} jobs are waiting; retry later", retry_after=30, queued=active)
 
 
 def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
@@ -105,40 +56,14 @@ def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
 )
 async def submit_job(request: Request) -> JSONResponse:
     """Accept an audio/video file; answers 202 once the file and the job are durably stored."""
-    state = request.app.state
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise ApiError(415, "unsupported_media", "send multipart/form-data with the audio in a `file` part")
-    async with request.form(max_files=1, max_fields=16, max_part_size=64 * 1024) as form:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise ApiError(422, "missing_file", "the form has no `file` part holding the audio")
-        fields = {k: v for k, v in form.multi_items() if k != "file" and isinstance(v, str)}
-        options = _options(fields, request.headers.get("idempotency-key"))
-        if options.idempotency_key:
-            existing = await state.store.find_by_idempotency_key(options.idempotency_key)
-            if existing:
-                return _job_response(existing, 200, **{"idempotent-replayed": "true"})
-        model = _check_model(options, state.dispatcher.model_info, state.settings.model)
-        await _check_backlog(state)
-        path, size, info = await receive_upload(upload, state.store.blob_dir, state.settings)
-    job = Job(
-        id=new_job_id(),
-        source=(upload.filename or "upload")[:500],
-        language=options.language,
-        task=options.task,
-        word_timestamps=options.word_timestamps,
-        model=model,
-        audio_seconds=info.duration,
-        bytes=size,
-        idempotency_key=options.idempotency_key,
-    )
-    try:
-        job = await state.store.add(job, path)
-    except DuplicateIdempotencyKey as dup:
-        path.unlink(missing_ok=True)
-        return _job_response(dup.job, 200, **{"idempotent-replayed": "true"})
-    state.dispatcher.wake()
+    async with multipart(request) as (upload, fields):
+        key = request.headers.get("idempotency-key")
+        if key:
+            fields.setdefault("idempotency_key", key)
+        options: JobOptions = validated(JobOptions, fields)
+        job, replayed = await accept(request, upload, options)
+    if replayed:
+        return _job_response(job, 200, **{"idempotent-replayed": "true"})
     return _job_response(job, 202)
 
 

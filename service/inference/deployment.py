@@ -114,6 +114,8 @@ class Decoder:
         task: Task = Query("transcribe"),
         word_timestamps: bool = Query(False),
         beam_size: int | None = Query(None, ge=1, le=16),
+        prompt: str | None = Query(None, max_length=2000),
+        temperature: float = Query(0.0, ge=0.0, le=1.0),
     ) -> JSONResponse:
         started = time.perf_counter()
         try:
@@ -139,6 +141,8 @@ class Decoder:
             task=task,
             word_timestamps=word_timestamps,
             beam_size=beam_size or self.settings.beam_size,
+            initial_prompt=prompt or None,
+            temperature=temperature,
         )
         results = await asyncio.gather(
             *(self._window(audio, offset, options) for audio, offset in zip(windows.audio, windows.offsets))

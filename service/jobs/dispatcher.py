@@ -29,6 +29,7 @@ class Dispatcher:
         self._watch_task: asyncio.Task[None] | None = None
         self.model_info: dict | None = None  # the Ray app's /ready answer; None while it is down
         self._inference_up = asyncio.Event()
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -69,6 +70,7 @@ class Dispatcher:
         task = self._running.get(job_id)
         if task:
             task.cancel()
+        self._notify(job_id)
 
     async def _watch(self) -> None:
         """Keep `model_info` current; jobs are only claimed while the Ray app answers."""
@@ -105,9 +107,40 @@ class Dispatcher:
     def _finished(self, job_id: str) -> None:
         self._running.pop(job_id, None)
         self._slots.release()
+        self._notify(job_id)
+
+    def _notify(self, job_id: str) -> None:
+        for waiter in self._waiters.pop(job_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_finished(self, job_id: str, timeout: float) -> Job:
+        """The job once it is finished (succeeded, failed or cancelled); TimeoutError after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            job = await self.store.get(job_id)
+            if job is None:
+                raise KeyError(job_id)
+            if job.status.terminal:
+                return job
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(job_id)
+            waiter = loop.create_future()
+            self._waiters.setdefault(job_id, []).append(waiter)
+            # Woken when the job's task ends; the periodic re-read also covers retries and other processes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, min(remaining, POLL_SECONDS))
 
     async def _run(self, job: Job) -> None:
-        params = {"language": job.language, "task": job.task, "word_timestamps": job.word_timestamps}
+        params = {
+            "language": job.language,
+            "task": job.task,
+            "word_timestamps": job.word_timestamps,
+            "prompt": job.prompt,
+            "temperature": job.temperature or None,
+        }
         try:
             transcript = await self.client.transcribe(self.store.audio_path(job.id), params)
         except asyncio.CancelledError:

@@ -68,6 +68,8 @@ class Job:
     language: str | None = None  # None = auto-detect
     task: str = "transcribe"
     word_timestamps: bool = False
+    prompt: str | None = None  # initial prompt that primes Whisper's vocabulary
+    temperature: float = 0.0
     model: str = ""
     status: JobStatus = JobStatus.QUEUED
     submitted_at: datetime = field(default_factory=now)

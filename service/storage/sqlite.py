@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     language TEXT,
     task TEXT NOT NULL,
     word_timestamps INTEGER NOT NULL,
+    prompt TEXT,
+    temperature REAL NOT NULL DEFAULT 0,
     model TEXT NOT NULL,
     status TEXT NOT NULL,
     submitted_at TEXT NOT NULL,
@@ -51,6 +53,8 @@ CREATE TABLE IF NOT EXISTS transcripts (
 );
 """
 
+# Columns added after the first release: (name, declaration), added to older databases at open.
+MIGRATIONS = (("prompt", "TEXT"), ("temperature", "REAL NOT NULL DEFAULT 0"))
 DATETIME_FIELDS = ("submitted_at", "started_at", "finished_at", "not_before")
 
 
@@ -112,6 +116,10 @@ class SQLiteStore:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(SCHEMA)
+            present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, declaration in MIGRATIONS:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
             conn.isolation_level = "DEFERRED"
             self._conn = conn
 
