@@ -13,6 +13,7 @@ from service.api.errors import RequestContext, install_error_handlers
 from service.config import Settings, get_settings
 from service.inference.client import InferenceClient
 from service.jobs.dispatcher import Dispatcher
+from service.metrics import Metrics
 from service.storage.sqlite import SQLiteStore
 
 log = logging.getLogger("spcs_whisper.gateway")
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = SQLiteStore(settings.data_dir)
         await store.open()
         client = InferenceClient(settings.effective_serve_url, settings.request_timeout_s)
-        dispatcher = Dispatcher(store, client, settings)
+        dispatcher = Dispatcher(store, client, settings, metrics)
         app.state.settings, app.state.store, app.state.dispatcher = settings, store, dispatcher
         await dispatcher.start()
         log.info("gateway up; Ray Serve app at %s; data in %s", settings.effective_serve_url, settings.data_dir)
@@ -38,14 +39,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await client.close()
             await store.close()
 
+    metrics = Metrics()
+
     app = FastAPI(
         title="spcs-whisper",
         version="0.1.0",
         description="Whisper transcription jobs: upload audio or video, read transcripts as JSON, text, SRT or VTT.",
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     install_error_handlers(app)
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD, metrics=metrics)
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_openai.router)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from contextvars import ContextVar
 from typing import Any
@@ -14,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.audio import AudioError
+from service.metrics import Metrics
 
 log = logging.getLogger("spcs_whisper.api")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -90,8 +92,8 @@ class BodyTooLarge(HTTPException):
 class RequestContext:
     """ASGI middleware: request ids, and a body size limit enforced while the body streams in."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,6 +106,8 @@ class RequestContext:
         too_large = f"the upload exceeds the limit of {limit / 1024 / 1024:.1f} MB"
         received = 0
         started = False
+        status = 500
+        begun = time.perf_counter()
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -115,9 +119,9 @@ class RequestContext:
             return message
 
         async def tracked_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
             await send(message)
 
@@ -130,3 +134,8 @@ class RequestContext:
         except BodyTooLarge:
             if not started:
                 await error_response(413, "file_too_large", too_large)(scope, receive, tracked_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - begun
+            )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.errors import error_response
 from service.api.schemas import Health, Readiness
@@ -39,3 +40,20 @@ async def readyz(request: Request) -> JSONResponse:
     if body.status != "ready":
         return error_response(503, "not_ready", f"store: {store}; inference: {inference}", retry_after=5)
     return JSONResponse(body.model_dump())
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus text format: jobs by status, queue depth, audio seconds, latencies, Whisper batch sizes."""
+    state = request.app.state
+    m = state.metrics
+    counts = await state.store.count_by_status()
+    for status in ("queued", "running", "transcribed", "translating", "succeeded", "failed", "cancelled"):
+        m.jobs.labels(status).set(counts.get(status, 0))
+    m.queue_depth.set(counts.get("queued", 0))
+    m.in_flight.set(state.dispatcher.in_flight)
+    info = state.dispatcher.model_info or {}
+    m.batches.set(info.get("batches") or 0)
+    m.batch_windows.set(info.get("windows") or 0)
+    m.mean_batch_size.set(info.get("mean_batch_size") or 0)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from service.config import Settings
 from service.inference.client import InferenceClient, InferenceError
 from service.jobs.model import Job, JobStatus, now
+from service.metrics import Metrics
 from service.storage.base import JobStore
 
 log = logging.getLogger("spcs_whisper.jobs")
@@ -20,8 +21,8 @@ WATCH_SECONDS = 5.0
 class Dispatcher:
     """At most `dispatch_concurrency` jobs in flight; wakes on new jobs, polls for due retries."""
 
-    def __init__(self, store: JobStore, client: InferenceClient, settings: Settings) -> None:
-        self.store, self.client, self.settings = store, client, settings
+    def __init__(self, store: JobStore, client: InferenceClient, settings: Settings, metrics: Metrics) -> None:
+        self.store, self.client, self.settings, self.metrics = store, client, settings, metrics
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.dispatch_concurrency)
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -156,11 +157,17 @@ class Dispatcher:
         transcript.setdefault("timings", {})["wall_s"] = round((now() - started).total_seconds(), 4)
         if not await self.store.save_transcript(job, transcript):
             log.info("job %s changed while running (cancelled?); result dropped", job.id)
+            return
+        self.metrics.finished.labels("succeeded").inc()
+        self.metrics.audio_seconds.inc(transcript.get("duration") or 0.0)
+        self.metrics.job_seconds.observe(transcript["timings"]["wall_s"])
 
     async def _failed(self, job: Job, code: str, message: str, permanent: bool) -> None:
+        self.metrics.attempts_failed.labels(code).inc()
         if permanent or job.attempts >= self.settings.max_attempts:
             log.warning("job %s failed: %s %s", job.id, code, message)
-            await self.store.transition(job, JobStatus.FAILED, error_code=code, error_message=message)
+            if await self.store.transition(job, JobStatus.FAILED, error_code=code, error_message=message):
+                self.metrics.finished.labels("failed").inc()
             return
         delay = self.settings.retry_backoff_s * 2 ** (job.attempts - 1)
         log.info("job %s attempt %d failed (%s); retry in %.1f s", job.id, job.attempts, code, delay)

@@ -35,6 +35,9 @@ class JobStore(Protocol):
     async def claim_next(self) -> Job | None:
         """Atomically move the oldest due queued job to running (attempts + 1) and return it."""
 
+    async def count_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status."""
+
     async def count_active(self) -> int:
         """Jobs queued or running: the backlog the queue bound applies to."""
 

@@ -206,6 +206,10 @@ class SQLiteStore:
 
         return await self._run(claim)
 
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._run(lambda c: c.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+        return {row[0]: row[1] for row in rows}
+
     async def count_active(self) -> int:
         return await self._run(
             lambda c: c.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]

@@ -26,8 +26,13 @@ def test_metrics_count_jobs_audio_latency_and_batches(service: Service) -> None:
     assert samples[("spcs_whisper_audio_seconds_total", ())] >= 11
     assert samples[("spcs_whisper_jobs_finished_total", (("status", "succeeded"),))] >= 1
     assert ("spcs_whisper_queue_depth", ()) in samples
-    posted = [v for (name, labels), v in samples.items() if name == "spcs_whisper_http_request_seconds_count"
-              and ("route", "/v1/jobs") in labels and ("method", "POST") in labels]
+    posted = [
+        v
+        for (name, labels), v in samples.items()
+        if name == "spcs_whisper_http_request_seconds_count"
+        and ("route", "/v1/jobs") in labels
+        and ("method", "POST") in labels
+    ]
     assert posted and sum(posted) >= 1
     assert samples[("spcs_whisper_job_seconds_count", ())] >= 1
     assert ("spcs_whisper_whisper_mean_batch_size", ()) in samples
