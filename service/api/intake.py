@@ -22,6 +22,13 @@ from service.storage.base import DuplicateIdempotencyKey
 MAX_FIELD_BYTES = 64 * 1024
 
 
+def multipart_body(required: list[str], properties: dict[str, dict]) -> dict[str, Any]:
+    """OpenAPI `openapi_extra` for a route that reads its multipart form itself (with an audio `file`)."""
+    schema = {"type": "object", "required": required, "properties": {"file": {"type": "string", "format": "binary"}}}
+    schema["properties"].update(properties)
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 class JobOptions(BaseModel):
     """What a job asks of the model; unknown fields are refused so typos do not pass silently."""
 

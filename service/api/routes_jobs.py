@@ -10,36 +10,25 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.errors import ApiError
-from service.api.intake import JobOptions, accept, multipart, validated
+from service.api.intake import JobOptions, accept, multipart, multipart_body, validated
 from service.api.schemas import JobList, JobView
 from service.formats import FORMATS, render
 from service.jobs.model import InvalidTransition, Job, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-SUBMIT_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "language": {"type": "string", "default": "auto"},
-                        "task": {"type": "string", "enum": ["transcribe", "translate"]},
-                        "word_timestamps": {"type": "boolean", "default": False},
-                        "model": {"type": "string"},
-                        "prompt": {"type": "string", "maxLength": 2000},
-                        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
-                        "idempotency_key": {"type": "string", "maxLength": 200},
-                    },
-                }
-            }
-        },
-    }
-}
+SUBMIT_SCHEMA = multipart_body(
+    ["file"],
+    {
+        "language": {"type": "string", "default": "auto"},
+        "task": {"type": "string", "enum": ["transcribe", "translate"]},
+        "word_timestamps": {"type": "boolean", "default": False},
+        "model": {"type": "string"},
+        "prompt": {"type": "string", "maxLength": 2000},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "idempotency_key": {"type": "string", "maxLength": 200},
+    },
+)
 
 
 def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:

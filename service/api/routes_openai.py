@@ -14,38 +14,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service import audio
 from service.api.errors import ApiError
-from service.api.intake import JobOptions, accept, multipart, validated
+from service.api.intake import JobOptions, accept, multipart, multipart_body, validated
 from service.formats import render, to_verbose_json
 from service.jobs.model import Job, JobStatus
 from service.languages import language_name
 
 router = APIRouter(prefix="/v1/audio", tags=["openai"])
 
-FORM_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file", "model"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "model": {"type": "string", "example": "whisper-1"},
-                        "language": {"type": "string"},
-                        "prompt": {"type": "string"},
-                        "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
-                        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
-                        "timestamp_granularities[]": {
-                            "type": "array",
-                            "items": {"type": "string", "enum": ["word", "segment"]},
-                        },
-                    },
-                }
-            }
-        },
-    }
-}
+FORM_SCHEMA = multipart_body(
+    ["file", "model"],
+    {
+        "model": {"type": "string", "example": "whisper-1"},
+        "language": {"type": "string"},
+        "prompt": {"type": "string"},
+        "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+        "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
+    },
+)
 AUDIO_ERROR_STATUS = {
     cls.code: cls.status
     for cls in (audio.EmptyAudio, audio.UnsupportedMedia, audio.NoAudioTrack, audio.CorruptAudio, audio.AudioTooLong)
