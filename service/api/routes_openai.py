@@ -75,13 +75,16 @@ async def _run(request: Request, task: Literal["transcribe", "translate"]) -> Re
     state = request.app.state
     async with multipart(request) as (upload, fields):
         form: OpenAIForm = validated(OpenAIForm, fields)
-        options = JobOptions(
-            language=form.language,
-            task=task,
-            word_timestamps="word" in form.timestamp_granularities,
-            model=form.model,
-            prompt=form.prompt,
-            temperature=form.temperature,
+        options: JobOptions = validated(
+            JobOptions,
+            {
+                "language": form.language,
+                "task": task,
+                "word_timestamps": "word" in form.timestamp_granularities,
+                "model": form.model,
+                "prompt": form.prompt,
+                "temperature": form.temperature,
+            },
         )
         job, _ = await accept(request, upload, options)
     try:
