@@ -24,8 +24,8 @@ import httpx
 from service.audio import SAMPLE_RATE, decode
 from service.config import Settings
 from service.inference.engines import load_engine
+from service.inference.local import transcribe_audio
 from service.inference.types import DecodeOptions
-from service.inference.windows import MAX_FOLLOW_UPS, cut, stitch, tail_start
 from tests.harness import start_service, stop_service
 from tests.integration.helpers import DATA, manifest, submit, wait, wer
 
@@ -44,19 +44,8 @@ def stats(values: list[float]) -> dict[str, float]:
 def engine_pass(engine, audio, batch_size: int) -> tuple[float, str]:
     """The service's own path in-process: VAD windows, batched decode, stitched text."""
     started = time.perf_counter()
-    windows = cut(audio, vad=True)
-    options = DecodeOptions(language="en")
-    pending = [(w, offset, 0) for w, offset in zip(windows.audio, windows.offsets)]
-    pieces = []
-    while pending:
-        batch, pending = pending[:batch_size], pending[batch_size:]
-        for (window, offset, depth), result in zip(batch, engine.transcribe_batch([b[0] for b in batch], options)):
-            pieces.append((offset, result))
-            start = tail_start(window, result)
-            if start is not None and depth < MAX_FOLLOW_UPS:
-                pending.append((window[int(start * SAMPLE_RATE) :], offset + start, depth + 1))
-    text = " ".join(s["text"] for s in stitch(pieces, windows.speech))
-    return time.perf_counter() - started, text
+    transcript = transcribe_audio(engine, audio, options=DecodeOptions(language="en"), batch_size=batch_size)
+    return time.perf_counter() - started, transcript["text"]
 
 
 def naive_pass(model, path: Path) -> tuple[float, str]:
