@@ -3,6 +3,7 @@ And back-pressure: a full queue answers 429 with Retry-After, never 5xx."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import time
@@ -64,3 +65,39 @@ def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
             assert submit(client, DATA / "en_jfk.m4a").status_code == 202  # room again
     finally:
         stop_gateway(process)
+
+
+def _whisper_replica_pid(serve_port: int) -> int | None:
+    """The Whisper replica of the Ray instance serving on `serve_port` (Ray workers inherit its env)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if not (proc / "cmdline").read_bytes().startswith(b"ray::ServeReplica:whisper:Whisper"):
+                continue
+            if f"SPCS_WHISPER_SERVE_PORT={serve_port}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def test_a_killed_whisper_replica_is_replaced_and_the_job_retried(tmp_path: Path, model_cache: Path) -> None:
+    svc = start_service("ctranslate2", tmp_path / "data", model_cache, tmp_path / "svc.log")
+    try:
+        serve_port = int(svc.serve_url.rsplit(":", 1)[1].split("/")[0])
+        pid = _whisper_replica_pid(serve_port)
+        assert pid is not None
+        with svc.client() as client:
+            job_id = submit(client, DATA / "en_ljspeech_longform.wav", language="en").json()["id"]
+            while client.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+                time.sleep(0.1)
+            time.sleep(2.0)  # mid-inference
+            os.kill(pid, signal.SIGKILL)
+            job = wait(client, job_id, timeout=600)
+            assert job["status"] == "succeeded", job
+            assert job["attempts"] >= 2  # the first attempt died with the replica
+            assert "printing" in client.get(f"/v1/jobs/{job_id}/transcript").json()["text"].lower()
+            # The service is whole again: a new replica serves the next job.
+            assert _whisper_replica_pid(serve_port) not in (None, pid)
+            assert wait(client, submit(client, DATA / "en_jfk.m4a").json()["id"])["status"] == "succeeded"
+    finally:
+        stop_service(svc)
