@@ -56,8 +56,9 @@ class JobView(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobView:
-        done = job.status.terminal or job.status in ("transcribed", "translating")
+        done = job.status in ("succeeded", "transcribed", "translating")
         audio = job.audio_seconds
+        fraction = 1.0 if done else (job.progress if job.status == "running" else 0.0)
         queued_until = job.started_at or job.finished_at
         processing = job.processing_seconds
         return cls(
@@ -72,9 +73,9 @@ class JobView(BaseModel):
             bytes=job.bytes,
             audio_seconds=audio,
             progress=Progress(
-                fraction=1.0 if done else 0.0,
+                fraction=fraction,
                 audio_seconds=audio,
-                done_seconds=audio if done else 0.0,
+                done_seconds=round(fraction * audio, 3) if audio is not None else None,
             ),
             timings=Timings(
                 submitted_at=job.submitted_at,

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 CHUNK = 1024 * 1024
+ProgressCallback = Callable[[float], Awaitable[None]]
 
 
 class InferenceError(Exception):
@@ -45,25 +47,43 @@ class InferenceClient:
             raise InferenceError("inference_unavailable", f"Ray Serve answered {response.status_code}", False)
         return response.json()
 
-    async def transcribe(self, audio: Path, params: dict[str, Any]) -> dict[str, Any]:
-        """Send the stored file; return the transcript dict or raise InferenceError."""
+    async def transcribe(
+        self, audio: Path, params: dict[str, Any], on_progress: ProgressCallback | None = None
+    ) -> dict[str, Any]:
+        """Send the stored file; report progress events; return the transcript or raise InferenceError."""
         query = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items() if v is not None}
         try:
-            response = await self._http.post(
+            async with self._http.stream(
+                "POST",
                 f"{self.url}/transcribe",
                 params=query,
                 content=_file_chunks(audio),
                 headers={"content-type": "application/octet-stream"},
-            )
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _error(response)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event["event"] == "progress" and on_progress is not None:
+                        await on_progress(float(event["fraction"]))
+                    elif event["event"] == "result":
+                        return event["transcript"]
+                    elif event["event"] == "error":
+                        raise InferenceError(event.get("code", "inference_failed"), event.get("message", ""), False)
         except httpx.HTTPError as exc:
             raise InferenceError("inference_unavailable", f"Ray Serve call failed: {exc!r}", False) from exc
-        if response.status_code == 200:
-            return response.json()
-        code, message = "inference_failed", response.text[:500]
-        try:
-            error = response.json()["error"]
-            code, message = error["code"], error["message"]
-        except (ValueError, KeyError, TypeError):
-            pass
-        permanent = 400 <= response.status_code < 500 and response.status_code not in (404, 408, 429)
-        raise InferenceError(code, message, permanent, response.status_code)
+        raise InferenceError("inference_failed", "the Ray Serve stream ended without a result", False)
+
+
+def _error(response: httpx.Response) -> InferenceError:
+    code, message = "inference_failed", response.text[:500]
+    try:
+        error = response.json()["error"]
+        code, message = error["code"], error["message"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    permanent = 400 <= response.status_code < 500 and response.status_code not in (404, 408, 429)
+    return InferenceError(code, message, permanent, response.status_code)

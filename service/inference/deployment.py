@@ -2,18 +2,22 @@
 deployment that batches 30 s windows from all requests with `@serve.batch`.
 
 HTTP (under the app's route prefix, `/whisper` by default):
-  POST /transcribe?language=&task=&word_timestamps=&beam_size=   body: the raw file bytes
+  POST /transcribe?language=&task=&word_timestamps=&beam_size=&prompt=&temperature=   body: the file bytes
+       -> 4xx JSON error for bad input, else NDJSON: {"event": "progress", "fraction"}... then
+          {"event": "result", "transcript": {...}} (or {"event": "error", ...})
   GET  /ready   model, engine and batching facts once the model is loaded
 """
 
 import asyncio
+import json
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -116,7 +120,8 @@ class Decoder:
         beam_size: int | None = Query(None, ge=1, le=16),
         prompt: str | None = Query(None, max_length=2000),
         temperature: float = Query(0.0, ge=0.0, le=1.0),
-    ) -> JSONResponse:
+    ) -> Response:
+        """Errors about the input answer at once (4xx JSON); then the work streams as NDJSON events."""
         started = time.perf_counter()
         try:
             lang = normalise_language(language)
@@ -144,14 +149,26 @@ class Decoder:
             initial_prompt=prompt or None,
             temperature=temperature,
         )
-        results = await asyncio.gather(
-            *(self._window(audio, offset, options) for audio, offset in zip(windows.audio, windows.offsets))
-        )
-        segments = stitch([piece for pieces in results for piece in pieces], windows.speech)
-        done = time.perf_counter()
         duration = audio.shape[0] / SAMPLE_RATE
-        return JSONResponse(
-            {
+
+        async def events() -> AsyncIterator[str]:
+            """NDJSON: a `progress` line as each window (with its tails) is done, then the `result`."""
+            pieces: list[tuple[float, WindowResult]] = []
+            done_speech = 0.0
+            try:
+                jobs = [self._timed_window(a, o, options) for a, o in zip(windows.audio, windows.offsets)]
+                for finished in asyncio.as_completed(jobs):
+                    seconds, window_pieces = await finished
+                    pieces += window_pieces
+                    done_speech += seconds
+                    fraction = done_speech / windows.seconds if windows.seconds else 1.0
+                    yield json.dumps({"event": "progress", "fraction": round(min(fraction, 1.0), 4)}) + "\n"
+                segments = stitch(pieces, windows.speech)
+            except Exception as exc:  # a replica died mid-way: the gateway retries the whole job
+                yield json.dumps({"event": "error", "code": "inference_failed", "message": repr(exc)}) + "\n"
+                return
+            done = time.perf_counter()
+            transcript = {
                 "text": " ".join(s["text"] for s in segments),
                 "language": lang,  # None when auto-detection found no speech to detect from
                 "language_probability": probability,
@@ -167,7 +184,14 @@ class Decoder:
                     "total_s": round(done - started, 4),
                 },
             }
-        )
+            yield json.dumps({"event": "result", "transcript": transcript}) + "\n"
+
+        return StreamingResponse(events(), media_type="application/x-ndjson")
+
+    async def _timed_window(
+        self, audio: np.ndarray, offset: float, options: DecodeOptions
+    ) -> tuple[float, list[tuple[float, WindowResult]]]:
+        return audio.shape[0] / SAMPLE_RATE, await self._window(audio, offset, options)
 
 
 def build_app(settings: Settings) -> serve.Application:

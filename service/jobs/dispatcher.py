@@ -16,6 +16,7 @@ from service.storage.base import JobStore
 log = logging.getLogger("spcs_whisper.jobs")
 POLL_SECONDS = 1.0
 WATCH_SECONDS = 5.0
+PROGRESS_STEP = 0.02  # smallest progress change worth a store write
 
 
 class Dispatcher:
@@ -142,8 +143,16 @@ class Dispatcher:
             "prompt": job.prompt,
             "temperature": job.temperature or None,
         }
+        reported = 0.0
+
+        async def progress(fraction: float) -> None:
+            nonlocal reported
+            if fraction - reported >= PROGRESS_STEP and fraction < 1.0:
+                reported = fraction
+                await self.store.set_progress(job, fraction)
+
         try:
-            transcript = await self.client.transcribe(self.store.audio_path(job.id), params)
+            transcript = await self.client.transcribe(self.store.audio_path(job.id), params, progress)
         except asyncio.CancelledError:
             return  # cancelled by DELETE (status already set) or by shutdown (requeued by stop())
         except InferenceError as exc:

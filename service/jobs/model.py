@@ -80,6 +80,7 @@ class Job:
     error_code: str | None = None
     error_message: str | None = None
     audio_seconds: float | None = None
+    progress: float = 0.0  # share of the speech transcribed so far, while running
     bytes: int = 0
     idempotency_key: str | None = None
     timings: dict[str, Any] = field(default_factory=dict)

@@ -35,6 +35,9 @@ class JobStore(Protocol):
     async def claim_next(self) -> Job | None:
         """Atomically move the oldest due queued job to running (attempts + 1) and return it."""
 
+    async def set_progress(self, job: Job, fraction: float) -> None:
+        """Record how far a running attempt has got (ignored once the job moved on)."""
+
     async def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each status."""
 

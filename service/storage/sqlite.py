@@ -36,6 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_code TEXT,
     error_message TEXT,
     audio_seconds REAL,
+    progress REAL NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL,
     idempotency_key TEXT UNIQUE,
     timings TEXT NOT NULL DEFAULT '{}'
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS transcripts (
 """
 
 # Columns added after the first release: (name, declaration), added to older databases at open.
-MIGRATIONS = (("prompt", "TEXT"), ("temperature", "REAL NOT NULL DEFAULT 0"))
+MIGRATIONS = (("prompt", "TEXT"), ("temperature", "REAL NOT NULL DEFAULT 0"), ("progress", "REAL NOT NULL DEFAULT 0"))
 DATETIME_FIELDS = ("submitted_at", "started_at", "finished_at", "not_before")
 
 
@@ -195,7 +196,7 @@ class SQLiteStore:
             stamp = now().isoformat()
             row = conn.execute(
                 """UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,
-                       not_before = NULL
+                       not_before = NULL, progress = 0
                    WHERE id = (SELECT id FROM jobs WHERE status = 'queued'
                                AND (not_before IS NULL OR not_before <= ?)
                                ORDER BY submitted_at, id LIMIT 1)
@@ -205,6 +206,14 @@ class SQLiteStore:
             return _row_to_job(row) if row else None
 
         return await self._run(claim)
+
+    async def set_progress(self, job: Job, fraction: float) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running' AND attempts = ?",
+                (fraction, job.id, job.attempts),
+            )
+        )
 
     async def count_by_status(self) -> dict[str, int]:
         rows = await self._run(lambda c: c.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
