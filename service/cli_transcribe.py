@@ -36,9 +36,11 @@ def _write(path: Path, out_dir: Path | None, fmt: str, body: str) -> Path:
     return target
 
 
-def _via_server(args: argparse.Namespace, path: Path) -> str:
+def _via_server(args: argparse.Namespace, settings: Settings, path: Path) -> str:
     fields = {"task": args.task, **({"language": args.language} if args.language else {})}
-    with httpx.Client(base_url=args.server, timeout=60) as client, path.open("rb") as fh:
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=args.server, timeout=60, headers=headers) as client, path.open("rb") as fh:
         response = client.post("/v1/jobs", files={"file": (path.name, fh)}, data=fields)
         if response.status_code not in (200, 202):
             raise RuntimeError(response.json().get("error", {}).get("message", response.text))
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     failed = 0
     for path in args.files:
         try:
-            body = _via_server(args, path) if args.server else _in_process(args, settings, engine, path)
+            body = _via_server(args, settings, path) if args.server else _in_process(args, settings, engine, path)
         except Exception as exc:  # one bad file must not stop the others
             failed += 1
             print(file=sys.stderr)

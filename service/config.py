@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Engine = Literal["ctranslate2", "transformers"]
@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./data")
+    api_token: SecretStr | None = Field(None, description="when set, every route but /healthz and /readyz needs it")
     max_upload_mb: float = Field(512.0, gt=0)
     max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="longest audio a job may hold")
     probe_full_decode_mb: float = Field(

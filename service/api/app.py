@@ -49,7 +49,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD, metrics=metrics)
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        metrics=metrics,
+        api_token=settings.api_token.get_secret_value() if settings.api_token else None,
+    )
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_openai.router)

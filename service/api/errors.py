@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -97,11 +98,16 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, message)
 
 
-class RequestContext:
-    """ASGI middleware: request ids, and a body size limit enforced while the body streams in."""
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes need no token
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+
+class RequestContext:
+    """ASGI middleware: request ids, the API token, metrics, and a body size limit enforced while the body
+    streams in."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics, api_token: str | None = None) -> None:
         self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
+        self.expected = f"Bearer {api_token}".encode() if api_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,6 +139,13 @@ class RequestContext:
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
             await send(message)
 
+        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = error_response(401, "unauthorized", "send the API token as `Authorization: Bearer <token>`")
+                response.headers["www-authenticate"] = "Bearer"
+                await response(scope, receive, tracked_send)
+                return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await error_response(413, "file_too_large", too_large)(scope, receive, tracked_send)

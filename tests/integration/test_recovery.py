@@ -101,3 +101,25 @@ def test_a_killed_whisper_replica_is_replaced_and_the_job_retried(tmp_path: Path
             assert wait(client, submit(client, DATA / "en_jfk.m4a").json()["id"])["status"] == "succeeded"
     finally:
         stop_service(svc)
+
+
+def test_sigterm_drains_running_jobs_and_keeps_the_queue(tmp_path: Path, model_cache: Path) -> None:
+    data_dir = tmp_path / "data"
+    svc = start_service(
+        "ctranslate2",
+        data_dir,
+        model_cache,
+        tmp_path / "svc.log",
+        SPCS_WHISPER_DISPATCH_CONCURRENCY="1",
+        SPCS_WHISPER_DRAIN_TIMEOUT_S="120",
+    )
+    with svc.client() as client:
+        ids = [submit(client, DATA / "en_ljspeech_longform.wav", language="en").json()["id"] for _ in range(3)]
+        while client.get(f"/v1/jobs/{ids[0]}").json()["status"] != "running":
+            time.sleep(0.1)
+    svc.process.send_signal(signal.SIGTERM)
+    svc.process.wait(timeout=180)
+    with sqlite3.connect(data_dir / "jobs.sqlite3") as db:
+        status = dict(db.execute("SELECT id, status FROM jobs").fetchall())
+    assert status[ids[0]] == "succeeded"  # the running job was allowed to finish
+    assert [status[i] for i in ids[1:]] == ["queued", "queued"]  # the rest wait for the next start
