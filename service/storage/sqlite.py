@@ -288,6 +288,3 @@ class SQLiteStore:
     async def delete(self, job_id: str) -> None:
         await self._run(lambda c: c.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
         self.audio_path(job_id).unlink(missing_ok=True)
-
-    async def remove_audio(self, job_id: str) -> None:
-        self.audio_path(job_id).unlink(missing_ok=True)
