@@ -159,10 +159,9 @@ def main() -> None:
 
     from faster_whisper import WhisperModel
 
-    ct2_dir = Settings(model=args.model, cache_dir=cache)
     from service.inference.models import resolve
 
-    model = WhisperModel(str(resolve(ct2_dir.model, cache).path), cpu_threads=args.threads)
+    model = WhisperModel(str(resolve(args.model, cache).path), cpu_threads=args.threads)
     naive = [naive_pass(model, LONG) for _ in range(args.runs)]
     result["naive_engine_rtf"] = stats([t / seconds for t, _ in naive])["median"]
     result["naive_engine_rtf_range"] = stats([t / seconds for t, _ in naive])

@@ -79,10 +79,6 @@ class Settings(BaseSettings):
         return self.data_dir / "jobs.sqlite3"
 
     @property
-    def blob_dir(self) -> Path:
-        return self.data_dir / "blobs"
-
-    @property
     def model_cache_dir(self) -> Path:
         return self.cache_dir or self.data_dir / "models"
 

@@ -5,6 +5,7 @@ Shared by the job API and the OpenAI-compatible API, so both enforce the same li
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -106,7 +107,8 @@ async def accept(request: Request, upload: UploadFile, options: JobOptions) -> t
             return existing, True
     model = _check_model(options, state.dispatcher.model_info, state.settings.model)
     await _check_backlog(state)
-    path, size, info = await receive_upload(upload, state.store.blob_dir, state.settings)
+    path = state.store.incoming_path(uuid.uuid4().hex)
+    size, info = await receive_upload(upload, path, state.settings)
     job = Job(
         id=new_job_id(),
         source=(upload.filename or "upload")[:500],

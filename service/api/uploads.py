@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from pathlib import Path
 
 from starlette.datastructures import UploadFile
@@ -28,9 +27,8 @@ def _copy_durably(upload: UploadFile, target: Path) -> int:
     return size
 
 
-async def receive_upload(upload: UploadFile, incoming_dir: Path, settings: Settings) -> tuple[Path, int, AudioInfo]:
-    """Write the upload under a generated name, fsync it and probe it; remove it again on any error."""
-    target = incoming_dir / f".incoming-{uuid.uuid4().hex}"
+async def receive_upload(upload: UploadFile, target: Path, settings: Settings) -> tuple[int, AudioInfo]:
+    """Write the upload to `target` (a store-generated name), fsync it and probe it; remove it on any error."""
     try:
         size = await asyncio.to_thread(_copy_durably, upload, target)
         if size == 0:
@@ -42,4 +40,4 @@ async def receive_upload(upload: UploadFile, incoming_dir: Path, settings: Setti
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return target, size, info
+    return size, info

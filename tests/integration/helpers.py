@@ -17,8 +17,8 @@ DATA = Path(__file__).parent.parent / "data"
 SHARED_AUDIO = Path(__file__).resolve().parents[3] / "shared" / "audio"
 
 
-def manifest() -> dict[str, dict[str, str]]:
-    with (DATA / "manifest.tsv").open(newline="") as fh:
+def manifest(folder: Path = DATA) -> dict[str, dict[str, str]]:
+    with (folder / "manifest.tsv").open(newline="") as fh:
         return {row["file"]: row for row in csv.DictReader(fh, delimiter="\t")}
 
 

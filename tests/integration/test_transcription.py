@@ -91,14 +91,7 @@ def test_hindi_mp3s_complete_with_language_forced(service: Service) -> None:
         results = list(pool.map(lambda p: transcribe(client, p, language="hi"), HINDI))
     for path, (job, transcript) in zip(HINDI, results, strict=True):
         assert job["language"] == "hi" and transcript["language"] == "hi"
-        assert abs(transcript["duration"] - float(manifest_all()[path.name]["seconds"])) < 0.3
+        assert abs(transcript["duration"] - float(manifest(SHARED_AUDIO)[path.name]["seconds"])) < 0.3
     # Quality is not judged with the base model (STACK-NOTES: it writes Hindi in Urdu script), but the
     # Hindi path must produce words, not an empty shell, for at least most clips.
     assert sum(bool(nfc_words(t["text"])) for _, t in results) >= 2, [t["text"] for _, t in results]
-
-
-def manifest_all() -> dict[str, dict[str, str]]:
-    import csv
-
-    with (SHARED_AUDIO / "manifest.tsv").open(newline="") as fh:
-        return {row["file"]: row for row in csv.DictReader(fh, delimiter="\t")}
