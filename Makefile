@@ -12,11 +12,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e '.[inference]'
+	$(PIP) install -q -e '.[inference,snowflake]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q -e '.[inference,test]'
+	$(PIP) install -q -e '.[inference,snowflake,test]'
 	touch $@
 
 install: $(VENV)/.installed

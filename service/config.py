@@ -7,10 +7,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Engine = Literal["ctranslate2", "transformers"]
+TranslateMethod = Literal["cortex-translate", "cortex-complete", "whisper"]
+
+
+def _env(name: str, *fallbacks: str) -> AliasChoices:
+    """Read `SPCS_WHISPER_<NAME>`, else the plain names SPCS itself sets (e.g. `SNOWFLAKE_HOST`)."""
+    return AliasChoices(f"SPCS_WHISPER_{name}", *fallbacks)
 
 
 def gpu_present() -> bool:
@@ -59,6 +65,54 @@ class Settings(BaseSettings):
     serve_port: int = Field(8000, ge=1, le=65535)
     cache_dir: Path | None = Field(None, description="converted/joined model cache; default DATA_DIR/models")
     serve_url: str | None = Field(None, description="Ray Serve app URL the gateway calls; default from host/port")
+
+    # Store and Snowflake connection (SQLite needs none of these)
+    store: Literal["sqlite", "snowflake"] = Field("sqlite", description="where jobs and results live")
+    snowflake_account: str | None = Field(None, validation_alias=_env("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_ACCOUNT"))
+    snowflake_host: str | None = Field(None, validation_alias=_env("SNOWFLAKE_HOST", "SNOWFLAKE_HOST"))
+    snowflake_user: str | None = None
+    snowflake_password: SecretStr | None = None
+    snowflake_private_key_file: Path | None = Field(None, description="key-pair auth (PEM, PKCS#8)")
+    snowflake_private_key_passphrase: SecretStr | None = None
+    snowflake_role: str | None = None
+    snowflake_warehouse: str | None = Field(None, validation_alias=_env("SNOWFLAKE_WAREHOUSE", "SNOWFLAKE_WAREHOUSE"))
+    snowflake_database: str | None = Field(None, validation_alias=_env("SNOWFLAKE_DATABASE", "SNOWFLAKE_DATABASE"))
+    snowflake_schema: str | None = Field(None, validation_alias=_env("SNOWFLAKE_SCHEMA", "SNOWFLAKE_SCHEMA"))
+    snowflake_connection_name: str | None = Field(None, description="a named connection in connections.toml")
+    snowflake_token_path: Path = Field(Path("/snowflake/session/token"), description="SPCS OAuth token file")
+    snowflake_create_tables: bool = Field(True, description="create missing tables and views at start")
+    snowflake_local_testing: bool = Field(False, description="use Snowpark's local emulator (development only)")
+    outbox_retry_s: float = Field(5.0, gt=0, description="how often results held locally are retried")
+
+    # Stages
+    stage_mounts: dict[str, Path] = Field(
+        default_factory=dict, description='stage volume mounts, e.g. {"AUDIO_FILES_STAGE": "/stages/audio"}'
+    )
+    max_batch_files: int = Field(10_000, ge=1, description="most files one POST /v1/batches may match")
+
+    # Translation
+    translate_method: TranslateMethod | None = Field(
+        None, description="cortex-translate with the Snowflake store, whisper without; or cortex-complete"
+    )
+    cortex_model: str = Field("openai-gpt-4.1", description="model for cortex-complete")
+    cortex_prompt: str = Field(
+        "Translate the following {source_language} text into {target_language}. "
+        "Answer with the translation only.\n\n{text}",
+        description="cortex-complete prompt template: {text}, {source_language}, {target_language}",
+    )
+    cortex_max_chars: int = Field(3000, ge=100, description="longest text piece sent to Cortex in one call")
+    translate_max_attempts: int = Field(4, ge=1)
+
+    # Service functions (SQL -> service)
+    function_timeout_s: float = Field(
+        3000.0, gt=0, description="longest /functions/transcribe waits (under Snowflake's BATCH_TIMEOUT_SECS)"
+    )
+
+    @property
+    def effective_translate_method(self) -> TranslateMethod:
+        if self.translate_method is not None:
+            return self.translate_method
+        return "cortex-translate" if self.store == "snowflake" else "whisper"
 
     @property
     def effective_engine(self) -> Engine:

@@ -32,7 +32,10 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
         {JobStatus.QUEUED, JobStatus.TRANSCRIBED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
     ),
     JobStatus.TRANSCRIBED: frozenset({JobStatus.TRANSLATING, JobStatus.SUCCEEDED, JobStatus.CANCELLED}),
-    JobStatus.TRANSLATING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    # `translating -> transcribed` is recovery after a crash mid-translation.
+    JobStatus.TRANSLATING: frozenset(
+        {JobStatus.TRANSCRIBED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
     JobStatus.SUCCEEDED: frozenset(),
     JobStatus.FAILED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
@@ -59,12 +62,17 @@ def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
 
+def new_batch_id() -> str:
+    return "batch_" + uuid.uuid4().hex
+
+
 @dataclass
 class Job:
     """One transcription request, as stored."""
 
     id: str
-    source: str  # the client's file name (display only: never used as a path)
+    source: str  # uploads: the client's file name (display only); stage jobs: `@STAGE/path`
+    source_kind: str = "upload"  # "upload" (audio in the store) | "stage" (audio read from the stage)
     language: str | None = None  # None = auto-detect
     task: str = "transcribe"
     word_timestamps: bool = False
@@ -83,6 +91,8 @@ class Job:
     progress: float = 0.0  # share of the speech transcribed so far, while running
     bytes: int = 0
     idempotency_key: str | None = None
+    translate_to: str | None = None  # translate the transcript into this language after transcription
+    batch_id: str | None = None
     timings: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,3 +100,15 @@ class Job:
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()
         return None
+
+
+@dataclass
+class Batch:
+    """Every file under a stage prefix matching a pattern, one job each."""
+
+    id: str
+    stage: str  # `@STAGE` or `@STAGE/prefix`
+    pattern: str
+    options: dict[str, Any] = field(default_factory=dict)  # language, task, translate_to, ...
+    created_at: datetime = field(default_factory=now)
+    files: int = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.jobs.model import Job, JobStatus
+from service.jobs.model import Batch, Job, JobStatus
 
 
 class DuplicateIdempotencyKey(Exception):
@@ -24,8 +24,16 @@ class JobStore(Protocol):
     async def ping(self) -> None:
         """Raise when the store does not answer."""
 
-    async def add(self, job: Job, audio: Path) -> Job:
-        """Durably store the job and move `audio` into the store; raises DuplicateIdempotencyKey."""
+    async def add(self, job: Job, audio: Path | None) -> Job:
+        """Durably store the job and move `audio` into the store (None: a stage job, whose audio stays on
+        its stage); raises DuplicateIdempotencyKey."""
+
+    async def add_batch(self, batch: Batch, jobs: list[Job]) -> None:
+        """Store a batch and its (stage) jobs in one transaction: all of them or none."""
+
+    async def get_batch(self, batch_id: str) -> Batch | None: ...
+    async def batch_jobs(self, batch_id: str) -> list[Job]:
+        """The batch's jobs, in the order they were created."""
 
     async def get(self, job_id: str) -> Job | None: ...
     async def find_by_idempotency_key(self, key: str) -> Job | None: ...
@@ -45,15 +53,24 @@ class JobStore(Protocol):
         """Jobs queued or running: the backlog the queue bound applies to."""
 
     async def requeue_running(self) -> int:
-        """After a restart: put every running job back in the queue. Returns how many."""
+        """After a restart: running jobs go back to the queue and translating ones back to transcribed
+        (their translation starts over). Returns how many jobs moved."""
 
     async def transition(self, job: Job, target: JobStatus, **fields: Any) -> bool:
         """Move `job` to `target` only if it is still in its stored status and attempt; False if not."""
 
-    async def save_transcript(self, job: Job, transcript: dict[str, Any]) -> bool:
-        """Store the transcript and mark the job succeeded in one step; False if the job moved on."""
+    async def save_transcript(
+        self, job: Job, transcript: dict[str, Any], target: JobStatus = JobStatus.SUCCEEDED
+    ) -> bool:
+        """Store the transcript and move the job to `target` (succeeded, or transcribed when a translation
+        follows) in one step; False if the job moved on. Stored at most once per job id."""
 
     async def transcript(self, job_id: str) -> dict[str, Any] | None: ...
+    async def save_translation(self, job: Job, translation: dict[str, Any]) -> bool:
+        """Store the translation (`text`, `source_language`, `target_language`, `method`) and mark the
+        `translating` job succeeded in one step; False if the job moved on."""
+
+    async def translation(self, job_id: str) -> dict[str, Any] | None: ...
     def audio_path(self, job_id: str) -> Path: ...
     def incoming_path(self, token: str) -> Path:
         """Where an upload is written before `add` makes it a job's audio (same filesystem: atomic rename)."""

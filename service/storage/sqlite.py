@@ -12,8 +12,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service.jobs.model import Job, JobStatus, check_transition, now
+from service.jobs.model import Batch, Job, JobStatus, check_transition, now
 from service.storage.base import DuplicateIdempotencyKey
+from service.storage.records import DATETIME_FIELDS, job_from_record, job_to_record
 
 T = TypeVar("T")
 
@@ -39,7 +40,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress REAL NOT NULL DEFAULT 0,
     bytes INTEGER NOT NULL,
     idempotency_key TEXT UNIQUE,
-    timings TEXT NOT NULL DEFAULT '{}'
+    timings TEXT NOT NULL DEFAULT '{}',
+    source_kind TEXT NOT NULL DEFAULT 'upload',
+    translate_to TEXT,
+    batch_id TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_submitted ON jobs (status, submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs (submitted_at, id);
@@ -52,11 +56,34 @@ CREATE TABLE IF NOT EXISTS transcripts (
     body TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS translations (
+    job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+    source_language TEXT,
+    target_language TEXT NOT NULL,
+    text TEXT NOT NULL,
+    method TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    stage TEXT NOT NULL,
+    pattern TEXT NOT NULL,
+    options TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    files INTEGER NOT NULL
+);
 """
+INDEXES = "CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, submitted_at, id);"
 
 # Columns added after the first release: (name, declaration), added to older databases at open.
-MIGRATIONS = (("prompt", "TEXT"), ("temperature", "REAL NOT NULL DEFAULT 0"), ("progress", "REAL NOT NULL DEFAULT 0"))
-DATETIME_FIELDS = ("submitted_at", "started_at", "finished_at", "not_before")
+MIGRATIONS = (
+    ("prompt", "TEXT"),
+    ("temperature", "REAL NOT NULL DEFAULT 0"),
+    ("progress", "REAL NOT NULL DEFAULT 0"),
+    ("source_kind", "TEXT NOT NULL DEFAULT 'upload'"),
+    ("translate_to", "TEXT"),
+    ("batch_id", "TEXT"),
+)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -69,19 +96,12 @@ def _fsync_dir(path: Path) -> None:
 
 def _row_to_job(row: sqlite3.Row) -> Job:
     data = dict(row)
-    for key in DATETIME_FIELDS:
-        data[key] = datetime.fromisoformat(data[key]) if data[key] else None
-    data["status"] = JobStatus(data["status"])
-    data["word_timestamps"] = bool(data["word_timestamps"])
     data["timings"] = json.loads(data["timings"] or "{}")
-    return Job(**data)
+    return job_from_record(data)
 
 
 def _job_to_row(job: Job) -> dict[str, Any]:
-    data = dict(job.__dict__)
-    for key in DATETIME_FIELDS:
-        data[key] = data[key].isoformat() if data[key] else None
-    data["status"] = job.status.value
+    data = job_to_record(job)
     data["word_timestamps"] = int(job.word_timestamps)
     data["timings"] = json.dumps(job.timings)
     return data
@@ -121,6 +141,7 @@ class SQLiteStore:
             for name, declaration in MIGRATIONS:
                 if name not in present:
                     conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
+            conn.executescript(INDEXES)
             conn.isolation_level = "DEFERRED"
             self._conn = conn
 
@@ -142,33 +163,71 @@ class SQLiteStore:
         """Where an upload is written before it becomes a job (same filesystem, so rename is atomic)."""
         return self.blob_dir / f".incoming-{token}"
 
-    async def add(self, job: Job, audio: Path) -> Job:
+    @staticmethod
+    def _insert_job(conn: sqlite3.Connection, job: Job) -> None:
+        row = _job_to_row(job)
+        columns = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        try:
+            conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", row)
+        except sqlite3.IntegrityError:
+            existing = conn.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)).fetchone()
+            if existing is None:
+                raise
+            raise DuplicateIdempotencyKey(_row_to_job(existing)) from None
+
+    async def add(self, job: Job, audio: Path | None) -> Job:
         target = self.audio_path(job.id)
 
         def insert(conn: sqlite3.Connection) -> Job:
-            row = _job_to_row(job)
-            columns = ", ".join(row)
-            marks = ", ".join(f":{k}" for k in row)
-            try:
-                conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", row)
-            except sqlite3.IntegrityError:
-                existing = conn.execute(
-                    "SELECT * FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)
-                ).fetchone()
-                if existing is None:
-                    raise
-                raise DuplicateIdempotencyKey(_row_to_job(existing)) from None
-            # The audio is in place before the row commits: a committed job always has its audio.
-            os.replace(audio, target)
-            _fsync_dir(self.blob_dir)
+            self._insert_job(conn, job)
+            if audio is not None:
+                # The audio is in place before the row commits: a committed job always has its audio.
+                os.replace(audio, target)
+                _fsync_dir(self.blob_dir)
             return job
 
         try:
             return await self._run(insert)
         except BaseException:
-            if target.exists() and not audio.exists():
+            if audio is not None and target.exists() and not audio.exists():
                 os.replace(target, audio)  # the row did not commit: give the file back to the caller
             raise
+
+    async def add_batch(self, batch: Batch, jobs: list[Job]) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO batches (id, stage, pattern, options, created_at, files) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    batch.id,
+                    batch.stage,
+                    batch.pattern,
+                    json.dumps(batch.options),
+                    batch.created_at.isoformat(),
+                    batch.files,
+                ),
+            )
+            for job in jobs:
+                self._insert_job(conn, job)
+
+        await self._run(insert)
+
+    async def get_batch(self, batch_id: str) -> Batch | None:
+        row = await self._run(lambda c: c.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone())
+        if row is None:
+            return None
+        data = dict(row)
+        data["options"] = json.loads(data["options"])
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        return Batch(**data)
+
+    async def batch_jobs(self, batch_id: str) -> list[Job]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT * FROM jobs WHERE batch_id = ? ORDER BY submitted_at, id", (batch_id,)
+            ).fetchall()
+        )
+        return [_row_to_job(r) for r in rows]
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._run(lambda c: c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
@@ -225,9 +284,12 @@ class SQLiteStore:
         )
 
     async def requeue_running(self) -> int:
-        return await self._run(
-            lambda c: c.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
-        )
+        def requeue(conn: sqlite3.Connection) -> int:
+            running = conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
+            translating = conn.execute("UPDATE jobs SET status = 'transcribed' WHERE status = 'translating'")
+            return running + translating.rowcount
+
+        return await self._run(requeue)
 
     def _transition_sql(self, conn: sqlite3.Connection, job: Job, target: JobStatus, fields: dict) -> bool:
         check_transition(job.status, target)
@@ -249,7 +311,9 @@ class SQLiteStore:
     async def transition(self, job: Job, target: JobStatus, **fields: Any) -> bool:
         return await self._run(lambda c: self._transition_sql(c, job, target, fields))
 
-    async def save_transcript(self, job: Job, transcript: dict[str, Any]) -> bool:
+    async def save_transcript(
+        self, job: Job, transcript: dict[str, Any], target: JobStatus = JobStatus.SUCCEEDED
+    ) -> bool:
         def save(conn: sqlite3.Connection) -> bool:
             fields = {
                 "audio_seconds": transcript.get("duration"),
@@ -258,7 +322,7 @@ class SQLiteStore:
                 "error_code": None,
                 "error_message": None,
             }
-            if not self._transition_sql(conn, job, JobStatus.SUCCEEDED, fields):
+            if not self._transition_sql(conn, job, target, fields):
                 return False
             conn.execute(
                 """INSERT INTO transcripts (job_id, text, language, duration, segments, body, created_at)
@@ -284,6 +348,35 @@ class SQLiteStore:
             lambda c: c.execute("SELECT body FROM transcripts WHERE job_id = ?", (job_id,)).fetchone()
         )
         return json.loads(row["body"]) if row else None
+
+    async def save_translation(self, job: Job, translation: dict[str, Any]) -> bool:
+        def save(conn: sqlite3.Connection) -> bool:
+            if not self._transition_sql(conn, job, JobStatus.SUCCEEDED, {"error_code": None, "error_message": None}):
+                return False
+            conn.execute(
+                """INSERT OR REPLACE INTO translations
+                   (job_id, source_language, target_language, text, method, created_at) VALUES (?, ?, ?, ?, ?, ?)""",
+                (
+                    job.id,
+                    translation.get("source_language"),
+                    translation["target_language"],
+                    translation["text"],
+                    translation["method"],
+                    now().isoformat(),
+                ),
+            )
+            return True
+
+        return await self._run(save)
+
+    async def translation(self, job_id: str) -> dict[str, Any] | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT text, source_language, target_language, method FROM translations WHERE job_id = ?",
+                (job_id,),
+            ).fetchone()
+        )
+        return dict(row) if row else None
 
     async def delete(self, job_id: str) -> None:
         await self._run(lambda c: c.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
