@@ -37,3 +37,6 @@ class Metrics:
             "spcs_whisper_whisper_batch_windows", "Windows decoded in those batched calls", registry=r
         )
         self.mean_batch_size = Gauge("spcs_whisper_whisper_mean_batch_size", "Windows per batched call", registry=r)
+        self.translations = Counter(
+            "spcs_whisper_translations", "Translations by method and outcome", ["method", "outcome"], registry=r
+        )

@@ -8,30 +8,64 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import routes_health, routes_jobs, routes_openai
+from service.api import routes_batches, routes_functions, routes_health, routes_jobs, routes_openai
 from service.api.errors import RequestContext, install_error_handlers
 from service.config import Settings, get_settings
 from service.inference.client import InferenceClient
 from service.jobs.dispatcher import Dispatcher
 from service.metrics import Metrics
+from service.storage.base import JobStore
 from service.storage.sqlite import SQLiteStore
+from service.storage.stages import StageReader
+from service.translate.base import Translator
 
 log = logging.getLogger("spcs_whisper.gateway")
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries on top of the file itself
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def build_backends(
+    settings: Settings, sessions: object | None = None
+) -> tuple[JobStore, StageReader, Translator | None]:
+    """The store, the stage reader and the Cortex translator the settings ask for. Snowpark is imported only
+    when Snowflake is used; `sessions` (a SessionProvider) may be passed in, e.g. a local-testing one."""
+    needs_snowflake = settings.store == "snowflake" or settings.effective_translate_method != "whisper"
+    if needs_snowflake and sessions is None:
+        from service.storage.snowflake_session import SessionProvider
+
+        sessions = SessionProvider(settings)
+    translator = None
+    if settings.effective_translate_method != "whisper":
+        from service.translate.cortex import make_translator
+
+        translator = make_translator(settings, sessions)
+    if settings.store == "snowflake":
+        from service.storage.snowflake import SnowflakeStore
+
+        store: JobStore = SnowflakeStore(settings, sessions)  # type: ignore[arg-type]
+    else:
+        store = SQLiteStore(settings.data_dir)
+    stages = StageReader(settings.stage_mounts, sessions, temp_dir=settings.data_dir)  # type: ignore[arg-type]
+    return store, stages, translator
+
+
+def create_app(settings: Settings | None = None, sessions: object | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SQLiteStore(settings.data_dir)
+        store, stages, translator = build_backends(settings, sessions)
         await store.open()
         client = InferenceClient(settings.effective_serve_url, settings.request_timeout_s)
-        dispatcher = Dispatcher(store, client, settings, metrics)
+        dispatcher = Dispatcher(store, client, settings, metrics, stages, translator)
         app.state.settings, app.state.store, app.state.dispatcher = settings, store, dispatcher
+        app.state.stages = stages
         await dispatcher.start()
-        log.info("gateway up; Ray Serve app at %s; data in %s", settings.effective_serve_url, settings.data_dir)
+        log.info(
+            "gateway up; Ray Serve app at %s; %s store; translation by %s",
+            settings.effective_serve_url,
+            settings.store,
+            settings.effective_translate_method,
+        )
         try:
             yield
         finally:
@@ -58,4 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_batches.router)
+    app.include_router(routes_functions.router)
     return app

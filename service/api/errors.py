@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.audio import AudioError
 from service.metrics import Metrics
+from service.storage.stages import StageError
 
 log = logging.getLogger("spcs_whisper.api")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -54,7 +55,7 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, **exc.details)
 
 
-async def _audio_error(_: Request, exc: AudioError) -> JSONResponse:
+async def _audio_error(_: Request, exc: AudioError | StageError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message)
 
 
@@ -85,6 +86,7 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(AudioError, _audio_error)
+    app.add_exception_handler(StageError, _audio_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _model_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

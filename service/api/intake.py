@@ -5,9 +5,12 @@ Shared by the job API and the OpenAI-compatible API, so both enforce the same li
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import Request
@@ -16,9 +19,11 @@ from starlette.datastructures import UploadFile
 
 from service.api.errors import ApiError
 from service.api.uploads import receive_upload
-from service.jobs.model import Job, new_job_id
+from service.audio import EmptyAudio, probe
+from service.jobs.model import Batch, Job, new_batch_id, new_job_id, now
 from service.languages import normalise_language
 from service.storage.base import DuplicateIdempotencyKey
+from service.storage.stages import compile_pattern, parse_stage_ref
 
 MAX_FIELD_BYTES = 64 * 1024
 
@@ -42,11 +47,36 @@ class JobOptions(BaseModel):
     prompt: str | None = Field(None, max_length=2000, description="text that primes Whisper's vocabulary")
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    translate_to: str | None = Field(None, description="translate the transcript into this language afterwards")
 
-    @field_validator("language")
+    @field_validator("language", "translate_to")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
         return normalise_language(value)
+
+
+class SourceJob(JobOptions):
+    """`POST /v1/jobs` as JSON: the audio is a file on a stage instead of an upload."""
+
+    source: str = Field(..., min_length=2, max_length=1200, examples=["@AUDIO_FILES_STAGE/calls/a.mp4"])
+
+
+class BatchRequest(JobOptions):
+    """`POST /v1/batches`: one job per file under `stage` whose relative path fully matches `pattern`."""
+
+    stage: str = Field(..., min_length=2, max_length=1200, examples=["@AUDIO_FILES_STAGE"])
+    pattern: str = Field(".*", max_length=500, examples=[".*[.]mp4"])
+
+
+async def json_fields(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object (400 when it is not JSON, 422 when it is not an object)."""
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "validation_error", "the body must be a JSON object")
+    return body
 
 
 def validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
@@ -90,42 +120,112 @@ def _check_model(options: JobOptions, info: dict | None, configured: str) -> str
     return served
 
 
-async def _check_backlog(state: Any) -> None:
-    """429 with Retry-After once the backlog reaches its bound: back-pressure, never a 5xx."""
+def _check_translation(options: JobOptions, settings: Any) -> None:
+    """Whisper translates into English only; Cortex into any language it supports."""
+    if options.translate_to and options.translate_to != "en" and settings.effective_translate_method == "whisper":
+        raise ApiError(
+            422,
+            "unsupported_translation",
+            "the whisper translation method translates into English only; "
+            "set SPCS_WHISPER_TRANSLATE_METHOD to a Cortex method for other languages",
+        )
+
+
+async def check_backlog(state: Any, adding: int = 1) -> None:
+    """429 with Retry-After once the backlog would pass its bound: back-pressure, never a 5xx."""
     active = await state.store.count_active()
-    if active >= state.settings.max_queued_jobs:
+    if active + adding > state.settings.max_queued_jobs:
         raise ApiError(429, "queue_full", f"{active} jobs are waiting; retry later", retry_after=30, queued=active)
 
 
-async def accept(request: Request, upload: UploadFile, options: JobOptions) -> tuple[Job, bool]:
-    """Store the upload and the job; returns (job, replayed) where `replayed` means the idempotency key
-    named an existing job, which is returned instead of a new one."""
-    state = request.app.state
-    if options.idempotency_key:
-        existing = await state.store.find_by_idempotency_key(options.idempotency_key)
-        if existing:
-            return existing, True
-    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
-    await _check_backlog(state)
-    path = state.store.incoming_path(uuid.uuid4().hex)
-    size, info = await receive_upload(upload, path, state.settings)
-    job = Job(
+def _job(options: JobOptions, model: str, **fields: Any) -> Job:
+    return Job(
         id=new_job_id(),
-        source=(upload.filename or "upload")[:500],
         language=options.language,
         task=options.task,
         word_timestamps=options.word_timestamps,
         prompt=options.prompt,
         temperature=options.temperature,
         model=model,
-        audio_seconds=info.duration,
-        bytes=size,
         idempotency_key=options.idempotency_key,
+        translate_to=options.translate_to,
+        **fields,
     )
+
+
+async def _replay(state: Any, options: JobOptions) -> Job | None:
+    return await state.store.find_by_idempotency_key(options.idempotency_key) if options.idempotency_key else None
+
+
+async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
     try:
-        job = await state.store.add(job, path)
+        job = await state.store.add(job, audio)
     except DuplicateIdempotencyKey as dup:
-        path.unlink(missing_ok=True)
+        if audio is not None:
+            audio.unlink(missing_ok=True)
         return dup.job, True
     state.dispatcher.wake()
     return job, False
+
+
+async def accept(request: Request, upload: UploadFile, options: JobOptions) -> tuple[Job, bool]:
+    """Store the upload and the job; returns (job, replayed) where `replayed` means the idempotency key
+    named an existing job, which is returned instead of a new one."""
+    state = request.app.state
+    if existing := await _replay(state, options):
+        return existing, True
+    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
+    _check_translation(options, state.settings)
+    await check_backlog(state)
+    path = state.store.incoming_path(uuid.uuid4().hex)
+    size, info = await receive_upload(upload, path, state.settings)
+    job = _job(options, model, source=(upload.filename or "upload")[:500], audio_seconds=info.duration, bytes=size)
+    return await _add(state, job, path)
+
+
+async def accept_stage_file(state: Any, source: str, options: JobOptions) -> tuple[Job, bool]:
+    """A job whose audio stays on its stage: checked (exists, size, and probed when the stage is mounted)
+    and stored; returns (job, replayed) like `accept`."""
+    if existing := await _replay(state, options):
+        return existing, True
+    ref = parse_stage_ref(source)
+    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
+    _check_translation(options, state.settings)
+    await check_backlog(state)
+    settings = state.settings
+    size = await state.stages.size(ref)
+    if size == 0:
+        raise EmptyAudio(f"{ref} is empty")
+    if size > settings.max_upload_bytes:
+        raise ApiError(413, "file_too_large", f"{ref} exceeds the limit of {settings.max_upload_mb:g} MB")
+    duration = None
+    if state.stages.mounted(ref):  # a stage read through Snowpark is checked when the job runs
+        full = size <= settings.probe_full_decode_mb * 1024 * 1024
+        async with state.stages.open(ref) as path:
+            info = await asyncio.to_thread(probe, path, full=full, max_seconds=settings.max_audio_seconds)
+        duration = info.duration
+    job = _job(options, model, source=str(ref), source_kind="stage", bytes=size, audio_seconds=duration)
+    return await _add(state, job, None)
+
+
+async def accept_batch(state: Any, request: BatchRequest) -> tuple[Batch, list[Job]]:
+    """One stage job per matching file, stored together (all or none); files are probed when they run."""
+    prefix = parse_stage_ref(request.stage, file=False)
+    pattern = compile_pattern(request.pattern)
+    model = _check_model(request, state.dispatcher.model_info, state.settings.model)
+    _check_translation(request, state.settings)
+    files = await state.stages.list(prefix, pattern, state.settings.max_batch_files)
+    if not files:
+        raise ApiError(404, "no_matching_files", f"no file under {prefix} matches {request.pattern!r}")
+    await check_backlog(state, len(files))
+    options = request.model_dump(exclude={"stage", "pattern", "idempotency_key"}, exclude_none=True)
+    batch = Batch(new_batch_id(), str(prefix), request.pattern, options=options, files=len(files))
+    start, tick = now(), timedelta(microseconds=1)  # distinct times keep the files' order in the queue
+    per_file = request.model_copy(update={"idempotency_key": None})
+    jobs = [
+        _job(per_file, model, source=str(ref), source_kind="stage", batch_id=batch.id, submitted_at=start + tick * i)
+        for i, ref in enumerate(files)
+    ]
+    await state.store.add_batch(batch, jobs)
+    state.dispatcher.wake()
+    return batch, jobs

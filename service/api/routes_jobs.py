@@ -10,8 +10,17 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.api.errors import ApiError
-from service.api.intake import JobOptions, accept, multipart, multipart_body, validated
-from service.api.schemas import JobList, JobView
+from service.api.intake import (
+    JobOptions,
+    SourceJob,
+    accept,
+    accept_stage_file,
+    json_fields,
+    multipart,
+    multipart_body,
+    validated,
+)
+from service.api.schemas import JobList, JobView, TranslationView
 from service.formats import FORMATS, render
 from service.jobs.model import InvalidTransition, Job, JobStatus
 
@@ -27,8 +36,10 @@ SUBMIT_SCHEMA = multipart_body(
         "prompt": {"type": "string", "maxLength": 2000},
         "temperature": {"type": "number", "minimum": 0, "maximum": 1},
         "idempotency_key": {"type": "string", "maxLength": 200},
+        "translate_to": {"type": "string", "description": "e.g. en: translate the transcript afterwards"},
     },
 )
+SUBMIT_SCHEMA["requestBody"]["content"]["application/json"] = {"schema": SourceJob.model_json_schema()}
 
 
 def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
@@ -44,13 +55,21 @@ def _job_response(job: Job, status_code: int, **headers: str) -> JSONResponse:
     responses={200: {"description": "replayed: a job with this idempotency key exists"}},
 )
 async def submit_job(request: Request) -> JSONResponse:
-    """Accept an audio/video file; answers 202 once the file and the job are durably stored."""
-    async with multipart(request) as (upload, fields):
-        key = request.headers.get("idempotency-key")
+    """Accept an audio/video file (multipart `file`) or a file on a stage (JSON `{"source": "@STAGE/path"}`);
+    answers 202 once the audio and the job are durably stored."""
+    key = request.headers.get("idempotency-key")
+    if request.headers.get("content-type", "").startswith("application/json"):
+        fields = await json_fields(request)
         if key:
             fields.setdefault("idempotency_key", key)
-        options: JobOptions = validated(JobOptions, fields)
-        job, replayed = await accept(request, upload, options)
+        source: SourceJob = validated(SourceJob, fields)
+        options = JobOptions(**source.model_dump(exclude={"source"}))
+        job, replayed = await accept_stage_file(request.app.state, source.source, options)
+    else:
+        async with multipart(request) as (upload, form):
+            if key:
+                form.setdefault("idempotency_key", key)
+            job, replayed = await accept(request, upload, validated(JobOptions, form))
     if replayed:
         return _job_response(job, 200, **{"idempotent-replayed": "true"})
     return _job_response(job, 202)
@@ -90,6 +109,23 @@ async def get_transcript(
         ext = "txt" if format == "text" else format
         headers["content-disposition"] = f'inline; filename="{safe}.{ext}"'
     return Response(body, media_type=media_type, headers=headers)
+
+
+@router.get("/{job_id}/translation", response_model=TranslationView)
+async def get_translation(request: Request, job_id: str) -> TranslationView:
+    """The transcript translated into the job's `translate_to` language (409 until it is ready)."""
+    job = await _job_or_404(request, job_id)
+    if not job.translate_to:
+        raise ApiError(404, "no_translation", "the job did not ask for a translation (translate_to)")
+    translation = await request.app.state.store.translation(job_id)
+    if translation is None:
+        code, message = (
+            ("job_failed", f"the job failed: {job.error_message}")
+            if job.status == JobStatus.FAILED
+            else ("not_ready", f"the job is {job.status.value}; no translation yet")
+        )
+        raise ApiError(409, code, message, job_status=job.status.value)
+    return TranslationView(**translation)
 
 
 def _encode_cursor(job: Job) -> str:

@@ -35,6 +35,7 @@ class Timings(BaseModel):
 class JobLinks(BaseModel):
     self: str
     transcript: str
+    translation: str | None = None
 
 
 class JobView(BaseModel):
@@ -52,6 +53,8 @@ class JobView(BaseModel):
     timings: Timings
     error: ErrorInfo | None
     idempotency_key: str | None
+    translate_to: str | None = None
+    batch_id: str | None = None
     links: JobLinks
 
     @classmethod
@@ -89,8 +92,36 @@ class JobView(BaseModel):
             ),
             error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
             idempotency_key=job.idempotency_key,
-            links=JobLinks(self=f"/v1/jobs/{job.id}", transcript=f"/v1/jobs/{job.id}/transcript"),
+            translate_to=job.translate_to,
+            batch_id=job.batch_id,
+            links=JobLinks(
+                self=f"/v1/jobs/{job.id}",
+                transcript=f"/v1/jobs/{job.id}/transcript",
+                translation=f"/v1/jobs/{job.id}/translation" if job.translate_to else None,
+            ),
         )
+
+
+class TranslationView(BaseModel):
+    text: str
+    source_language: str | None
+    target_language: str
+    method: str  # cortex.translate | cortex.complete:<model> | whisper | none (already in that language)
+
+
+class BatchView(BaseModel):
+    id: str
+    stage: str
+    pattern: str
+    options: dict
+    created_at: datetime
+    status: Literal["running", "succeeded", "failed", "partial", "cancelled"]
+    files: int
+    jobs: list[str]
+    counts: dict[str, int]
+    audio_seconds_done: float
+    audio_seconds_total: float | None  # None until every file's length is known
+    links: dict[str, str]
 
 
 class JobList(BaseModel):

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from service.config import Settings
 from service.inference.client import InferenceClient, InferenceError
 from service.jobs.model import Job, JobStatus, now
+from service.jobs.sources import job_audio
+from service.jobs.translation import TranslationStep
 from service.metrics import Metrics
 from service.storage.base import JobStore
+from service.storage.stages import StageError, StageReader
+from service.translate.base import Translator
 
 log = logging.getLogger("spcs_whisper.jobs")
 POLL_SECONDS = 1.0
@@ -22,12 +28,23 @@ PROGRESS_STEP = 0.02  # smallest progress change worth a store write
 class Dispatcher:
     """At most `dispatch_concurrency` jobs in flight; wakes on new jobs, polls for due retries."""
 
-    def __init__(self, store: JobStore, client: InferenceClient, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        client: InferenceClient,
+        settings: Settings,
+        metrics: Metrics,
+        stages: StageReader | None = None,
+        translator: Translator | None = None,
+    ) -> None:
         self.store, self.client, self.settings, self.metrics = store, client, settings, metrics
+        self.stages = stages or StageReader(settings.stage_mounts)
+        self.translation = TranslationStep(store, client, translator, self.open_audio, metrics)
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.dispatch_concurrency)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._resume_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.model_info: dict | None = None  # the Ray app's /ready answer; None while it is down
         self._inference_up = asyncio.Event()
@@ -43,14 +60,37 @@ class Dispatcher:
             log.warning("requeued %d jobs left running by a previous process", recovered)
         self._watch_task = asyncio.create_task(self._watch(), name="inference-watch")
         self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+        self._resume_task = asyncio.create_task(self._resume_translations(), name="resume-translations")
+
+    def open_audio(self, job: Job) -> contextlib.AbstractAsyncContextManager:
+        """The job's audio as a local file while the block runs."""
+        return job_audio(job, self.store, self.stages)
+
+    async def _resume_translations(self) -> None:
+        """Translations cut short by a restart start over (their transcripts are stored)."""
+        await self._inference_up.wait()
+        while jobs := await self.store.list(JobStatus.TRANSCRIBED, 100, None):
+            log.info("resuming %d translations", len(jobs))
+            await asyncio.gather(*(self._track(j.id, self.translation.run(j)) for j in jobs))
+
+    async def _track(self, job_id: str, work: Any) -> None:
+        """Run `work` as the job's task, so DELETE can cancel it and shutdown waits for it."""
+        task = asyncio.ensure_future(work)
+        self._running[job_id] = task
+        try:
+            await task
+        finally:
+            self._running.pop(job_id, None)
+            self._notify(job_id)
 
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop taking work, let in-flight jobs finish for up to `drain_s`, then cut the rest short;
         those go back to the queue for the next start."""
-        if self._loop_task:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        for loop_task in (self._loop_task, self._resume_task):
+            if loop_task:
+                loop_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop_task
         tasks = list(self._running.values())
         if tasks and drain_s > 0:
             log.info("draining %d running jobs (up to %.0f s)", len(tasks), drain_s)
@@ -152,9 +192,13 @@ class Dispatcher:
                 await self.store.set_progress(job, fraction)
 
         try:
-            transcript = await self.client.transcribe(self.store.audio_path(job.id), params, progress)
+            async with self.open_audio(job) as audio:
+                transcript = await self.client.transcribe(audio, params, progress)
         except asyncio.CancelledError:
             return  # cancelled by DELETE (status already set) or by shutdown (requeued by stop())
+        except StageError as exc:
+            await self._failed(job, exc.code, exc.message, permanent=exc.status < 500)
+            return
         except InferenceError as exc:
             await self._failed(job, exc.code, exc.message, exc.permanent)
             return
@@ -164,12 +208,14 @@ class Dispatcher:
             return
         started = job.started_at or now()
         transcript.setdefault("timings", {})["wall_s"] = round((now() - started).total_seconds(), 4)
-        if not await self.store.save_transcript(job, transcript):
+        target = JobStatus.TRANSCRIBED if job.translate_to else JobStatus.SUCCEEDED
+        if not await self.store.save_transcript(job, transcript, target):
             log.info("job %s changed while running (cancelled?); result dropped", job.id)
             return
-        self.metrics.finished.labels("succeeded").inc()
         self.metrics.audio_seconds.inc(transcript.get("duration") or 0.0)
         self.metrics.job_seconds.observe(transcript["timings"]["wall_s"])
+        if not job.translate_to or await self.translation.run(replace(job, status=JobStatus.TRANSCRIBED)):
+            self.metrics.finished.labels("succeeded").inc()
 
     async def _failed(self, job: Job, code: str, message: str, permanent: bool) -> None:
         self.metrics.attempts_failed.labels(code).inc()

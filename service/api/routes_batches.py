@@ -1,0 +1,74 @@
+"""Batches: every file under a stage prefix matching a pattern, one job each (the notebook's workflow)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from service.api.errors import ApiError
+from service.api.intake import BatchRequest, accept_batch, json_fields, validated
+from service.api.schemas import BatchView
+from service.jobs.model import Batch, Job, JobStatus
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+DONE = (JobStatus.SUCCEEDED, JobStatus.TRANSCRIBED, JobStatus.TRANSLATING)
+
+
+def batch_view(batch: Batch, jobs: list[Job]) -> BatchView:
+    counts = Counter(job.status.value for job in jobs)
+    done = sum(
+        (job.audio_seconds or 0.0) * (1.0 if job.status in DONE else job.progress)
+        for job in jobs
+        if job.status in DONE or job.status == JobStatus.RUNNING
+    )
+    lengths = [job.audio_seconds for job in jobs]
+    if any(not job.status.terminal for job in jobs):
+        status = "running"
+    elif counts.get("succeeded", 0) == len(jobs):
+        status = "succeeded"
+    elif counts.get("cancelled", 0) == len(jobs):
+        status = "cancelled"
+    else:
+        status = "failed" if not counts.get("succeeded") else "partial"
+    return BatchView(
+        id=batch.id,
+        stage=batch.stage,
+        pattern=batch.pattern,
+        options=batch.options,
+        created_at=batch.created_at,
+        status=status,
+        files=batch.files,
+        jobs=[job.id for job in jobs],
+        counts=dict(counts),
+        audio_seconds_done=round(done, 3),
+        audio_seconds_total=round(sum(lengths), 3) if all(x is not None for x in lengths) else None,  # type: ignore[arg-type]
+        links={"self": f"/v1/batches/{batch.id}", "jobs": "/v1/jobs/{id}"},
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=BatchView,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": BatchRequest.model_json_schema()}}}
+    },
+)
+async def create_batch(request: Request) -> JSONResponse:
+    """`{"stage": "@AUDIO_FILES_STAGE", "pattern": ".*[.]mp4", "language": "hi", "translate_to": "en"}` →
+    one job per matching file, all stored before the 202."""
+    body = validated(BatchRequest, await json_fields(request))
+    batch, jobs = await accept_batch(request.app.state, body)
+    view = batch_view(batch, jobs).model_dump(mode="json")
+    return JSONResponse(view, status_code=202, headers={"location": f"/v1/batches/{batch.id}"})
+
+
+@router.get("/{batch_id}", response_model=BatchView)
+async def get_batch(request: Request, batch_id: str) -> BatchView:
+    store = request.app.state.store
+    batch = await store.get_batch(batch_id)
+    if batch is None:
+        raise ApiError(404, "batch_not_found", f"no batch with id {batch_id!r}")
+    return batch_view(batch, await store.batch_jobs(batch_id))
