@@ -1,0 +1,29 @@
+"""What every translator offers, and the one error it raises."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class TranslationError(Exception):
+    """A translation that did not happen; `transient` says whether trying the job again later may help."""
+
+    def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.transient = transient
+
+    def __repr__(self) -> str:
+        return f"TranslationError(code={self.code!r}, message={self.message!r}, transient={self.transient})"
+
+
+class Translator(Protocol):
+    """Turns a transcript into another language."""
+
+    method: str
+    """Stored in TRANSLATIONS.METHOD, e.g. `cortex.translate` or `cortex.complete:<model>`."""
+
+    async def translate(self, text: str, source_language: str | None, target_language: str) -> str:
+        """`text` in `target_language`; `source_language` None means detect it. Raises TranslationError."""
+        ...
