@@ -1,0 +1,81 @@
+-- 03_service_functions.sql: SQL functions that call the gateway service. Re-runnable (CREATE OR REPLACE).
+--
+-- Names: the service is WHISPER_GATEWAY and its endpoint is `api` (the names the gateway's service
+-- specification declares). They are written as plain identifiers because SERVICE = and ENDPOINT = take
+-- object names, not expressions; to deploy under other names, replace WHISPER_GATEWAY / api below.
+-- Run in the database and schema of the service, after the service exists:
+--   snow sql -f sql/03_service_functions.sql --database WHISPER_DB --schema PUBLIC
+-- The role running this needs USAGE on the `api` endpoint (the service role that grants it, or ownership
+-- of the service).
+--
+-- Protocol (service functions): Snowflake POSTs batches {"data": [[row, arg1, ...], ...]} to the path in AS
+-- and expects {"data": [[row, value], ...]} back, every row, in order. It retries a batch on 429/5xx, with
+-- the same sf-external-function-query-batch-id header, which the gateway uses to make retries idempotent.
+-- Per-row failures come back as {"error": {"code", "message"}} in that row's value, so one
+-- bad file does not fail the query.
+--
+-- Syntax: CREATE FUNCTION (Snowpark Container Services),
+--   https://docs.snowflake.com/en/sql-reference/sql/create-function-spcs
+
+-- TRANSCRIBE(source, language): transcribe one file and wait for it.
+--   source:   '@AUDIO_FILES_STAGE/<relative path>' (or an https:// URL, where the service has egress)
+--   language: ISO-639-1 code ('hi', 'en', ...) or 'auto' / NULL for detection
+--   returns:  {"text", "language", "duration", "segments"} or {"error": {...}}
+-- MAX_BATCH_ROWS is small: every row is minutes of GPU work, and a small batch spreads the rows of one
+-- query over the gateway's concurrent requests (and so over the Whisper replicas) instead of one long
+-- request. BATCH_TIMEOUT_SECS stays above the gateway's function_timeout_s (3000 s by default).
+-- CONTEXT_HEADERS = (CURRENT_USER) sends the caller's user name with every batch (header
+-- sf-context-current-user), so jobs created from SQL record who asked.
+CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR, language VARCHAR)
+  RETURNS VARIANT
+  SERVICE = WHISPER_GATEWAY
+  ENDPOINT = api
+  COMMENT = 'spcs-whisper: transcribe a staged audio/video file; returns {text, language, duration, segments}'
+  CONTEXT_HEADERS = (CURRENT_USER)
+  MAX_BATCH_ROWS = 8
+  BATCH_TIMEOUT_SECS = 3600
+  AS '/functions/transcribe';
+
+-- TRANSCRIBE(source): the same with language detection. Functions are resolved by name and argument
+-- types, so this overload can share the path: its rows arrive as [row, source] (no language) and the
+-- gateway treats the missing language as 'auto'.
+CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR)
+  RETURNS VARIANT
+  SERVICE = WHISPER_GATEWAY
+  ENDPOINT = api
+  COMMENT = 'spcs-whisper: transcribe a staged audio/video file, language detected'
+  CONTEXT_HEADERS = (CURRENT_USER)
+  MAX_BATCH_ROWS = 8
+  BATCH_TIMEOUT_SECS = 3600
+  AS '/functions/transcribe';
+
+-- TRANSCRIBE_SUBMIT(source, language, translate_to): fire and forget. Stores the job durably and answers at
+-- once with {"job_id", "status"}; the transcript (and translation, when translate_to is not NULL) lands in
+-- TRANSCRIPTIONS / TRANSLATIONS. Submitting is cheap, so batches can be larger.
+CREATE OR REPLACE FUNCTION TRANSCRIBE_SUBMIT(source VARCHAR, language VARCHAR, translate_to VARCHAR)
+  RETURNS VARIANT
+  SERVICE = WHISPER_GATEWAY
+  ENDPOINT = api
+  COMMENT = 'spcs-whisper: submit a transcription job; returns {job_id, status}'
+  CONTEXT_HEADERS = (CURRENT_USER)
+  MAX_BATCH_ROWS = 100
+  AS '/functions/submit';
+
+-- TRANSCRIPTION_STATUS(job_id): {"job_id", "status", "progress", "error", ...} of a submitted job;
+-- status is queued | running | transcribed | translating | succeeded | failed | cancelled.
+CREATE OR REPLACE FUNCTION TRANSCRIPTION_STATUS(job_id VARCHAR)
+  RETURNS VARIANT
+  SERVICE = WHISPER_GATEWAY
+  ENDPOINT = api
+  COMMENT = 'spcs-whisper: status and progress of a transcription job'
+  MAX_BATCH_ROWS = 100
+  AS '/functions/job_status';
+
+-- Grants (uncomment and set the role once it exists; roles are created by the deploy scripts).
+-- Analysts need USAGE on each function signature, plus USAGE on the database and schema; reading the
+-- result tables needs SELECT on them (see the grants script).
+-- SET ANALYST_ROLE = 'WHISPER_ANALYST';
+-- GRANT USAGE ON FUNCTION TRANSCRIBE(VARCHAR, VARCHAR) TO ROLE IDENTIFIER($ANALYST_ROLE);
+-- GRANT USAGE ON FUNCTION TRANSCRIBE(VARCHAR) TO ROLE IDENTIFIER($ANALYST_ROLE);
+-- GRANT USAGE ON FUNCTION TRANSCRIBE_SUBMIT(VARCHAR, VARCHAR, VARCHAR) TO ROLE IDENTIFIER($ANALYST_ROLE);
+-- GRANT USAGE ON FUNCTION TRANSCRIPTION_STATUS(VARCHAR) TO ROLE IDENTIFIER($ANALYST_ROLE);
