@@ -18,7 +18,7 @@
 --   https://docs.snowflake.com/en/sql-reference/sql/create-function-spcs
 
 -- TRANSCRIBE(source, language): transcribe one file and wait for it.
---   source:   '@AUDIO_FILES_STAGE/<relative path>' (or an https:// URL, where the service has egress)
+--   source:   '@AUDIO_FILES_STAGE/<relative path>' (a stage the gateway mounts, or reads with Snowpark)
 --   language: ISO-639-1 code ('hi', 'en', ...) or 'auto' / NULL for detection
 --   returns:  {"text", "language", "duration", "segments"} or {"error": {...}}
 -- MAX_BATCH_ROWS is small: every row is minutes of GPU work, and a small batch spreads the rows of one

@@ -1,0 +1,105 @@
+-- 01_tables.sql: the tables and views of the Snowflake store. Re-runnable (IF NOT EXISTS / OR REPLACE).
+--
+-- Run in the database and schema the service uses (SNOWFLAKE_DATABASE / SNOWFLAKE_SCHEMA), e.g.
+--   snow sql -f sql/01_tables.sql --database WHISPER_DB --schema PUBLIC
+-- The gateway runs these statements itself at start when SPCS_WHISPER_SNOWFLAKE_CREATE_TABLES is true
+-- (the default); its role then needs CREATE TABLE and CREATE VIEW on the schema.
+--
+-- The column lists are mirrored in service/storage/snowflake_schema.py (a unit test keeps them equal).
+-- Timestamps are TIMESTAMP_TZ and always written in UTC. VARIANT columns hold JSON objects or arrays.
+-- Snowflake does not enforce PRIMARY KEY or UNIQUE: the service keeps JOB_ID unique and makes the
+-- IDEMPOTENCY_KEY check and the one-result-per-job rule with MERGE statements.
+
+-- One row per job: an upload or a stage file to transcribe, with its state machine
+-- (queued -> running -> transcribed -> translating -> succeeded | failed | cancelled).
+-- ATTEMPTS counts runs; together with STATUS it fences writes from stale workers.
+-- NOT_BEFORE is the retry backoff; PROGRESS is the share of the audio done by the running attempt.
+CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS (
+  JOB_ID VARCHAR NOT NULL PRIMARY KEY,
+  STATUS VARCHAR NOT NULL,
+  SOURCE VARCHAR NOT NULL,
+  SOURCE_KIND VARCHAR NOT NULL,
+  LANGUAGE VARCHAR,
+  TASK VARCHAR NOT NULL,
+  TRANSLATE_TO VARCHAR,
+  MODEL VARCHAR,
+  WORD_TIMESTAMPS BOOLEAN,
+  PROMPT VARCHAR,
+  TEMPERATURE FLOAT,
+  SUBMITTED_AT TIMESTAMP_TZ NOT NULL,
+  STARTED_AT TIMESTAMP_TZ,
+  FINISHED_AT TIMESTAMP_TZ,
+  NOT_BEFORE TIMESTAMP_TZ,
+  ATTEMPTS NUMBER(38, 0) NOT NULL,
+  ERROR_CODE VARCHAR,
+  ERROR_MESSAGE VARCHAR,
+  AUDIO_SECONDS FLOAT,
+  PROGRESS FLOAT,
+  BYTES NUMBER(38, 0),
+  IDEMPOTENCY_KEY VARCHAR,
+  BATCH_ID VARCHAR,
+  TIMINGS VARIANT
+)
+COMMENT = 'spcs-whisper: transcription jobs and their state';
+
+-- One row per transcribed job (at most one: written with MERGE on JOB_ID). TEXT is the whole transcript,
+-- SEGMENTS the timed segments (and words when asked for), BODY the whole document the API serves.
+CREATE TABLE IF NOT EXISTS TRANSCRIPTIONS (
+  JOB_ID VARCHAR NOT NULL PRIMARY KEY,
+  SOURCE VARCHAR,
+  LANGUAGE VARCHAR,
+  TEXT VARCHAR,
+  DURATION FLOAT,
+  SEGMENTS VARIANT,
+  BODY VARIANT,
+  MODEL VARCHAR,
+  CREATED_AT TIMESTAMP_TZ
+)
+COMMENT = 'spcs-whisper: one transcript per job';
+
+-- One row per translated job (at most one). METHOD: cortex.translate, cortex.complete:<model> or whisper.
+CREATE TABLE IF NOT EXISTS TRANSLATIONS (
+  JOB_ID VARCHAR NOT NULL PRIMARY KEY,
+  SOURCE_LANGUAGE VARCHAR,
+  TARGET_LANGUAGE VARCHAR NOT NULL,
+  TEXT VARCHAR,
+  METHOD VARCHAR,
+  CREATED_AT TIMESTAMP_TZ
+)
+COMMENT = 'spcs-whisper: one translation per job';
+
+-- One row per POST /v1/batches: every file under STAGE matching PATTERN became a job with this BATCH_ID.
+-- OPTIONS holds the job options the batch applied to every file (language, task, translate_to, ...).
+CREATE TABLE IF NOT EXISTS TRANSCRIPTION_BATCHES (
+  BATCH_ID VARCHAR NOT NULL PRIMARY KEY,
+  STAGE VARCHAR NOT NULL,
+  PATTERN VARCHAR,
+  OPTIONS VARIANT,
+  FILES NUMBER(38, 0),
+  CREATED_AT TIMESTAMP_TZ
+)
+COMMENT = 'spcs-whisper: stage batches';
+
+-- The original notebook's output table, as a view: one row per transcript.
+-- FILE_NAME is the last part of SOURCE (the stage path or the uploaded file name).
+CREATE OR REPLACE VIEW WHISPER_DEMO_OUTPUT (FILE_NAME, TRANSCRIPTION, LANGUAGE, CREATED_AT) AS
+SELECT
+  SPLIT_PART(t.SOURCE, '/', -1),
+  t.TEXT,
+  t.LANGUAGE,
+  t.CREATED_AT
+FROM TRANSCRIPTIONS AS t;
+
+-- The original notebook's translation table, as a view: transcripts that have a translation.
+CREATE OR REPLACE VIEW WHISPER_DEMO_TRANSLATION (
+  FILE_NAME, TRANSCRIPTION, TRANSLATION, SOURCE_LANGUAGE, TARGET_LANGUAGE, METHOD
+) AS
+SELECT
+  SPLIT_PART(t.SOURCE, '/', -1),
+  t.TEXT,
+  tr.TEXT,
+  tr.SOURCE_LANGUAGE,
+  tr.TARGET_LANGUAGE,
+  tr.METHOD
+FROM TRANSCRIPTIONS AS t
+JOIN TRANSLATIONS AS tr ON tr.JOB_ID = t.JOB_ID;
