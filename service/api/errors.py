@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.audio import AudioError
 from service.metrics import Metrics
+from service.storage.base import StoreUnavailable
 from service.storage.stages import StageError
 
 log = logging.getLogger("spcs_whisper.api")
@@ -83,7 +84,13 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal_error", "internal error; the request id identifies it in the logs")
 
 
+async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+    log.warning("store unavailable: %s", exc)
+    return error_response(503, "store_unavailable", "the job store does not answer; retry shortly", retry_after=5)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(StageError, _audio_error)

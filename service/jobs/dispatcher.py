@@ -15,7 +15,7 @@ from service.jobs.model import Job, JobStatus, now
 from service.jobs.sources import job_audio
 from service.jobs.translation import TranslationStep
 from service.metrics import Metrics
-from service.storage.base import JobStore
+from service.storage.base import JobStore, StoreUnavailable
 from service.storage.stages import StageError, StageReader
 from service.translate.base import Translator
 
@@ -134,6 +134,8 @@ class Dispatcher:
             job = None
             try:
                 job = await self.store.claim_next()
+            except StoreUnavailable as exc:
+                log.warning("cannot claim jobs: %s", exc)
             except Exception:
                 log.exception("claiming the next job failed")
             if job is None:

@@ -16,6 +16,10 @@ class DuplicateIdempotencyKey(Exception):
         self.job = job
 
 
+class StoreUnavailable(ConnectionError):
+    """The store does not answer now (e.g. Snowflake unreachable): the API answers 503, work is retried."""
+
+
 class JobStore(Protocol):
     """Jobs, their audio blobs and their transcripts. All methods are safe to call from one event loop."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.jobs.model import Batch, Job, JobStatus, check_transition, now
-from service.storage.base import DuplicateIdempotencyKey
+from service.storage.base import DuplicateIdempotencyKey, StoreUnavailable
 from service.storage.outbox import TRANSCRIPT, TRANSLATION, Outbox, OutboxEntry, is_session_gone, is_unreachable
 from service.storage.records import job_to_record
 from service.storage.snowflake_ops import SnowflakeOps, col
@@ -72,6 +72,8 @@ class SnowflakeStore:
         except Exception as exc:
             if is_session_gone(exc):
                 self.sessions.invalidate()
+            if is_unreachable(exc) and not isinstance(exc, StoreUnavailable):
+                raise StoreUnavailable(f"Snowflake does not answer: {exc}") from exc
             raise
 
     async def _local(self, fn: Callable[[], T]) -> T:
