@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.jobs.model import Batch, Job, JobStatus, check_transition, now
 from service.storage.base import DuplicateIdempotencyKey, StoreUnavailable
+from service.storage.blobs import BlobFiles
 from service.storage.outbox import TRANSCRIPT, TRANSLATION, Outbox, OutboxEntry, is_session_gone, is_unreachable
 from service.storage.records import job_to_record
 from service.storage.snowflake_ops import SnowflakeOps, col
@@ -41,15 +41,7 @@ log = logging.getLogger(__name__)
 CLAIM_CANDIDATES = 8  # due jobs read per claim; the first one still queued when updated wins
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class SnowflakeStore:
+class SnowflakeStore(BlobFiles):
     """JobStore on Snowflake; see the module docstring."""
 
     def __init__(self, settings: Settings, sessions: SessionProvider) -> None:
@@ -119,19 +111,11 @@ class SnowflakeStore:
     async def ping(self) -> None:
         await self._run(self.ops.ping)
 
-    def audio_path(self, job_id: str) -> Path:
-        return self.blob_dir / job_id
-
-    def incoming_path(self, token: str) -> Path:
-        return self.blob_dir / f".incoming-{token}"
-
     # -- jobs and batches -----------------------------------------------------------------------------------
 
     async def add(self, job: Job, audio: Path | None) -> Job:
-        target = self.audio_path(job.id)
         if audio is not None:  # the audio is in place before the row exists: a stored job always has its audio
-            os.replace(audio, target)
-            _fsync_dir(self.blob_dir)
+            self._place_audio(audio, job.id)
         insert = asyncio.ensure_future(self._run(lambda s: self.ops.insert_job(s, job)))
         try:
             existing = await asyncio.shield(insert)
@@ -139,12 +123,12 @@ class SnowflakeStore:
             # Cancelled or not, the worker thread finishes the INSERT: its outcome decides who owns the file.
             await asyncio.wait([insert])
             stored = not insert.cancelled() and insert.exception() is None and insert.result() is None
-            if audio is not None and not stored and target.exists() and not audio.exists():
-                os.replace(target, audio)  # the row was not stored: give the file back to the caller
+            if audio is not None and not stored:
+                self._return_audio(audio, job.id)
             raise
         if existing is not None:
             if audio is not None:
-                os.replace(target, audio)
+                self._return_audio(audio, job.id)
             raise DuplicateIdempotencyKey(existing)
         return job
 

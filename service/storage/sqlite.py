@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,100 +13,14 @@ from typing import Any, TypeVar
 
 from service.jobs.model import Batch, Job, JobStatus, check_transition, now
 from service.storage.base import DuplicateIdempotencyKey
-from service.storage.records import DATETIME_FIELDS, job_from_record, job_to_record
+from service.storage.blobs import BlobFiles
+from service.storage.records import DATETIME_FIELDS
+from service.storage.sqlite_schema import INDEXES, MIGRATIONS, SCHEMA, job_to_row, row_to_job
 
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    source TEXT NOT NULL,
-    language TEXT,
-    task TEXT NOT NULL,
-    word_timestamps INTEGER NOT NULL,
-    prompt TEXT,
-    temperature REAL NOT NULL DEFAULT 0,
-    model TEXT NOT NULL,
-    status TEXT NOT NULL,
-    submitted_at TEXT NOT NULL,
-    started_at TEXT,
-    finished_at TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before TEXT,
-    error_code TEXT,
-    error_message TEXT,
-    audio_seconds REAL,
-    progress REAL NOT NULL DEFAULT 0,
-    bytes INTEGER NOT NULL,
-    idempotency_key TEXT UNIQUE,
-    timings TEXT NOT NULL DEFAULT '{}',
-    source_kind TEXT NOT NULL DEFAULT 'upload',
-    translate_to TEXT,
-    batch_id TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status_submitted ON jobs (status, submitted_at);
-CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs (submitted_at, id);
-CREATE TABLE IF NOT EXISTS transcripts (
-    job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
-    text TEXT NOT NULL,
-    language TEXT,
-    duration REAL,
-    segments TEXT NOT NULL,
-    body TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS translations (
-    job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
-    source_language TEXT,
-    target_language TEXT NOT NULL,
-    text TEXT NOT NULL,
-    method TEXT NOT NULL,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batches (
-    id TEXT PRIMARY KEY,
-    stage TEXT NOT NULL,
-    pattern TEXT NOT NULL,
-    options TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    files INTEGER NOT NULL
-);
-"""
-INDEXES = "CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, submitted_at, id);"
 
-# Columns added after the first release: (name, declaration), added to older databases at open.
-MIGRATIONS = (
-    ("prompt", "TEXT"),
-    ("temperature", "REAL NOT NULL DEFAULT 0"),
-    ("progress", "REAL NOT NULL DEFAULT 0"),
-    ("source_kind", "TEXT NOT NULL DEFAULT 'upload'"),
-    ("translate_to", "TEXT"),
-    ("batch_id", "TEXT"),
-)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _row_to_job(row: sqlite3.Row) -> Job:
-    data = dict(row)
-    data["timings"] = json.loads(data["timings"] or "{}")
-    return job_from_record(data)
-
-
-def _job_to_row(job: Job) -> dict[str, Any]:
-    data = job_to_record(job)
-    data["word_timestamps"] = int(job.word_timestamps)
-    data["timings"] = json.dumps(job.timings)
-    return data
-
-
-class SQLiteStore:
+class SQLiteStore(BlobFiles):
     """One connection, used from one worker thread, so every statement is serialised."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -156,16 +69,9 @@ class SQLiteStore:
     async def ping(self) -> None:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
-    def audio_path(self, job_id: str) -> Path:
-        return self.blob_dir / job_id
-
-    def incoming_path(self, token: str) -> Path:
-        """Where an upload is written before it becomes a job (same filesystem, so rename is atomic)."""
-        return self.blob_dir / f".incoming-{token}"
-
     @staticmethod
     def _insert_job(conn: sqlite3.Connection, job: Job) -> None:
-        row = _job_to_row(job)
+        row = job_to_row(job)
         columns = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         try:
@@ -174,24 +80,21 @@ class SQLiteStore:
             existing = conn.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)).fetchone()
             if existing is None:
                 raise
-            raise DuplicateIdempotencyKey(_row_to_job(existing)) from None
+            raise DuplicateIdempotencyKey(row_to_job(existing)) from None
 
     async def add(self, job: Job, audio: Path | None) -> Job:
-        target = self.audio_path(job.id)
-
         def insert(conn: sqlite3.Connection) -> Job:
             self._insert_job(conn, job)
             if audio is not None:
                 # The audio is in place before the row commits: a committed job always has its audio.
-                os.replace(audio, target)
-                _fsync_dir(self.blob_dir)
+                self._place_audio(audio, job.id)
             return job
 
         try:
             return await self._run(insert)
         except BaseException:
-            if audio is not None and target.exists() and not audio.exists():
-                os.replace(target, audio)  # the row did not commit: give the file back to the caller
+            if audio is not None:
+                self._return_audio(audio, job.id)  # the row did not commit
             raise
 
     async def add_batch(self, batch: Batch, jobs: list[Job]) -> None:
@@ -227,15 +130,15 @@ class SQLiteStore:
                 "SELECT * FROM jobs WHERE batch_id = ? ORDER BY submitted_at, id", (batch_id,)
             ).fetchall()
         )
-        return [_row_to_job(r) for r in rows]
+        return [row_to_job(r) for r in rows]
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._run(lambda c: c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
-        return _row_to_job(row) if row else None
+        return row_to_job(row) if row else None
 
     async def find_by_idempotency_key(self, key: str) -> Job | None:
         row = await self._run(lambda c: c.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone())
-        return _row_to_job(row) if row else None
+        return row_to_job(row) if row else None
 
     async def list(self, status: JobStatus | None, limit: int, before: tuple[str, str] | None) -> list[Job]:
         where, params = [], []
@@ -248,7 +151,7 @@ class SQLiteStore:
         sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY submitted_at DESC, id DESC LIMIT ?"
         rows = await self._run(lambda c: c.execute(sql, (*params, limit)).fetchall())
-        return [_row_to_job(r) for r in rows]
+        return [row_to_job(r) for r in rows]
 
     async def claim_next(self) -> Job | None:
         def claim(conn: sqlite3.Connection) -> Job | None:
@@ -262,7 +165,7 @@ class SQLiteStore:
                    RETURNING *""",
                 (stamp, stamp),
             ).fetchone()
-            return _row_to_job(row) if row else None
+            return row_to_job(row) if row else None
 
         return await self._run(claim)
 

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from service.jobs.model import InvalidTransition, Job, JobStatus, check_transition, new_job_id, now
+from service.jobs.model import (
+    Batch,
+    InvalidTransition,
+    Job,
+    JobStatus,
+    check_transition,
+    new_batch_id,
+    new_job_id,
+    now,
+)
 from service.storage.base import DuplicateIdempotencyKey
 from service.storage.sqlite import SQLiteStore
 
@@ -139,6 +148,49 @@ def test_list_pages_newest_first(tmp_path: Path) -> None:
         assert await store.list(JobStatus.SUCCEEDED, 10, None) == []
         await store.delete(ids[0])
         assert await store.get(ids[0]) is None and not store.audio_path(ids[0]).exists()
+        await store.close()
+
+    run(go())
+
+
+def test_batches_translations_and_recovery_of_translating_jobs(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = await _store(tmp_path)
+        batch = Batch(new_batch_id(), "@S", ".*", options={"language": "hi"}, files=2)
+        stamp = now()
+        jobs = [
+            Job(
+                id=new_job_id(),
+                source=f"@S/{n}",
+                source_kind="stage",
+                batch_id=batch.id,
+                translate_to="en",
+                submitted_at=stamp + timedelta(microseconds=i),
+            )
+            for i, n in enumerate(("b.mp3", "a.mp3"))
+        ]
+        await store.add_batch(batch, jobs)
+        assert not store.audio_path(jobs[0].id).exists()  # stage audio stays on its stage
+        stored = await store.get_batch(batch.id)
+        assert stored is not None and stored.options == {"language": "hi"} and stored.files == 2
+        assert [j.source for j in await store.batch_jobs(batch.id)] == ["@S/b.mp3", "@S/a.mp3"]
+        claimed = await store.claim_next()
+        assert claimed is not None and claimed.id == jobs[0].id
+        assert await store.save_transcript(claimed, {"text": "नमस्ते", "language": "hi"}, JobStatus.TRANSCRIBED)
+        transcribed = await store.get(claimed.id)
+        assert transcribed is not None and transcribed.status == JobStatus.TRANSCRIBED
+        assert await store.transition(transcribed, JobStatus.TRANSLATING)
+        assert await store.requeue_running() == 1  # a restart mid-translation: back to transcribed
+        again = await store.get(claimed.id)
+        assert again is not None and again.status == JobStatus.TRANSCRIBED
+        assert await store.transition(again, JobStatus.TRANSLATING)
+        translating = await store.get(claimed.id)
+        translation = {"text": "hello", "source_language": "hi", "target_language": "en", "method": "whisper"}
+        assert await store.save_translation(translating, translation)
+        assert not await store.save_translation(translating, translation)  # fenced: already succeeded
+        assert await store.translation(claimed.id) == translation
+        assert (await store.get(claimed.id)).status == JobStatus.SUCCEEDED
+        assert await store.get_batch("batch_missing") is None
         await store.close()
 
     run(go())
