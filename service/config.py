@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=1, le=128)
     batch_wait_timeout_s: float = Field(0.05, ge=0)
     whisper_replicas: int = Field(1, ge=1)
+    whisper_num_gpus: float | None = Field(
+        None, ge=0, description="GPUs per Whisper replica; unset: 1 when this node has a GPU, else 0"
+    )
     ray_address: str | None = Field(None, description="join this Ray cluster; unset starts a local one")
     ray_num_cpus: int | None = Field(None, ge=1, description="logical CPUs of the local Ray instance")
     serve_host: str = "127.0.0.1"

@@ -198,10 +198,13 @@ def build_app(settings: Settings) -> serve.Application:
     """Bind both deployments with resources and batching limits taken from `settings`."""
     config = settings.model_dump(mode="json")
     on_gpu = settings.device == "cuda" or (settings.device == "auto" and gpu_present())
+    # On a cluster the driver (Ray head) has no GPU while the workers do: set WHISPER_NUM_GPUS=1 there, so
+    # each replica claims a worker's GPU and Ray places one replica per GPU node.
+    num_gpus = settings.whisper_num_gpus if settings.whisper_num_gpus is not None else (1 if on_gpu else 0)
     whisper = Whisper.options(
         num_replicas=settings.whisper_replicas,
         max_ongoing_requests=max(4 * settings.max_batch_size, 16),
-        ray_actor_options={"num_cpus": 1, "num_gpus": 1 if on_gpu else 0},
+        ray_actor_options={"num_cpus": 1, "num_gpus": num_gpus},
         health_check_period_s=10,
     ).bind(config)
     return Decoder.options(
