@@ -30,6 +30,7 @@ class Timings(BaseModel):
     seconds_per_audio_second: float | None
     decode_s: float | None = None
     inference_s: float | None = None
+    whisper_nodes: list[str] | None = None  # Ray nodes whose Whisper replicas decoded the job
 
 
 class JobLinks(BaseModel):
@@ -89,6 +90,7 @@ class JobView(BaseModel):
                 seconds_per_audio_second=round(processing / audio, 4) if processing and audio else None,
                 decode_s=job.timings.get("decode_s"),
                 inference_s=job.timings.get("inference_s"),
+                whisper_nodes=job.timings.get("whisper_nodes"),
             ),
             error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
             idempotency_key=job.idempotency_key,

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import ray
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
@@ -45,6 +46,7 @@ class Whisper:
         self.transcribe_window.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
         self.batches = 0  # batched calls made, and the windows they held: their ratio is the mean batch size
         self.windows = 0
+        self.node = ray.get_runtime_context().get_node_id()
 
     def info(self) -> dict[str, Any]:
         return {
@@ -72,6 +74,7 @@ class Whisper:
         for options, indices in groups.items():
             audio = [requests[i][0] for i in indices]
             for i, result in zip(indices, await asyncio.to_thread(self.engine.transcribe_batch, audio, options)):
+                result.node = self.node
                 results[i] = result
         return results  # type: ignore[return-value]
 
@@ -182,6 +185,7 @@ class Decoder:
                     "vad_s": round(cut_done - decoded, 4),
                     "inference_s": round(done - cut_done, 4),
                     "total_s": round(done - started, 4),
+                    "whisper_nodes": sorted({r.node for _, r in pieces if r.node}),  # Ray nodes that decoded it
                 },
             }
             yield json.dumps({"event": "result", "transcript": transcript}) + "\n"

@@ -49,7 +49,9 @@ def run(settings: Settings) -> None:
     if os.environ.get("SPCS_WHISPER_EXIT_WITH_PARENT") == "1":
         threading.Thread(target=_watch_parent, args=(os.getppid(), stop), daemon=True).start()
 
-    serve.start(http_options={"host": settings.serve_host, "port": settings.serve_port})
+    # One HTTP proxy, on the head: several nodes may share a host (a local cluster), and in SPCS the
+    # gateway reaches the app through the head service's DNS name.
+    serve.start(proxy_location="HeadOnly", http_options={"host": settings.serve_host, "port": settings.serve_port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
     log.info("Ray Serve app ready at http://%s:%s%s", settings.serve_host, settings.serve_port, ROUTE_PREFIX)
     print(f"ray-serve ready at http://{settings.serve_host}:{settings.serve_port}{ROUTE_PREFIX}", flush=True)

@@ -48,6 +48,7 @@ class WindowResult:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
+    node: str | None = None  # the Ray node whose replica decoded it (set by the Whisper deployment)
 
 
 class Engine(Protocol):

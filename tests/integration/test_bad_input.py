@@ -56,7 +56,10 @@ def test_bad_requests(service: Service) -> None:
         assert_error(client.get("/v1/jobs/job_doesnotexist/transcript"), 404, "job_not_found")
         assert_error(client.delete("/v1/jobs/job_doesnotexist"), 404, "job_not_found")
         assert_error(client.get("/v1/nothing-here"), 404, "not_found")
-        assert_error(client.post("/v1/jobs", json={"source": "x.wav"}), 415, "unsupported_media")
+        assert_error(client.post("/v1/jobs", json={"source": "x.wav"}), 422, "invalid_source")  # not @STAGE/path
+        assert_error(
+            client.post("/v1/jobs", content=b"x", headers={"content-type": "text/plain"}), 415, "unsupported_media"
+        )
         assert_error(
             client.post("/v1/jobs", data={"language": "en"}, files={"other": ("a", b"x")}), 422, "missing_file"
         )

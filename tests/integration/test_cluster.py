@@ -1,0 +1,74 @@
+"""A Ray head and two worker nodes as separate processes (as the SPCS services would run them), each worker
+declaring one logical GPU: the Whisper replicas land one per worker node, and jobs are served by both."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster import RAY, LocalCluster, start_ray_app, stop_process
+from tests.harness import start_gateway, stop_gateway
+from tests.integration.helpers import DATA, MANIFEST_JFK, submit, wait, wer
+
+pytestmark = pytest.mark.integration
+JOBS = 8
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[tuple[LocalCluster, str]]:
+    root = tmp_path_factory.mktemp("cluster")
+    ray_cluster = LocalCluster(workers=2).start()
+    app = gateway = None
+    try:
+        serve_url, app = start_ray_app(ray_cluster, root / "app", model_cache, root / "ray-app.log")
+        url, gateway = start_gateway(root / "gateway", serve_url, root / "gateway.log")
+        yield ray_cluster, url
+    finally:
+        if gateway is not None:
+            stop_gateway(gateway)
+        if app is not None:
+            stop_process(app)
+        ray_cluster.stop()
+
+
+def ray_list(cluster: LocalCluster, kind: str) -> list[dict]:
+    """Ray's state API (`ray list nodes|actors`), as an operator would ask."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    result = subprocess.run(
+        [RAY, "list", kind, "--address", cluster.dashboard, "--format", "json", "--limit", "1000", "--detail"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+def test_replicas_one_per_worker_node_and_jobs_served_by_both(cluster: tuple[LocalCluster, str]) -> None:
+    ray_cluster, url = cluster
+    nodes = [n for n in ray_list(ray_cluster, "nodes") if n["state"] == "ALIVE"]
+    workers = {n["node_id"] for n in nodes if not n["is_head_node"]}
+    head = {n["node_id"] for n in nodes if n["is_head_node"]}
+    assert len(workers) == 2 and len(head) == 1
+    replicas = [
+        a
+        for a in ray_list(ray_cluster, "actors")
+        if a["state"] == "ALIVE" and "Whisper" in a["class_name"] and "ServeReplica" in a["class_name"]
+    ]
+    assert sorted(a["node_id"] for a in replicas) == sorted(workers), replicas  # one on each worker, none on head
+
+    with httpx.Client(base_url=url, timeout=300) as client:
+        with ThreadPoolExecutor(JOBS) as pool:
+            created = list(pool.map(lambda _: submit(client, DATA / "en_jfk.flac", language="en"), range(JOBS)))
+        assert all(r.status_code == 202 for r in created)
+        jobs = [wait(client, r.json()["id"], timeout=600) for r in created]
+        assert all(j["status"] == "succeeded" for j in jobs), jobs
+        served = {node for j in jobs for node in j["timings"]["whisper_nodes"]}
+        assert served == workers, (served, workers)
+        text = client.get(f"/v1/jobs/{jobs[0]['id']}/transcript").json()["text"]
+        assert wer(MANIFEST_JFK, text) == 0.0
