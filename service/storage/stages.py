@@ -112,7 +112,7 @@ class StageReader:
             if not path.is_file():
                 raise StageError(404, "source_not_found", f"{ref} does not exist")
             return path.stat().st_size
-        for name, size in await self._list_remote(StageRef(ref.stage)):
+        for name, size in await self._list_remote(ref):
             if name == ref.path:
                 return size
         raise StageError(404, "source_not_found", f"{ref} does not exist")
@@ -138,13 +138,16 @@ class StageReader:
         return [StageRef(prefix.stage, n) for n in matched]
 
     async def _list_remote(self, ref: StageRef) -> list[tuple[str, int]]:
-        """(relative path, size) of every file on a stage that is not mounted, via the stage's LIST."""
+        """(path relative to the stage, size) of the files under `ref` on a stage that is not mounted: LIST
+        with the path as prefix, so a single file costs one small listing, not the whole stage."""
         if self.sessions is None:
             raise self._no_stage(ref)
+        # LIST takes no bind variables: the stage name passed the identifier rules above and the path holds
+        # no control characters; the location is quoted, with quotes doubled, as Snowflake's syntax asks.
+        location = "'" + str(ref).replace("\\", "\\\\").replace("'", "''") + "'"
 
         def run() -> list[tuple[str, int]]:
-            # The stage name cannot be a bind variable; it was validated against the identifier rules above.
-            rows = self.sessions.get().sql(f"LIST @{ref.stage}").collect()
+            rows = self.sessions.get().sql(f"LIST {location}").collect()  # type: ignore[union-attr]
             stage_leaf = ref.stage.rsplit(".", 1)[-1].lower()
             listed = []
             for row in rows:
@@ -179,7 +182,12 @@ class StageReader:
             target.unlink(missing_ok=True)
 
     def _download(self, ref: StageRef, target: Path) -> None:
-        stream = self.sessions.get().file.get_stream(str(ref))  # type: ignore[union-attr]
+        try:
+            stream = self.sessions.get().file.get_stream(str(ref))  # type: ignore[union-attr]
+        except Exception as exc:
+            if "does not exist" in str(exc).lower() or "not found" in str(exc).lower():
+                raise StageError(404, "source_not_found", f"{ref} does not exist") from exc
+            raise  # anything else (network, session) is transient: the job is retried
         try:
             with target.open("wb") as out:
                 shutil.copyfileobj(stream, out, COPY_CHUNK)
