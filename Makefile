@@ -5,18 +5,20 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # CPU build of torch for the local/CI path (an unpinned torch pulls a multi-GB CUDA build).
 TORCH  ?= torch==2.13.0
+# The versions the tests ran with, shared with the images (refresh: docker/freeze_constraints.py).
+CONSTRAINTS := -c docker/constraints.txt
 
-.PHONY: run install install-test test test-unit test-integration lint bench clean
+.PHONY: run install install-test test test-unit test-integration lint bench cluster clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml docker/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
-	$(PIP) install -q -e '.[inference,snowflake]'
+	$(PIP) install -q $(CONSTRAINTS) -e '.[inference,snowflake]'
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q -e '.[inference,snowflake,test]'
+	$(PIP) install -q $(CONSTRAINTS) -e '.[inference,snowflake,test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -26,8 +28,8 @@ run: install
 	$(VENV)/bin/spcs-whisper serve
 
 lint: install-test
-	$(VENV)/bin/ruff check service tests bench
-	$(VENV)/bin/ruff format --check service tests bench
+	$(VENV)/bin/ruff check service tests bench deploy docker
+	$(VENV)/bin/ruff format --check service tests bench deploy docker
 
 test: install-test lint
 	$(PY) -m pytest -q
@@ -38,5 +40,109 @@ test-unit: install-test
 bench: install-test
 	$(PY) -m bench.run
 
+# A Ray head and two worker nodes (one logical GPU each) as separate processes, as in SPCS, then the Ray
+# Serve app and the gateway against them; Ctrl-C stops everything.
+cluster: install-test
+	$(PY) -m tests.cluster
+
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+# =====================================================================================================
+# Deployment (Snowflake CLI) to Snowpark Container Services. Every name and size comes from
+# deploy/config.yaml, read through `python -m deploy.render --get KEY`; none is repeated here.
+#   make images deploy      build both images; then roles, tables, stages, image repository, compute pools,
+#                           push, specs, services, SQL functions and grants (sql/README.md has the order)
+#   make upgrade            after `make render` or `make push`: upload the specs and restart the services
+#   make status | logs [WHICH=gateway|head|worker INSTANCE=0] | teardown [DROP_DATA=1] | render
+# Needs the Snowflake CLI (`snow`, connection flags in SNOW_FLAGS, e.g. SNOW_FLAGS='-c prod') and docker.
+# `make deploy` also needs SPCS_WHISPER_API_TOKEN in the environment: the gateway's bearer token, stored
+# in a Snowflake secret when that secret is first created. `make -n deploy` prints every step.
+# Run without -j: the deploy steps are ordered prerequisites.
+# =====================================================================================================
+.PHONY: images push deploy deploy-objects deploy-services upgrade status logs teardown render render-check
+
+DEPLOY_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+SNOW      ?= snow
+SNOW_FLAGS ?=
+DOCKER    ?= docker
+WHICH     ?= gateway
+INSTANCE  ?= 0
+LINES     ?= 200
+DROP_DATA ?= 0
+
+# A value of deploy/config.yaml. Each variable below is looked up on first use and then kept
+# (`X = $(eval X := ...)$(X)`), so targets outside this section never run these lookups.
+cfg = $(shell $(DEPLOY_PY) -m deploy.render --get $(1))
+DATABASE      = $(eval DATABASE := $(call cfg,snowflake.database))$(DATABASE)
+SCHEMA        = $(eval SCHEMA := $(call cfg,snowflake.schema))$(SCHEMA)
+WAREHOUSE     = $(eval WAREHOUSE := $(call cfg,snowflake.warehouse))$(WAREHOUSE)
+DEPLOYER      = $(eval DEPLOYER := $(call cfg,roles.deployer))$(DEPLOYER)
+IMAGE_REPO    = $(eval IMAGE_REPO := $(call cfg,image_repository))$(IMAGE_REPO)
+SPEC_STAGE    = $(eval SPEC_STAGE := $(call cfg,spec_stage))$(SPEC_STAGE)
+GATEWAY       = $(eval GATEWAY := $(call cfg,services.gateway.name))$(GATEWAY)
+SERVICES      = $(eval SERVICES := $(foreach s,head worker gateway,$(call cfg,services.$(s).name)))$(SERVICES)
+GATEWAY_IMAGE = $(eval GATEWAY_IMAGE := $(call cfg,images.gateway.name):$(call cfg,images.gateway.tag))$(GATEWAY_IMAGE)
+RAY_IMAGE     = $(eval RAY_IMAGE := $(call cfg,images.ray.name):$(call cfg,images.ray.tag))$(RAY_IMAGE)
+EXTERNAL_ACCESS = $(eval EXTERNAL_ACCESS := $(call cfg,external_access.enabled))$(EXTERNAL_ACCESS)
+SQL_VARS      = $(eval SQL_VARS := $(shell $(DEPLOY_PY) -m deploy.render --sql-vars))$(SQL_VARS)
+SPEC_FILES    = $(sort $(wildcard spec/*.yaml))
+# The deployer role in the service's database and schema: the context of every script but 00 and 06.
+SNOW_CTX      = $(SNOW_FLAGS) --role $(DEPLOYER) --database $(DATABASE) --schema $(SCHEMA) --warehouse $(WAREHOUSE)
+
+render:
+	$(DEPLOY_PY) -m deploy.render
+
+render-check:
+	$(DEPLOY_PY) -m deploy.render --check
+
+# SPCS runs linux/amd64 images.
+images:
+	$(DOCKER) build --platform linux/amd64 -f $(call cfg,images.gateway.dockerfile) -t $(GATEWAY_IMAGE) .
+	$(DOCKER) build --platform linux/amd64 -f $(call cfg,images.ray.dockerfile) -t $(RAY_IMAGE) .
+
+# Needs the image repository (sql/04_image_repository.sql, part of `make deploy`).
+push:
+	$(SNOW) spcs image-registry login $(SNOW_CTX)
+	repo=$$($(SNOW) spcs image-repository url $(IMAGE_REPO) $(SNOW_CTX)) && \
+	for image in $(GATEWAY_IMAGE) $(RAY_IMAGE); do \
+	  $(DOCKER) tag $$image $$repo/$$image && $(DOCKER) push $$repo/$$image || exit 1; \
+	done
+
+deploy: render-check deploy-objects push deploy-services
+
+# Roles, warehouse, database (admin role, inside 00), then the deployer's objects. 06 only with external access.
+deploy-objects:
+	$(SNOW) sql $(SNOW_FLAGS) -f sql/00_setup.sql $(SQL_VARS)
+	$(SNOW) sql $(SNOW_CTX) -f sql/01_tables.sql
+	$(SNOW) sql $(SNOW_CTX) -f sql/02_stages.sql
+	$(SNOW) sql $(SNOW_CTX) -f sql/04_image_repository.sql $(SQL_VARS)
+	$(SNOW) sql $(SNOW_CTX) -f sql/05_compute_pools.sql $(SQL_VARS)
+	if [ "$(EXTERNAL_ACCESS)" = true ]; then $(SNOW) sql $(SNOW_FLAGS) -f sql/06_external_access.sql $(SQL_VARS); fi
+
+# Secrets (the output would show their values), specs to the stage, services, then the SQL functions (bound to the gateway) and the grants.
+deploy-services: render-check
+	@test -n "$$SPCS_WHISPER_API_TOKEN" || { echo "set SPCS_WHISPER_API_TOKEN: the gateway's bearer token" >&2; exit 1; }
+	$(SNOW) sql $(SNOW_CTX) -f sql/07_secrets.sql $(SQL_VARS) -D "api_token=$$SPCS_WHISPER_API_TOKEN" \
+	  -D "ray_auth_token=$$($(DEPLOY_PY) -c 'import secrets; print(secrets.token_urlsafe(32))')" >/dev/null
+	for f in $(SPEC_FILES); do $(SNOW) stage copy $$f @$(SPEC_STAGE) --overwrite $(SNOW_CTX) || exit 1; done
+	$(SNOW) sql $(SNOW_CTX) -f sql/07_services.sql $(SQL_VARS)
+	if [ "$(EXTERNAL_ACCESS)" = true ]; then $(SNOW) sql $(SNOW_CTX) -f sql/07_worker_external_access.sql $(SQL_VARS); fi
+	$(SNOW) sql $(SNOW_CTX) -f sql/03_service_functions.sql
+	$(SNOW) sql $(SNOW_CTX) -f sql/08_grants.sql $(SQL_VARS)
+
+upgrade: render-check
+	for f in $(SPEC_FILES); do $(SNOW) stage copy $$f @$(SPEC_STAGE) --overwrite $(SNOW_CTX) || exit 1; done
+	$(SNOW) sql $(SNOW_CTX) -f sql/09_upgrade_services.sql $(SQL_VARS)
+
+status:
+	for s in $(SERVICES); do $(SNOW) spcs service list-containers $$s $(SNOW_CTX) || exit 1; done
+	$(SNOW) sql $(SNOW_CTX) -q "SHOW ENDPOINTS IN SERVICE $(GATEWAY)"
+
+logs:
+	$(SNOW) spcs service logs $(call cfg,services.$(WHICH).name) --container-name $(call cfg,services.$(WHICH).container) \
+	  --instance-id $(INSTANCE) --num-lines $(LINES) $(SNOW_CTX)
+
+teardown:
+	$(SNOW) sql $(SNOW_CTX) -f sql/99_teardown.sql $(SQL_VARS)
+	if [ "$(DROP_DATA)" = 1 ]; then $(SNOW) sql $(SNOW_CTX) -f sql/99_teardown_data.sql $(SQL_VARS); fi

@@ -108,6 +108,9 @@ class BodyTooLarge(HTTPException):
 
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes need no token
+# Snowflake calls service functions without our token; SPCS itself authenticates those calls (only roles
+# granted the endpoint's service role reach them), so the token guards the HTTP API only.
+OPEN_PREFIXES = ("/functions/",)
 
 
 class RequestContext:
@@ -148,10 +151,16 @@ class RequestContext:
                 message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
             await send(message)
 
-        if self.expected is not None and scope["path"] not in OPEN_PATHS:
-            given = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                response = error_response(401, "unauthorized", "send the API token as `Authorization: Bearer <token>`")
+        path = scope["path"]
+        if self.expected is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
+            # `X-Api-Key: <token>` too: behind SPCS's public endpoint, `Authorization` carries Snowflake's own
+            # token (`Snowflake Token="..."`), so the API token needs a header of its own there.
+            bearer = hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
+            keyed = hmac.compare_digest(b"Bearer " + headers.get(b"x-api-key", b""), self.expected)
+            if not (bearer or keyed):
+                response = error_response(
+                    401, "unauthorized", "send the API token as `Authorization: Bearer <token>` or `X-Api-Key: <token>`"
+                )
                 response.headers["www-authenticate"] = "Bearer"
                 await response(scope, receive, tracked_send)
                 return

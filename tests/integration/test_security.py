@@ -1,4 +1,4 @@
-"""With an API token configured, every route but the health probes needs it."""
+"""With an API token configured, every route but the health probes and the service functions needs it."""
 
 from __future__ import annotations
 
@@ -35,8 +35,16 @@ def test_api_token_guards_everything_but_health(tmp_path: Path) -> None:
                 assert response.json()["error"]["code"] == "unauthorized"
                 assert response.headers["www-authenticate"] == "Bearer"
             assert submit(anonymous, DATA / "en_jfk.m4a").status_code == 401
+            # Service functions: Snowflake sends no bearer token (SPCS authenticates those callers itself).
+            status = anonymous.post("/functions/job_status", json={"data": [[0, "job_x"]]})
+            assert status.status_code == 200 and status.json()["data"][0][1]["error"]["code"] == "job_not_found"
         with httpx.Client(base_url=url, timeout=30, headers={"authorization": "Bearer wrong"}) as wrong:
             assert wrong.get("/v1/jobs").status_code == 401
+            assert wrong.get("/v1/jobs", headers={"x-api-key": "wrong"}).status_code == 401
+        # Behind SPCS's public endpoint `Authorization` carries Snowflake's token; the API token goes in X-Api-Key.
+        snowflake_auth = {"authorization": 'Snowflake Token="abc"', "x-api-key": "s3cret"}
+        with httpx.Client(base_url=url, timeout=30, headers=snowflake_auth) as behind_spcs:
+            assert behind_spcs.get("/v1/jobs").status_code == 200
         with httpx.Client(base_url=url, timeout=30, headers={"authorization": "Bearer s3cret"}) as client:
             assert client.get("/v1/jobs").status_code == 200
             assert submit(client, DATA / "en_jfk.m4a").status_code == 202

@@ -12,6 +12,8 @@ from sqlglot import exp
 from sqlglot.errors import ErrorLevel
 from starlette.routing import Match
 
+from deploy.config import RUNTIME_SQL_VARS, fill_sql, load, sql_vars
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 SQL_FILES = sorted(SQL_DIR.glob("*.sql"))
 
@@ -41,17 +43,23 @@ FUNCTIONS = {
 COMMAND_STATEMENTS = [
     r"ALTER STAGE \w+ REFRESH",  # refresh an internal stage's directory table after PUT
     # SPCS and account setup (deploy scripts): no sqlglot model for these objects.
-    r"CREATE (OR REPLACE )?(COMPUTE POOL|SERVICE|IMAGE REPOSITORY|ROLE|NETWORK RULE|EXTERNAL ACCESS INTEGRATION)"
+    r"CREATE (OR REPLACE )?(COMPUTE POOL|SERVICE|IMAGE REPOSITORY|ROLE|NETWORK RULE|EXTERNAL ACCESS INTEGRATION|SECRET)"
     r"( IF NOT EXISTS)? [\w.$\"]+\b.*",
     r"ALTER (COMPUTE POOL|SERVICE) [\w.$\"]+ .+",
-    r"(GRANT|REVOKE) (SERVICE ROLE|ROLE|USAGE ON COMPUTE POOL|MONITOR ON COMPUTE POOL|OPERATE ON COMPUTE POOL) .+",
+    r"DROP (COMPUTE POOL|SERVICE|IMAGE REPOSITORY|SECRET) IF EXISTS [\w.$\"]+",
+    r"(GRANT|REVOKE) (SERVICE ROLE|ROLE|DATABASE ROLE|USAGE ON COMPUTE POOL|MONITOR ON COMPUTE POOL"
+    r"|OPERATE ON COMPUTE POOL) .+",
     r"SHOW (ENDPOINTS|SERVICE CONTAINERS) IN SERVICE [\w.$\"]+",
 ]
+# The deploy scripts name objects with Snowflake CLI template variables (`<% name %>`), which `make deploy` fills
+# with `snow sql -D name=value` from deploy/config.yaml. They are parsed as they will run: filled the same way
+# (secret values, which come from the caller, with placeholders). An unknown variable fails the parse.
+SQL_VARS = {**sql_vars(load()), **{name: f"placeholder-{name}" for name in RUNTIME_SQL_VARS}}
 
 
 def parse(path: Path) -> list[exp.Expression]:
     """Every statement of a file, comment-only pieces (sqlglot's exp.Semicolon) left out."""
-    statements = sqlglot.parse(path.read_text(), read="snowflake", error_level=ErrorLevel.RAISE)
+    statements = sqlglot.parse(fill_sql(path.read_text(), SQL_VARS), read="snowflake", error_level=ErrorLevel.RAISE)
     return [s for s in statements if s is not None and not isinstance(s, exp.Semicolon)]
 
 

@@ -1,0 +1,214 @@
+"""The three SPCS service specifications, built as plain dicts from deploy/config.yaml.
+
+Spec syntax: https://docs.snowflake.com/developer-guide/snowpark-container-services/specification-reference
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from deploy.config import dns_name, image_path, object_store_bytes, qualified, spec_file, whisper_replicas
+
+ROUTE_PREFIX = "/whisper"  # service/inference/runner.py serves the Ray Serve app under this prefix
+HF_OFFLINE = {"HF_HUB_OFFLINE": "1"}  # no egress: a hub lookup would only hang until it times out
+
+# `ray start` port flags -> (config.yaml ports key, endpoint name). Every one is declared as an endpoint.
+NODE_PORTS = {
+    "--node-manager-port": ("node_manager", "node-manager"),
+    "--object-manager-port": ("object_manager", "object-manager"),
+    "--metrics-export-port": ("metrics_export", "metrics"),
+    "--dashboard-agent-grpc-port": ("dashboard_agent_grpc", "agent-grpc"),
+    "--dashboard-agent-listen-port": ("dashboard_agent_listen", "agent-http"),
+    "--runtime-env-agent-port": ("runtime_env_agent", "runtime-env"),
+}
+HEAD_PORTS = {
+    "--port": ("gcs", "gcs"),
+    "--ray-client-server-port": ("client", "client"),
+    "--dashboard-port": ("dashboard", "dashboard"),
+}
+WORKER_RANGE = ("--min-worker-port", "--max-worker-port")
+
+
+def build(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """spec file name -> spec."""
+    return {
+        spec_file("gateway"): gateway(config),
+        spec_file("head"): head(config),
+        spec_file("worker"): worker(config),
+    }
+
+
+def gateway(config: dict[str, Any]) -> dict[str, Any]:
+    svc, ports, sf = config["services"]["gateway"], config["ports"], config["snowflake"]
+    head = config["services"]["head"]
+    stages = {"AUDIO_FILES_STAGE": config["stages"]["AUDIO_FILES_STAGE"]}  # it reads the files it transcribes
+    env = {
+        "SPCS_WHISPER_HOST": "0.0.0.0",
+        "SPCS_WHISPER_PORT": str(ports["gateway"]),
+        "SPCS_WHISPER_DATA_DIR": svc["data_volume"]["mount"],
+        "SPCS_WHISPER_STORE": "snowflake",
+        "SPCS_WHISPER_SNOWFLAKE_WAREHOUSE": sf["warehouse"],
+        "SPCS_WHISPER_STAGE_MOUNTS": stage_mounts_json(stages),
+        "SPCS_WHISPER_SERVE_URL": f"http://{dns_name(head['name'])}:{ports['serve']}{ROUTE_PREFIX}",
+        "SPCS_WHISPER_MODEL": config["model"],
+    }
+    container = {
+        "name": svc["container"],
+        "image": image_path(config, svc["image"]),
+        "env": dict(sorted(env.items())),
+        "readinessProbe": {"port": ports["gateway"], "path": "/readyz"},
+        "volumeMounts": [{"name": "data", "mountPath": svc["data_volume"]["mount"]}, *stage_mounts(stages)],
+        "resources": svc["resources"],
+        "secrets": [secret(config, config["secrets"]["api_token"], "SPCS_WHISPER_API_TOKEN")],
+    }
+    volumes = [{"name": "data", "source": "block", "size": svc["data_volume"]["size"]}]
+    return {
+        "spec": {
+            "containers": [container],
+            "endpoints": [{"name": svc["endpoint"], "port": ports["gateway"], "public": True, "protocol": "HTTP"}],
+            "volumes": volumes + stage_volumes(config, stages),
+        },
+        "serviceRoles": [{"name": svc["service_role"], "endpoints": [svc["endpoint"]]}],
+    }
+
+
+def head(config: dict[str, Any]) -> dict[str, Any]:
+    svc, ports = config["services"]["head"], config["ports"]
+    flags = [
+        "--head",
+        "--num-gpus=0",  # the Whisper replicas go to the GPU workers; the head runs Serve and the decoder
+        "--dashboard-host=0.0.0.0",
+        *port_flags(ports, HEAD_PORTS),
+        *port_flags(ports, NODE_PORTS),
+        *worker_range_flags(ports),
+        f"--object-store-memory={object_store_bytes(svc)}",
+        "--disable-usage-stats",
+    ]
+    # `ray start` returns once the head runs; the app then becomes the container's main process, so the
+    # container (and SPCS's restart) follows the app, and the app dies with its Ray node.
+    script = "\n".join(["set -e", "ray start " + " ".join(flags), "exec spcs-whisper ray-app", ""])
+    env = {
+        "SPCS_WHISPER_RAY_ADDRESS": "auto",  # the Ray node `ray start --head` just started in this container
+        "SPCS_WHISPER_SERVE_HOST": "0.0.0.0",
+        "SPCS_WHISPER_SERVE_PORT": str(ports["serve"]),
+        "SPCS_WHISPER_ENGINE": config["engine"],
+        "SPCS_WHISPER_MODEL": config["model"],
+        "SPCS_WHISPER_WHISPER_NUM_GPUS": "1",  # per replica: one replica per worker GPU
+        "SPCS_WHISPER_WHISPER_REPLICAS": str(whisper_replicas(config)),
+        "SPCS_WHISPER_STAGE_MOUNTS": stage_mounts_json(config["stages"]),
+        **ray_env(config),
+    }
+    endpoints = [{"name": "serve", "port": ports["serve"], "protocol": "TCP"}]
+    endpoints += endpoint_list(ports, HEAD_PORTS) + endpoint_list(ports, NODE_PORTS) + [worker_range_endpoint(ports)]
+    return ray_spec(config, svc, script, env, endpoints, gpus=0)
+
+
+def worker(config: dict[str, Any]) -> dict[str, Any]:
+    svc, ports = config["services"]["worker"], config["ports"]
+    address = f"{dns_name(config['services']['head']['name'])}:{ports['gcs']}"
+    flags = [
+        f"--address={address}",
+        f"--num-gpus={svc['gpus_per_instance']}",
+        *port_flags(ports, NODE_PORTS),
+        *worker_range_flags(ports),
+        f"--object-store-memory={object_store_bytes(svc)}",
+        "--disable-usage-stats",
+        "--block",
+    ]
+    # Join the head and stay joined: when the head is not up yet, or restarts (a new cluster), leave and join again.
+    script = "\n".join(
+        [
+            "while true; do",
+            "  ray start " + " ".join(flags),
+            "  ray stop --force",
+            f'  echo "ray worker: not joined to {address}; joining again in 10 s" >&2',
+            "  sleep 10",
+            "done",
+            "",
+        ]
+    )
+    endpoints = endpoint_list(ports, NODE_PORTS) + [worker_range_endpoint(ports)]
+    return ray_spec(config, svc, script, ray_env(config), endpoints, gpus=svc["gpus_per_instance"])
+
+
+def ray_spec(
+    config: dict[str, Any],
+    svc: dict[str, Any],
+    script: str,
+    env: dict[str, str],
+    endpoints: list[dict[str, Any]],
+    gpus: int,
+) -> dict[str, Any]:
+    """A Ray node: the ray image running `script`, /dev/shm in memory, both stages mounted (a replica or the
+    decoder may be placed on any node), every Ray port an endpoint."""
+    resources = {kind: dict(values) for kind, values in svc["resources"].items()}
+    if gpus:
+        for kind in ("requests", "limits"):  # SPCS requires the same GPU count in both
+            resources[kind]["nvidia.com/gpu"] = gpus
+    container = {
+        "name": svc["container"],
+        "image": image_path(config, svc["image"]),
+        "command": ["/bin/sh", "-c", script],
+        "env": dict(sorted(env.items())),
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *stage_mounts(config["stages"])],
+        "resources": resources,
+        "secrets": [secret(config, config["secrets"]["ray_auth_token"], "RAY_AUTH_TOKEN")],
+    }
+    volumes = [{"name": "dshm", "source": "memory", "size": svc["shm_size"]}]
+    return {
+        "spec": {
+            "containers": [container],
+            "endpoints": endpoints,
+            "volumes": volumes + stage_volumes(config, config["stages"]),
+        }
+    }
+
+
+def ray_env(config: dict[str, Any]) -> dict[str, str]:
+    env = {"RAY_AUTH_MODE": "token"}  # the token itself comes from a secret (RAY_AUTH_TOKEN)
+    return env if config["external_access"]["enabled"] else {**env, **HF_OFFLINE}
+
+
+def secret(config: dict[str, Any], name: str, env_var: str) -> dict[str, Any]:
+    return {
+        "snowflakeSecret": {"objectName": qualified(config, name)},
+        "secretKeyRef": "secret_string",
+        "envVarName": env_var,
+    }
+
+
+def volume_name(stage: str) -> str:
+    return stage.lower().replace("_", "-")
+
+
+def stage_mounts_json(stages: dict[str, str]) -> str:
+    return json.dumps(dict(sorted(stages.items())), separators=(",", ":"))
+
+
+def stage_mounts(stages: dict[str, str]) -> list[dict[str, str]]:
+    return [{"name": volume_name(stage), "mountPath": path} for stage, path in sorted(stages.items())]
+
+
+def stage_volumes(config: dict[str, Any], stages: dict[str, str]) -> list[dict[str, Any]]:
+    user = config["container_user"]
+    return [
+        {"name": volume_name(stage), "source": f"@{stage}", "uid": user["uid"], "gid": user["gid"]}
+        for stage in sorted(stages)
+    ]
+
+
+def port_flags(ports: dict[str, int], table: dict[str, tuple[str, str]]) -> list[str]:
+    return [f"{flag}={ports[key]}" for flag, (key, _) in table.items()]
+
+
+def worker_range_flags(ports: dict[str, int]) -> list[str]:
+    return [f"{WORKER_RANGE[0]}={ports['min_worker']}", f"{WORKER_RANGE[1]}={ports['max_worker']}"]
+
+
+def endpoint_list(ports: dict[str, int], table: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
+    return [{"name": name, "port": ports[key], "protocol": "TCP"} for key, name in table.values()]
+
+
+def worker_range_endpoint(ports: dict[str, int]) -> dict[str, Any]:
+    return {"name": "workers", "portRange": f"{ports['min_worker']}-{ports['max_worker']}", "protocol": "TCP"}

@@ -1,0 +1,428 @@
+"""The SPCS deployment: spec/*.yaml follow the specification rules they rely on, agree with each other, with
+deploy/config.yaml, with the SQL scripts and with the service's Settings; the committed specs are current;
+`make -n deploy` shows every step. No network, no Snowflake account."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic import AliasChoices, SecretStr
+from sqlglot import exp
+
+from deploy import render, specs
+from deploy.config import (
+    RUNTIME_SQL_VARS,
+    SPCS_NAME,
+    ConfigError,
+    check,
+    dns_name,
+    fill_sql,
+    image_path,
+    load,
+    size_bytes,
+    spec_file,
+    sql_vars,
+    whisper_replicas,
+)
+from service.config import Settings
+from service.inference.runner import ROUTE_PREFIX
+from tests.unit.test_sql import SQL_DIR, command_text, created, parse, properties, service_functions
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = load()
+SPEC_NAMES = {key: spec_file(key) for key in ("gateway", "head", "worker")}
+SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSPHRASE|SECRET|PRIVATE_KEY", re.IGNORECASE)
+
+
+def spec(key: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "spec" / SPEC_NAMES[key]).read_text())
+
+
+def container(key: str) -> dict[str, Any]:
+    (only,) = spec(key)["spec"]["containers"]
+    return only
+
+
+def endpoints(key: str) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in spec(key)["spec"].get("endpoints", [])}
+
+
+def endpoint_ports(key: str) -> set[int]:
+    ports: set[int] = set()
+    for e in endpoints(key).values():
+        if "portRange" in e:
+            low, high = map(int, e["portRange"].split("-"))
+            ports |= set(range(low, high + 1))
+        else:
+            ports.add(e["port"])
+    return ports
+
+
+def ray_start_flags(key: str) -> dict[str, str]:
+    """The `--flag=value` options of the `ray start` line in a Ray container's script."""
+    script = container(key)["command"][-1]
+    (line,) = [line for line in script.splitlines() if line.strip().startswith("ray start")]
+    return dict(arg.split("=", 1) if "=" in arg else (arg, "") for arg in shlex.split(line)[2:])
+
+
+def sql_commands(name: str) -> list[str]:
+    return [command_text(s) for s in parse(SQL_DIR / name) if isinstance(s, exp.Command)]
+
+
+@pytest.mark.parametrize("key", SPEC_NAMES)
+def test_spec_has_required_fields_and_valid_names(key: str) -> None:
+    body = spec(key)
+    assert set(body) <= {"spec", "serviceRoles"}
+    assert set(body["spec"]) <= {"containers", "endpoints", "volumes", "logExporters"}
+    assert body["spec"]["containers"], "spec.containers is required"
+    for c in body["spec"]["containers"]:
+        assert SPCS_NAME.fullmatch(c["name"]), c["name"]
+        assert c["image"] == image_path(CONFIG, CONFIG["services"][key]["image"])
+        assert all(isinstance(v, str) for v in c.get("env", {}).values()), "env values must be strings"
+    for e in body["spec"].get("endpoints", []):
+        assert SPCS_NAME.fullmatch(e["name"]), e["name"]
+        assert ("port" in e) != ("portRange" in e), f"{e['name']}: port or portRange"
+        assert e.get("protocol", "HTTP") in {"TCP", "HTTP"}
+    for v in body["spec"].get("volumes", []):
+        assert SPCS_NAME.fullmatch(v["name"]), v["name"]
+        assert v["source"] in {"local", "memory", "block"} or v["source"].startswith("@"), v
+        assert v["source"] not in {"memory", "block"} or v.get("size"), f"{v['name']}: size is required"
+
+
+@pytest.mark.parametrize("key", SPEC_NAMES)
+def test_volume_mounts_name_declared_volumes(key: str) -> None:
+    declared = {v["name"] for v in spec(key)["spec"].get("volumes", [])}
+    for c in spec(key)["spec"]["containers"]:
+        mounted = [m["name"] for m in c.get("volumeMounts", [])]
+        assert set(mounted) <= declared, f"{c['name']} mounts undeclared volumes {set(mounted) - declared}"
+        paths = [m["mountPath"] for m in c.get("volumeMounts", [])]
+        assert len(set(paths)) == len(paths), "two volumes on one path"
+
+
+def test_stage_volumes_name_stages_that_02_creates() -> None:
+    stages = created(SQL_DIR / "02_stages.sql", {"STAGE"})
+    for key in SPEC_NAMES:
+        for v in spec(key)["spec"].get("volumes", []):
+            if v["source"].startswith("@"):
+                assert v["source"][1:] in stages, f"{key}: stage {v['source']} is not created by 02_stages.sql"
+
+
+def test_gpus_requested_equal_limits_and_match_ray() -> None:
+    for key in SPEC_NAMES:
+        resources = container(key)["resources"]
+        requests, limits = resources["requests"], resources["limits"]
+        assert requests.get("nvidia.com/gpu") == limits.get("nvidia.com/gpu"), f"{key}: GPU requests != limits"
+    gpus = CONFIG["services"]["worker"]["gpus_per_instance"]
+    assert container("worker")["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    assert ray_start_flags("worker")["--num-gpus"] == str(gpus)
+    assert ray_start_flags("head")["--num-gpus"] == "0"
+    assert "nvidia.com/gpu" not in container("head")["resources"]["limits"]
+    env = container("head")["env"]
+    assert env["SPCS_WHISPER_WHISPER_NUM_GPUS"] == "1"
+    assert int(env["SPCS_WHISPER_WHISPER_REPLICAS"]) == whisper_replicas(CONFIG)
+    assert whisper_replicas(CONFIG) == CONFIG["services"]["worker"]["min_instances"] * gpus
+
+
+def test_public_endpoint_is_the_one_the_service_functions_call() -> None:
+    functions = service_functions()
+    assert functions
+    for create in functions.values():
+        props = properties(create)
+        assert props["SERVICE"].sql("snowflake") == CONFIG["services"]["gateway"]["name"]
+        assert props["ENDPOINT"].sql("snowflake") == CONFIG["services"]["gateway"]["endpoint"]
+    api = endpoints("gateway")[CONFIG["services"]["gateway"]["endpoint"]]
+    assert api["public"] is True and api["protocol"] == "HTTP"
+    assert api["port"] == int(container("gateway")["env"]["SPCS_WHISPER_PORT"])
+    assert container("gateway")["readinessProbe"] == {"port": api["port"], "path": "/readyz"}
+    roles = spec("gateway")["serviceRoles"]
+    assert roles == [{"name": CONFIG["services"]["gateway"]["service_role"], "endpoints": [api["name"]]}]
+    for key in ("head", "worker"):  # Ray's ports are for the other services only
+        assert not any(e.get("public") for e in endpoints(key).values()), key
+
+
+@pytest.mark.parametrize("key", ["head", "worker"])
+def test_every_port_ray_opens_is_an_endpoint(key: str) -> None:
+    flags = ray_start_flags(key)
+    opened = {int(v) for f, v in flags.items() if f.endswith("-port") or f == "--port"}
+    declared = endpoint_ports(key)
+    assert opened <= declared, f"ray start opens undeclared ports {sorted(opened - declared)}"
+    low, high = int(flags["--min-worker-port"]), int(flags["--max-worker-port"])
+    assert set(range(low, high + 1)) <= declared
+    single = {e["port"] for e in endpoints(key).values() if "port" in e}
+    serve = {int(container(key)["env"]["SPCS_WHISPER_SERVE_PORT"])} if key == "head" else set()
+    assert single == (opened - set(range(low, high + 1))) | serve, "an endpoint no process listens on"
+    # Head and workers use the same fixed node ports, so each node's Ray processes are reachable.
+    node_flags = {flag: flags[flag] for flag in specs.NODE_PORTS}
+    assert node_flags == {flag: ray_start_flags("head")[flag] for flag in specs.NODE_PORTS}
+
+
+@pytest.mark.parametrize("key", ["head", "worker"])
+def test_object_store_fits_the_shared_memory_volume(key: str) -> None:
+    shm = {m["mountPath"]: m["name"] for m in container(key)["volumeMounts"]}["/dev/shm"]
+    (volume,) = [v for v in spec(key)["spec"]["volumes"] if v["name"] == shm]
+    assert volume["source"] == "memory"
+    assert 0 < int(ray_start_flags(key)["--object-store-memory"]) < size_bytes(volume["size"])
+    assert size_bytes("6Gi") == 6 * 2**30 and size_bytes("512M") == 512 * 10**6
+
+
+def test_workers_join_the_head_by_its_dns_name() -> None:
+    head = CONFIG["services"]["head"]["name"]
+    assert ray_start_flags("worker")["--address"] == f"{dns_name(head)}:{ray_start_flags('head')['--port']}"
+    assert "--block" in ray_start_flags("worker")
+    assert dns_name("WHISPER_RAY_HEAD") == "whisper-ray-head"
+    head_env = container("head")["env"]
+    assert head_env["SPCS_WHISPER_RAY_ADDRESS"] == "auto" and head_env["SPCS_WHISPER_SERVE_HOST"] == "0.0.0.0"
+    assert container("head")["command"][-1].rstrip().endswith("exec spcs-whisper ray-app")
+
+
+def test_gateway_calls_the_serve_endpoint_of_the_head() -> None:
+    url = urlsplit(container("gateway")["env"]["SPCS_WHISPER_SERVE_URL"])
+    assert url.scheme == "http"
+    assert url.hostname == dns_name(CONFIG["services"]["head"]["name"])
+    assert url.port == endpoints("head")["serve"]["port"] == int(container("head")["env"]["SPCS_WHISPER_SERVE_PORT"])
+    assert url.path == ROUTE_PREFIX
+
+
+@pytest.mark.parametrize("key", ["gateway", "head"])
+def test_stage_mounts_setting_agrees_with_the_volume_mounts(key: str) -> None:
+    mounts = json.loads(container(key)["env"]["SPCS_WHISPER_STAGE_MOUNTS"])
+    sources = {v["name"]: v["source"] for v in spec(key)["spec"]["volumes"]}
+    stages = {
+        sources[m["name"]][1:]: m["mountPath"] for m in container(key)["volumeMounts"] if sources[m["name"]][0] == "@"
+    }
+    assert mounts == stages
+    assert all(CONFIG["stages"][name] == path for name, path in mounts.items())
+
+
+def test_model_is_on_a_stage_the_ray_nodes_mount() -> None:
+    model = container("head")["env"]["SPCS_WHISPER_MODEL"]
+    assert model == CONFIG["model"] == container("gateway")["env"]["SPCS_WHISPER_MODEL"]
+    for key in ("head", "worker"):
+        paths = [m["mountPath"] for m in container(key)["volumeMounts"]]
+        assert any(model.startswith(p + "/") for p in paths), f"{key} does not mount {model}"
+        assert container(key)["env"].get("HF_HUB_OFFLINE") == (
+            "1" if not CONFIG["external_access"]["enabled"] else None
+        )
+
+
+def known_env_names() -> set[str]:
+    names = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {a for a in alias.choices if isinstance(a, str)}
+        else:
+            names.add(alias if isinstance(alias, str) else f"SPCS_WHISPER_{name.upper()}")
+    return {n for n in names if n.startswith("SPCS_WHISPER_")}
+
+
+@pytest.mark.parametrize("key", ["gateway", "head"])
+def test_settings_env_vars_are_real_settings(key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings ignores unknown SPCS_WHISPER_* variables, so a typo would pass silently: check the names, then
+    build Settings from the container's environment and check the values it reads."""
+    env = container(key)["env"]
+    names = {n for n in env if n.startswith("SPCS_WHISPER_")}
+    assert names <= known_env_names(), f"not settings: {sorted(names - known_env_names())}"
+    for name in [*os.environ]:
+        if name.startswith(("SPCS_WHISPER_", "SNOWFLAKE_")):
+            monkeypatch.delenv(name)
+    for name in names:
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.chdir(tmp_path)  # no .env file
+    settings = Settings()
+    assert settings.stage_mounts == {k: Path(v) for k, v in json.loads(env["SPCS_WHISPER_STAGE_MOUNTS"]).items()}
+    assert settings.model == CONFIG["model"]
+    if key == "gateway":
+        assert settings.store == "snowflake" and settings.host == "0.0.0.0"
+        assert settings.port == CONFIG["ports"]["gateway"]
+        assert settings.effective_serve_url == env["SPCS_WHISPER_SERVE_URL"]
+        assert str(settings.data_dir) == CONFIG["services"]["gateway"]["data_volume"]["mount"]
+        assert settings.snowflake_warehouse == CONFIG["snowflake"]["warehouse"]
+    else:
+        assert settings.engine == CONFIG["engine"] and settings.ray_address == "auto"
+        assert settings.whisper_num_gpus == 1 and settings.whisper_replicas == whisper_replicas(CONFIG)
+        assert (settings.serve_host, settings.serve_port) == ("0.0.0.0", endpoints("head")["serve"]["port"])
+
+
+def test_secrets_come_from_snowflake_secrets_never_plain_env() -> None:
+    secret_fields = {
+        f"SPCS_WHISPER_{n.upper()}"
+        for n, f in Settings.model_fields.items()
+        if f.annotation in (SecretStr, SecretStr | None)
+    }
+    assert "SPCS_WHISPER_API_TOKEN" in secret_fields
+    created_secrets = {
+        re.match(r"CREATE SECRET IF NOT EXISTS (\w+)", text).group(1)  # type: ignore[union-attr]
+        for text in sql_commands("07_secrets.sql")
+        if text.startswith("CREATE SECRET")
+    }
+    for key in SPEC_NAMES:
+        c = container(key)
+        plain = [n for n in c.get("env", {}) if n in secret_fields or SECRET_NAME.search(n)]
+        assert not plain, f"{key}: secret as a plain env value: {plain}"
+        for s in c.get("secrets", []):
+            assert s["secretKeyRef"] == "secret_string" and "envVarName" in s
+            assert s["snowflakeSecret"]["objectName"].split(".")[-1] in created_secrets
+    by_var = {s["envVarName"] for s in container("gateway")["secrets"]}
+    assert by_var == {"SPCS_WHISPER_API_TOKEN"}
+    for key in ("head", "worker"):
+        assert {s["envVarName"] for s in container(key)["secrets"]} == {"RAY_AUTH_TOKEN"}
+        assert container(key)["env"]["RAY_AUTH_MODE"] == "token"
+
+
+def test_committed_specs_are_current() -> None:
+    assert render.stale() == [], "run `make render` (python -m deploy.render)"
+    assert render.main(["--check"]) == 0
+    for key in SPEC_NAMES:
+        assert (ROOT / "spec" / SPEC_NAMES[key]).read_text().startswith("# GENERATED by `python -m deploy.render`")
+
+
+def test_services_pools_and_spec_files_agree_with_config() -> None:
+    made = {}
+    for text in sql_commands("07_services.sql"):
+        if m := re.match(
+            r"CREATE SERVICE IF NOT EXISTS (\w+) IN COMPUTE POOL (\w+) FROM @(\w+) SPECIFICATION_FILE = '(.+?)'", text
+        ):
+            made[m.group(1)] = (m.group(2), m.group(3), m.group(4))
+            assert re.search(r"MIN_INSTANCES = \d+ MAX_INSTANCES = \d+ QUERY_WAREHOUSE = \w+", text), text
+    pools, services = CONFIG["compute_pools"], CONFIG["services"]
+    expected = {s["name"]: (pools[s["pool"]]["name"], CONFIG["spec_stage"], SPEC_NAMES[k]) for k, s in services.items()}
+    assert made == expected
+    assert list(made) == [services[k]["name"] for k in ("head", "worker", "gateway")], (
+        "head, then workers, then gateway"
+    )
+    families = {}
+    for text in sql_commands("05_compute_pools.sql"):
+        if m := re.match(r"CREATE COMPUTE POOL IF NOT EXISTS (\w+) .*INSTANCE_FAMILY = (\w+)", text):
+            families[m.group(1)] = m.group(2)
+    assert families == {p["name"]: p["instance_family"] for p in pools.values()}
+    assert any(
+        t == f"CREATE IMAGE REPOSITORY IF NOT EXISTS {CONFIG['image_repository']}"
+        for t in sql_commands("04_image_repository.sql")
+    )
+    assert CONFIG["spec_stage"] in created(SQL_DIR / "04_image_repository.sql", {"STAGE"})
+    assert sql_commands("09_upgrade_services.sql") == [
+        f"ALTER SERVICE {n} FROM @{stage} SPECIFICATION_FILE = '{f}'" for n, (_, stage, f) in made.items()
+    ]
+
+
+def test_roles_and_grants_agree_with_config() -> None:
+    roles = CONFIG["roles"]
+    setup = sql_commands("00_setup.sql")
+    assert f"CREATE ROLE IF NOT EXISTS {roles['deployer']}" in " | ".join(setup)
+    assert f"CREATE ROLE IF NOT EXISTS {roles['analyst']}" in " | ".join(setup)
+    made = {s.this.sql("snowflake"): s.kind for s in parse(SQL_DIR / "00_setup.sql") if isinstance(s, exp.Create)}
+    sf = CONFIG["snowflake"]
+    assert made == {
+        sf["warehouse"]: "WAREHOUSE",
+        sf["database"]: "DATABASE",
+        f"{sf['database']}.{sf['schema']}": "SCHEMA",
+    }
+    grants = sql_commands("08_grants.sql")
+    gateway = CONFIG["services"]["gateway"]
+    assert f"GRANT SERVICE ROLE {gateway['name']}!{gateway['service_role']} TO ROLE {roles['analyst']}" in grants
+    granted = {
+        g.args["securable"].sql("snowflake") for g in parse(SQL_DIR / "08_grants.sql") if isinstance(g, exp.Grant)
+    }
+    functions = {f"{name}({', '.join(['VARCHAR'] * n)})" for name, n in service_functions()}
+    assert functions <= {g.upper() for g in granted}, "every SQL function is granted to the analyst role"
+    objects = created(SQL_DIR / "01_tables.sql", {"TABLE", "VIEW"})
+    assert set(objects) <= {g.upper() for g in granted}, "every result table and view is granted"
+
+
+def test_sql_template_variables_all_have_values() -> None:
+    variables = {**sql_vars(CONFIG), **dict.fromkeys(RUNTIME_SQL_VARS, "x")}
+    used = set()
+    for path in sorted(SQL_DIR.glob("*.sql")):
+        fill_sql(path.read_text(), variables)  # raises on an unknown variable
+        used |= set(re.findall(r"<%\s*(\w+)\s*%>", path.read_text()))
+    assert set(RUNTIME_SQL_VARS) <= used
+    with pytest.raises(KeyError):
+        fill_sql("SELECT <% nope %>", variables)
+
+
+def test_config_check_rejects_inconsistent_configs() -> None:
+    def broken(change: str) -> dict[str, Any]:
+        config = load()
+        exec(change, {"c": config})
+        return config
+
+    for change in [
+        "c['services']['head']['max_instances'] = 2",
+        "c['services']['worker']['gpus_per_instance'] = 2",
+        "c['ports']['dashboard'] = c['ports']['gcs']",
+        "c['ports']['client'] = c['ports']['min_worker'] + 1",
+        "c['snowflake']['database'] = 'whisper-db'",
+        "c['model'] = 'openai/whisper-large-v3'",
+        "c['services']['worker']['max_instances'] = 9",
+    ]:
+        with pytest.raises(ConfigError):
+            check(broken(change))
+
+
+def test_make_dry_run_deploy_shows_every_step() -> None:
+    run = subprocess.run(["make", "-n", "deploy"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    out = run.stdout
+    for name in [
+        "00_setup",
+        "01_tables",
+        "02_stages",
+        "03_service_functions",
+        "04_image_repository",
+        "05_compute_pools",
+        "06_external_access",
+        "07_secrets",
+        "07_services",
+        "07_worker_external_access",
+        "08_grants",
+    ]:
+        assert f"-f sql/{name}.sql" in out, name
+    for name in SPEC_NAMES.values():
+        assert f"spec/{name}" in out, name
+    assert "deploy.render --check" in out and "docker push" in out and "image-registry login" in out
+    order = [
+        out.index(f"sql/{n}.sql")
+        for n in ("00_setup", "04_image_repository", "07_secrets", "07_services", "03_service_functions", "08_grants")
+    ]
+    assert order == sorted(order), "scripts out of order"
+    assert out.index("docker push") < out.index("sql/07_services.sql"), "images are pushed before services start"
+    # The API token comes from the environment (never expanded into the printed command), and the output of the
+    # secrets script, which echoes its statements, is discarded.
+    commands = out.replace("\\\n", " ").splitlines()
+    (secrets,) = [c for c in commands if "sql/07_secrets.sql" in c]
+    assert '"api_token=$SPCS_WHISPER_API_TOKEN"' in secrets and secrets.rstrip().endswith(">/dev/null")
+
+
+def test_images_are_built_from_the_dockerfiles_in_docker() -> None:
+    for which, image in CONFIG["images"].items():
+        assert (ROOT / image["dockerfile"]).is_file(), image["dockerfile"]
+        assert SPCS_NAME.fullmatch(image["name"]) and re.fullmatch(r"[\w][\w.-]{0,127}", image["tag"]), which
+    # The Ray image's default command is replaced by the spec's script, which needs a shell and the ray CLI.
+    for key in ("head", "worker"):
+        assert container(key)["command"][:2] == ["/bin/sh", "-c"]
+
+
+def test_make_dry_run_of_the_other_deployment_targets() -> None:
+    targets = ["images", "push", "upgrade", "status", "logs", "teardown", "render", "render-check"]
+    run = subprocess.run(["make", "-n", *targets, "DROP_DATA=1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    for needle in [
+        "docker/gateway.Dockerfile",
+        "docker/ray.Dockerfile",
+        "sql/09_upgrade_services.sql",
+        "list-containers",
+        "spcs service logs",
+        "sql/99_teardown.sql",
+        "sql/99_teardown_data.sql",
+    ]:
+        assert needle in run.stdout, needle
