@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=1, le=65535)
     data_dir: Path = Path("./data")
     api_token: SecretStr | None = Field(None, description="when set, every route but /healthz and /readyz needs it")
+    admin_users: list[str] = Field(default_factory=list, description="Snowflake users who see every job")
+    admin_role: str | None = Field(None, description="callers with this Snowflake role see every job")
     max_upload_mb: float = Field(512.0, gt=0)
     max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="longest audio a job may hold")
     probe_full_decode_mb: float = Field(

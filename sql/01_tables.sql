@@ -38,9 +38,12 @@ CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS (
   BYTES NUMBER(38, 0),
   IDEMPOTENCY_KEY VARCHAR,
   BATCH_ID VARCHAR,
+  OWNER VARCHAR,
   TIMINGS VARIANT
 )
 COMMENT = 'spcs-whisper: transcription jobs and their state';
+-- Columns added after the first release, for tables created by an older version (re-runnable).
+ALTER TABLE TRANSCRIPTION_JOBS ADD COLUMN IF NOT EXISTS OWNER VARCHAR;
 
 -- One row per transcribed job (at most one: written with MERGE on JOB_ID). TEXT is the whole transcript,
 -- SEGMENTS the timed segments (and words when asked for), BODY the whole document the API serves.

@@ -17,6 +17,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
+from service.api.callers import caller
 from service.api.errors import ApiError
 from service.api.uploads import receive_upload
 from service.audio import EmptyAudio, probe
@@ -153,8 +154,14 @@ def _job(options: JobOptions, model: str, **fields: Any) -> Job:
     )
 
 
-async def _replay(state: Any, options: JobOptions) -> Job | None:
-    return await state.store.find_by_idempotency_key(options.idempotency_key) if options.idempotency_key else None
+async def _replay(state: Any, options: JobOptions, owner: str | None) -> Job | None:
+    """The job an idempotency key already names; 409 when another user's job holds that key."""
+    if not options.idempotency_key:
+        return None
+    job = await state.store.find_by_idempotency_key(options.idempotency_key)
+    if job is not None and owner is not None and job.owner not in (None, owner):
+        raise ApiError(409, "idempotency_key_in_use", "another caller used this idempotency key; choose another")
+    return job
 
 
 async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
@@ -172,21 +179,23 @@ async def accept(request: Request, upload: UploadFile, options: JobOptions) -> t
     """Store the upload and the job; returns (job, replayed) where `replayed` means the idempotency key
     named an existing job, which is returned instead of a new one."""
     state = request.app.state
-    if existing := await _replay(state, options):
+    owner = caller(request)
+    if existing := await _replay(state, options, owner):
         return existing, True
     model = _check_model(options, state.dispatcher.model_info, state.settings.model)
     _check_translation(options, state.settings)
     await check_backlog(state)
     path = state.store.incoming_path(uuid.uuid4().hex)
     size, info = await receive_upload(upload, path, state.settings)
-    job = _job(options, model, source=(upload.filename or "upload")[:500], audio_seconds=info.duration, bytes=size)
+    source = (upload.filename or "upload")[:500]
+    job = _job(options, model, source=source, audio_seconds=info.duration, bytes=size, owner=owner)
     return await _add(state, job, path)
 
 
-async def accept_stage_file(state: Any, source: str, options: JobOptions) -> tuple[Job, bool]:
+async def accept_stage_file(state: Any, source: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
     """A job whose audio stays on its stage: checked (exists, size, and probed when the stage is mounted)
     and stored; returns (job, replayed) like `accept`."""
-    if existing := await _replay(state, options):
+    if existing := await _replay(state, options, owner):
         return existing, True
     ref = parse_stage_ref(source)
     model = _check_model(options, state.dispatcher.model_info, state.settings.model)
@@ -204,11 +213,11 @@ async def accept_stage_file(state: Any, source: str, options: JobOptions) -> tup
         async with state.stages.open(ref) as path:
             info = await asyncio.to_thread(probe, path, full=full, max_seconds=settings.max_audio_seconds)
         duration = info.duration
-    job = _job(options, model, source=str(ref), source_kind="stage", bytes=size, audio_seconds=duration)
+    job = _job(options, model, source=str(ref), source_kind="stage", bytes=size, audio_seconds=duration, owner=owner)
     return await _add(state, job, None)
 
 
-async def accept_batch(state: Any, request: BatchRequest) -> tuple[Batch, list[Job]]:
+async def accept_batch(state: Any, request: BatchRequest, owner: str | None = None) -> tuple[Batch, list[Job]]:
     """One stage job per matching file, stored together (all or none); files are probed when they run."""
     prefix = parse_stage_ref(request.stage, file=False)
     pattern = compile_pattern(request.pattern)
@@ -223,7 +232,15 @@ async def accept_batch(state: Any, request: BatchRequest) -> tuple[Batch, list[J
     start, tick = now(), timedelta(microseconds=1)  # distinct times keep the files' order in the queue
     per_file = request.model_copy(update={"idempotency_key": None})
     jobs = [
-        _job(per_file, model, source=str(ref), source_kind="stage", batch_id=batch.id, submitted_at=start + tick * i)
+        _job(
+            per_file,
+            model,
+            source=str(ref),
+            source_kind="stage",
+            batch_id=batch.id,
+            submitted_at=start + tick * i,
+            owner=owner,
+        )
         for i, ref in enumerate(files)
     ]
     await state.store.add_batch(batch, jobs)

@@ -7,6 +7,7 @@ from collections import Counter
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.api.callers import caller, visible
 from service.api.errors import ApiError
 from service.api.intake import BatchRequest, accept_batch, json_fields, validated
 from service.api.schemas import BatchView
@@ -60,7 +61,7 @@ async def create_batch(request: Request) -> JSONResponse:
     """`{"stage": "@AUDIO_FILES_STAGE", "pattern": ".*[.]mp4", "language": "hi", "translate_to": "en"}` →
     one job per matching file, all stored before the 202."""
     body = validated(BatchRequest, await json_fields(request))
-    batch, jobs = await accept_batch(request.app.state, body)
+    batch, jobs = await accept_batch(request.app.state, body, caller(request))
     view = batch_view(batch, jobs).model_dump(mode="json")
     return JSONResponse(view, status_code=202, headers={"location": f"/v1/batches/{batch.id}"})
 
@@ -69,6 +70,7 @@ async def create_batch(request: Request) -> JSONResponse:
 async def get_batch(request: Request, batch_id: str) -> BatchView:
     store = request.app.state.store
     batch = await store.get_batch(batch_id)
-    if batch is None:
+    jobs = await store.batch_jobs(batch_id) if batch else []
+    if batch is None or not all(visible(request, job) for job in jobs):
         raise ApiError(404, "batch_not_found", f"no batch with id {batch_id!r}")
-    return batch_view(batch, await store.batch_jobs(batch_id))
+    return batch_view(batch, jobs)

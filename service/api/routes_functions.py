@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
+from service.api.callers import caller, visible
 from service.api.errors import ApiError
 from service.api.intake import JobOptions, accept_stage_file, check_backlog, json_fields
 from service.audio import AudioError
@@ -76,7 +77,7 @@ async def _submit(
         return _row_error("invalid_source", "the source must be a string like '@STAGE/path/file.mp4'")
     try:
         options = JobOptions(language=_text(language), translate_to=_text(translate_to) or None, idempotency_key=key)
-        job, _ = await accept_stage_file(request.app.state, source, options)
+        job, _ = await accept_stage_file(request.app.state, source, options, caller(request))
     except ValidationError as exc:
         return _row_error("validation_error", "; ".join(e["msg"] for e in exc.errors()))
     except (StageError, AudioError) as exc:
@@ -146,7 +147,7 @@ async def job_status(request: Request) -> dict[str, Any]:
     data = []
     for row, (job_id,) in rows:
         job = await store.get(str(job_id)) if isinstance(job_id, str) else None
-        if job is None:
+        if job is None or not visible(request, job):
             data.append([row, _row_error("job_not_found", f"no job with id {job_id!r:.100}")])
             continue
         value: dict[str, Any] = {"job_id": job.id, "status": job.status.value, "source": job.source}

@@ -9,6 +9,7 @@ import json
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.api.callers import caller, owner_filter, visible
 from service.api.errors import ApiError
 from service.api.intake import (
     JobOptions,
@@ -64,7 +65,7 @@ async def submit_job(request: Request) -> JSONResponse:
             fields.setdefault("idempotency_key", key)
         source: SourceJob = validated(SourceJob, fields)
         options = JobOptions(**source.model_dump(exclude={"source"}))
-        job, replayed = await accept_stage_file(request.app.state, source.source, options)
+        job, replayed = await accept_stage_file(request.app.state, source.source, options, caller(request))
     else:
         async with multipart(request) as (upload, form):
             if key:
@@ -77,7 +78,7 @@ async def submit_job(request: Request) -> JSONResponse:
 
 async def _job_or_404(request: Request, job_id: str) -> Job:
     job = await request.app.state.store.get(job_id)
-    if job is None:
+    if job is None or not visible(request, job):  # another user's job does not exist for this caller
         raise ApiError(404, "job_not_found", f"no job with id {job_id!r}")
     return job
 
@@ -150,7 +151,7 @@ async def list_jobs(
 ) -> JobList:
     """Newest first; pass `next_cursor` back as `cursor` for the next page."""
     before = _decode_cursor(cursor) if cursor else None
-    jobs = await request.app.state.store.list(status, limit + 1, before)
+    jobs = await request.app.state.store.list(status, limit + 1, before, owner_filter(request))
     page = jobs[:limit]
     next_cursor = _encode_cursor(page[-1]) if len(jobs) > limit else None
     return JobList(jobs=[JobView.of(j) for j in page], next_cursor=next_cursor)

@@ -56,6 +56,7 @@ class JobView(BaseModel):
     idempotency_key: str | None
     translate_to: str | None = None
     batch_id: str | None = None
+    owner: str | None = None
     links: JobLinks
 
     @classmethod
@@ -96,6 +97,7 @@ class JobView(BaseModel):
             idempotency_key=job.idempotency_key,
             translate_to=job.translate_to,
             batch_id=job.batch_id,
+            owner=job.owner,
             links=JobLinks(
                 self=f"/v1/jobs/{job.id}",
                 transcript=f"/v1/jobs/{job.id}/transcript",

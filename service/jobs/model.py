@@ -93,6 +93,7 @@ class Job:
     idempotency_key: str | None = None
     translate_to: str | None = None  # translate the transcript into this language after transcription
     batch_id: str | None = None
+    owner: str | None = None  # the Snowflake user who submitted it (SPCS's Sf-Context-Current-User)
     timings: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -41,8 +41,11 @@ class JobStore(Protocol):
 
     async def get(self, job_id: str) -> Job | None: ...
     async def find_by_idempotency_key(self, key: str) -> Job | None: ...
-    async def list(self, status: JobStatus | None, limit: int, before: tuple[str, str] | None) -> list[Job]:
-        """Newest first; `before` is the (submitted_at iso, id) of the last job of the previous page."""
+    async def list(
+        self, status: JobStatus | None, limit: int, before: tuple[str, str] | None, owner: str | None = None
+    ) -> list[Job]:
+        """Newest first; `before` is the (submitted_at iso, id) of the last job of the previous page;
+        `owner` keeps only that user's jobs."""
 
     async def claim_next(self) -> Job | None:
         """Atomically move the oldest due queued job to running (attempts + 1) and return it."""

@@ -174,8 +174,10 @@ class SnowflakeStore(BlobFiles):
 
         return await self._run(read)
 
-    async def list(self, status: JobStatus | None, limit: int, before: tuple[str, str] | None) -> list[Job]:
-        return await self._run(lambda s: self.ops.list_jobs(s, status, limit, before))
+    async def list(
+        self, status: JobStatus | None, limit: int, before: tuple[str, str] | None, owner: str | None = None
+    ) -> list[Job]:
+        return await self._run(lambda s: self.ops.list_jobs(s, status, limit, before, owner))
 
     async def claim_next(self) -> Job | None:
         return await self._run(lambda s: self.ops.claim(s, CLAIM_CANDIDATES))

@@ -102,12 +102,19 @@ class SnowflakeOps:
         return job_from_row(row) if row else None
 
     def list_jobs(
-        self, session: Session, status: JobStatus | None, limit: int, before: tuple[str, str] | None
+        self,
+        session: Session,
+        status: JobStatus | None,
+        limit: int,
+        before: tuple[str, str] | None,
+        owner: str | None = None,
     ) -> list[Job]:
-        pending = self.outbox.latest()
+        pending = {k: j for k, j in self.outbox.latest().items() if owner is None or j.owner == owner}
         frame = session.table(JOBS.name)
         if status is not None:
             frame = frame.filter(col("STATUS") == status.value)
+        if owner is not None:
+            frame = frame.filter(col("OWNER") == owner)
         bound = None
         if before is not None:
             bound = (to_db(JOBS.column("submitted_at"), before[0]), before[1])

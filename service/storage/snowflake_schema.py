@@ -91,6 +91,7 @@ JOBS = TableSpec(
         ("BYTES", NUMBER),
         ("IDEMPOTENCY_KEY", VARCHAR),
         ("BATCH_ID", VARCHAR),
+        ("OWNER", VARCHAR),
         ("TIMINGS", VARIANT),
     ),
 )

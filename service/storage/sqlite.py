@@ -140,11 +140,16 @@ class SQLiteStore(BlobFiles):
         row = await self._run(lambda c: c.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone())
         return row_to_job(row) if row else None
 
-    async def list(self, status: JobStatus | None, limit: int, before: tuple[str, str] | None) -> list[Job]:
+    async def list(
+        self, status: JobStatus | None, limit: int, before: tuple[str, str] | None, owner: str | None = None
+    ) -> list[Job]:
         where, params = [], []
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
         if before is not None:
             where.append("(submitted_at, id) < (?, ?)")
             params.extend(before)

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     timings TEXT NOT NULL DEFAULT '{}',
     source_kind TEXT NOT NULL DEFAULT 'upload',
     translate_to TEXT,
-    batch_id TEXT
+    batch_id TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status_submitted ON jobs (status, submitted_at);
 CREATE INDEX IF NOT EXISTS jobs_submitted ON jobs (submitted_at, id);
@@ -74,6 +75,7 @@ MIGRATIONS = (
     ("source_kind", "TEXT NOT NULL DEFAULT 'upload'"),
     ("translate_to", "TEXT"),
     ("batch_id", "TEXT"),
+    ("owner", "TEXT"),
 )
 
 

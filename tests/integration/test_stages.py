@@ -55,6 +55,8 @@ def gateway(service: Service, stage_folder: Path, tmp_path_factory: pytest.TempP
         SPCS_WHISPER_STAGE_MOUNTS=json.dumps(mounts),
         SPCS_WHISPER_MAX_QUEUED_JOBS=str(QUEUE_BOUND),
         SPCS_WHISPER_RETRY_BACKOFF_S="0.2",
+        SPCS_WHISPER_ADMIN_USERS='["OPS"]',
+        SPCS_WHISPER_ADMIN_ROLE="WHISPER_ADMIN",
     )
     for _ in range(100):
         if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
@@ -270,3 +272,31 @@ def test_a_hindi_batch_completes_with_translations(client: httpx.Client) -> None
         # Whisper's translate task writes Latin-script English, whatever `base` makes of the Hindi.
         letters = [c for c in translation["text"] if c.isalpha()]
         assert letters and sum(c.isascii() for c in letters) >= 0.9 * len(letters), translation
+
+
+def test_callers_see_only_their_own_jobs(client: httpx.Client) -> None:
+    """In SPCS the ingress names the Snowflake user in Sf-Context-Current-User; jobs are scoped to it."""
+    alice, bob = {"sf-context-current-user": "ALICE"}, {"sf-context-current-user": "BOB"}
+    created = client.post(
+        "/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/en_jfk.m4a", "idempotency_key": "a1"}, headers=alice
+    )
+    assert created.status_code == 202 and created.json()["owner"] == "ALICE"
+    job_id = created.json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice).status_code == 200
+    for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/transcript"):
+        assert client.get(path, headers=bob).json()["error"]["code"] == "job_not_found"  # not even its existence
+    assert client.delete(f"/v1/jobs/{job_id}", headers=bob).status_code == 404
+    assert job_id not in [j["id"] for j in client.get("/v1/jobs", headers=bob).json()["jobs"]]
+    assert job_id in [j["id"] for j in client.get("/v1/jobs", headers=alice).json()["jobs"]]
+    # Bob cannot take over Alice's idempotency key either.
+    again = client.post(
+        "/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/en_jfk.m4a", "idempotency_key": "a1"}, headers=bob
+    )
+    assert again.status_code == 409 and again.json()["error"]["code"] == "idempotency_key_in_use"
+    status = client.post("/functions/job_status", json={"data": [[0, job_id]]}, headers=bob).json()
+    assert status["data"][0][1]["error"]["code"] == "job_not_found"
+    # An admin user, or a caller with the admin role, sees every job.
+    for admin in ({"sf-context-current-user": "OPS"}, {**bob, "sf-context-current-role": "whisper_admin"}):
+        assert client.get(f"/v1/jobs/{job_id}", headers=admin).status_code == 200
+        assert job_id in [j["id"] for j in client.get("/v1/jobs", headers=admin).json()["jobs"]]
+    assert wait(client, job_id)["status"] == "succeeded"
