@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     )
     max_batch_files: int = Field(10_000, ge=1, description="most files one POST /v1/batches may match")
 
+    # URL sources (downloaded at submit; needs egress, i.e. an external access integration, in SPCS)
+    url_allow_http: bool = Field(False, description="accept http:// sources, not only https://")
+    url_allowlist: list[str] = Field(
+        default_factory=list, description="hosts or IP/CIDRs allowed even if they resolve to internal addresses"
+    )
+    url_timeout_s: float = Field(300.0, gt=0, description="longest a source download may take")
+
     # Translation
     translate_method: TranslateMethod | None = Field(
         None, description="cortex-translate with the Snowflake store, whisper without; or cortex-complete"

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,11 +20,12 @@ from starlette.datastructures import UploadFile
 
 from service.api.callers import caller
 from service.api.errors import ApiError
-from service.api.uploads import receive_upload
+from service.api.uploads import probe_stored, receive_upload
 from service.audio import EmptyAudio, probe
 from service.jobs.model import Batch, Job, new_batch_id, new_job_id, now
 from service.languages import normalise_language
 from service.storage.base import DuplicateIdempotencyKey
+from service.storage.remote import fetch_url
 from service.storage.stages import compile_pattern, parse_stage_ref
 
 MAX_FIELD_BYTES = 64 * 1024
@@ -59,7 +61,9 @@ class JobOptions(BaseModel):
 class SourceJob(JobOptions):
     """`POST /v1/jobs` as JSON: the audio is a file on a stage instead of an upload."""
 
-    source: str = Field(..., min_length=2, max_length=1200, examples=["@AUDIO_FILES_STAGE/calls/a.mp4"])
+    source: str = Field(
+        ..., min_length=2, max_length=2048, examples=["@AUDIO_FILES_STAGE/calls/a.mp4", "https://host/a.mp3"]
+    )
 
 
 class BatchRequest(JobOptions):
@@ -190,6 +194,37 @@ async def accept(request: Request, upload: UploadFile, options: JobOptions) -> t
     source = (upload.filename or "upload")[:500]
     job = _job(options, model, source=source, audio_seconds=info.duration, bytes=size, owner=owner)
     return await _add(state, job, path)
+
+
+async def accept_url(state: Any, url: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
+    """Download an https source (address checks against SSRF, size and time limits) into the store, then
+    treat it like an upload. The stored source drops the query string: signed URLs carry credentials."""
+    if existing := await _replay(state, options, owner):
+        return existing, True
+    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
+    _check_translation(options, state.settings)
+    await check_backlog(state)
+    settings = state.settings
+    path = state.store.incoming_path(uuid.uuid4().hex)
+    size, final_url = await fetch_url(
+        url,
+        path,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.url_timeout_s,
+        allow_http=settings.url_allow_http,
+        allowlist=settings.url_allowlist,
+    )
+    info = await probe_stored(path, size, settings)
+    display = urlsplit(final_url)._replace(query="", fragment="").geturl()[:500]
+    job = _job(options, model, source=display, audio_seconds=info.duration, bytes=size, owner=owner)
+    return await _add(state, job, path)
+
+
+async def accept_source(state: Any, source: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
+    """A JSON `source`: `https://...` is downloaded, `@STAGE/path` is read from its stage when the job runs."""
+    if source.lower().startswith(("https://", "http://")):
+        return await accept_url(state, source, options, owner)
+    return await accept_stage_file(state, source, options, owner)
 
 
 async def accept_stage_file(state: Any, source: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:

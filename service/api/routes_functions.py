@@ -15,9 +15,10 @@ from pydantic import ValidationError
 
 from service.api.callers import caller, visible
 from service.api.errors import ApiError
-from service.api.intake import JobOptions, accept_stage_file, check_backlog, json_fields
+from service.api.intake import JobOptions, accept_source, check_backlog, json_fields
 from service.audio import AudioError
 from service.jobs.model import Job, JobStatus
+from service.storage.remote import FetchError
 from service.storage.stages import StageError
 
 router = APIRouter(prefix="/functions", tags=["snowflake service functions"])
@@ -77,10 +78,10 @@ async def _submit(
         return _row_error("invalid_source", "the source must be a string like '@STAGE/path/file.mp4'")
     try:
         options = JobOptions(language=_text(language), translate_to=_text(translate_to) or None, idempotency_key=key)
-        job, _ = await accept_stage_file(request.app.state, source, options, caller(request))
+        job, _ = await accept_source(request.app.state, source, options, caller(request))
     except ValidationError as exc:
         return _row_error("validation_error", "; ".join(e["msg"] for e in exc.errors()))
-    except (StageError, AudioError) as exc:
+    except (StageError, FetchError, AudioError) as exc:
         return _row_error(exc.code, exc.message)
     except ApiError as exc:
         if exc.status in (429, 503):

@@ -15,7 +15,7 @@ from service.api.intake import (
     JobOptions,
     SourceJob,
     accept,
-    accept_stage_file,
+    accept_source,
     json_fields,
     multipart,
     multipart_body,
@@ -65,7 +65,7 @@ async def submit_job(request: Request) -> JSONResponse:
             fields.setdefault("idempotency_key", key)
         source: SourceJob = validated(SourceJob, fields)
         options = JobOptions(**source.model_dump(exclude={"source"}))
-        job, replayed = await accept_stage_file(request.app.state, source.source, options, caller(request))
+        job, replayed = await accept_source(request.app.state, source.source, options, caller(request))
     else:
         async with multipart(request) as (upload, form):
             if key:

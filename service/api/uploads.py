@@ -27,17 +27,25 @@ def _copy_durably(upload: UploadFile, target: Path) -> int:
     return size
 
 
-async def receive_upload(upload: UploadFile, target: Path, settings: Settings) -> tuple[int, AudioInfo]:
-    """Write the upload to `target` (a store-generated name), fsync it and probe it; remove it on any error."""
+async def probe_stored(target: Path, size: int, settings: Settings) -> AudioInfo:
+    """Check a file already written to the incoming area (size limits, then PyAV); remove it on any error."""
     try:
-        size = await asyncio.to_thread(_copy_durably, upload, target)
         if size == 0:
             raise EmptyAudio("the file is empty")
         if size > settings.max_upload_bytes:
             raise ApiError(413, "file_too_large", f"the file exceeds the limit of {settings.max_upload_mb:g} MB")
         full = size <= settings.probe_full_decode_mb * 1024 * 1024
-        info = await asyncio.to_thread(probe, target, full=full, max_seconds=settings.max_audio_seconds)
+        return await asyncio.to_thread(probe, target, full=full, max_seconds=settings.max_audio_seconds)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return size, info
+
+
+async def receive_upload(upload: UploadFile, target: Path, settings: Settings) -> tuple[int, AudioInfo]:
+    """Write the upload to `target` (a store-generated name), fsync it and probe it; remove it on any error."""
+    try:
+        size = await asyncio.to_thread(_copy_durably, upload, target)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return size, await probe_stored(target, size, settings)

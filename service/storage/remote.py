@@ -196,7 +196,7 @@ async def _fetch(
                     current = _check_url(current.join(response.headers["location"]), policy)
                     continue
                 if response.status_code == 404:
-                    raise FetchError(404, "source_not_found", f"the source URL answered HTTP 404: {current}")
+                    raise FetchError(404, "source_not_found", "the source URL answered HTTP 404")
                 if not response.is_success:
                     status = response.status_code
                     raise FetchError(422, "source_unavailable", f"the source URL answered HTTP {status}")

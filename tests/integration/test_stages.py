@@ -113,7 +113,12 @@ def test_translation_into_the_language_already_spoken_keeps_the_text(client: htt
         ({"source": '@"QUOTED STAGE"/a.mp3'}, 422, "invalid_stage"),
         ({"source": "@1STAGE/a.mp3"}, 422, "invalid_stage"),
         ({"source": "/etc/passwd"}, 422, "invalid_source"),
-        ({"source": "https://example.com/a.mp3"}, 422, "invalid_source"),
+        ({"source": "ftp://example.com/a.mp3"}, 422, "invalid_source"),
+        ({"source": "http://example.com/a.mp3"}, 422, "invalid_source"),  # https only by default
+        ({"source": "https://127.0.0.1:8080/v1/jobs"}, 422, "forbidden_address"),
+        ({"source": "https://169.254.169.254/latest/meta-data/"}, 422, "forbidden_address"),
+        ({"source": "https://[::ffff:10.0.0.1]/a.mp3"}, 422, "forbidden_address"),
+        ({"source": "https://user:pw@example.com/a.mp3"}, 422, "invalid_source"),
         ({"source": "@AUDIO_FILES_STAGE/notes.txt"}, 415, "unsupported_media"),
         ({"source": "@AUDIO_FILES_STAGE/broken.wav"}, 415, "unsupported_media"),
         ({"source": "@AUDIO_FILES_STAGE/empty.mp3"}, 400, "empty_file"),
