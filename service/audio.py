@@ -16,6 +16,8 @@ from typing import BinaryIO
 import av
 import numpy as np
 
+from service.audio_integrity import container_problem
+
 SAMPLE_RATE = 16_000
 # Packets that fail to decode are skipped; more than this many means the file is broken.
 MAX_BAD_PACKETS = 3
@@ -85,6 +87,8 @@ def _open(source: Source) -> av.container.InputContainer:
 
 
 def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
+    if container.format.name.endswith("_pipe") or container.format.name == "image2":
+        raise UnsupportedMedia(f"the file is an image ({container.format.name}), not audio or video")
     if not container.streams.audio:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         if container.streams.video:
@@ -209,7 +213,9 @@ def probe(source: Source, *, full: bool = False, max_seconds: float | None = Non
         seconds = _scan_stream(container, stream, max_seconds, full)
         if full:
             _check_complete(seconds, info)
-        return info
+    if isinstance(source, bytes | str | Path) and (problem := container_problem(source, info.container)):
+        raise CorruptAudio(problem)
+    return info
 
 
 def _check_complete(decoded: float, info: AudioInfo) -> None:

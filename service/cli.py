@@ -20,7 +20,14 @@ def _gateway(settings: Settings) -> None:
 
     print(f"spcs-whisper gateway on http://{settings.host}:{settings.port}", flush=True)
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=30,
+        # Longer than any proxy's idle timeout (SPCS ingress, load balancers), so a client never reuses a
+        # keep-alive connection the gateway has just closed (a reset under load).
+        timeout_keep_alive=75,
     )
 
 

@@ -12,9 +12,10 @@ import io
 import json
 import struct
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -80,8 +81,14 @@ def wav(
     align = min(channels * bits // 8, 0xFFFF)
     fmt = struct.pack("<HHIIHH", tag, channels, rate, min(rate * align, 0xFFFFFFFF), align, bits)
     riff = min(4 + 8 + len(fmt) + 8 + data_len, 0xFFFFFFFF)
-    return b"RIFF" + struct.pack("<I", riff) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + (
-        b"data" + struct.pack("<I", data_len) + pcm
+    return (
+        b"RIFF"
+        + struct.pack("<I", riff)
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + (b"data" + struct.pack("<I", data_len) + pcm)
     )
 
 
@@ -92,7 +99,7 @@ def float_wav(bad: float) -> bytes:
     return wav(samples.tobytes(), tag=3, bits=32)
 
 
-@lru_cache(maxsize=1)
+@cache
 def jfk_pcm() -> np.ndarray:
     """The JFK clip as 16 kHz mono float32."""
     resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
@@ -101,20 +108,15 @@ def jfk_pcm() -> np.ndarray:
     return np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
 
 
-def encode(samples: np.ndarray, fmt: str, codec: str, options: dict[str, str] | None = None) -> bytes:
-    """Encode 16 kHz mono float32 `samples` in memory (`codec` in container `fmt`)."""
+def encode(blocks: Iterable[np.ndarray], fmt: str, codec: str, options: dict[str, str] | None = None) -> bytes:
+    """Encode blocks of 16 kHz mono float32 samples in memory (`codec` in container `fmt`)."""
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=RATE, options=options or {})
         stream.layout = "mono"
-        sample_fmt = stream.codec_context.format.name
-        step, pts = 16384, 0
-        for i in range(0, len(samples), step):
-            block = samples[i : i + step]
-            data = (block * 32767).astype(np.int16) if sample_fmt.startswith("s16") else block.astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(
-                data.reshape(1, -1), format="s16" if sample_fmt.startswith("s16") else "flt", layout="mono"
-            )
+        pts = 0
+        for block in blocks:
+            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="flt", layout="mono")
             frame.sample_rate, frame.pts, frame.time_base = RATE, pts, Fraction(1, RATE)
             pts += len(block)
             out.mux(stream.encode(frame))
@@ -122,14 +124,18 @@ def encode(samples: np.ndarray, fmt: str, codec: str, options: dict[str, str] | 
     return buf.getvalue()
 
 
-@lru_cache(maxsize=None)
+def blocks(samples: np.ndarray, size: int = 16384) -> Iterator[np.ndarray]:
+    return (samples[i : i + size] for i in range(0, len(samples), size))
+
+
+@cache
 def jfk(kind: str) -> bytes:
     if kind == "wav":
         return wav((jfk_pcm() * 32767).astype(np.int16).tobytes())
     if kind == "mp3":
-        return encode(jfk_pcm(), "mp3", "libmp3lame")
+        return encode(blocks(jfk_pcm()), "mp3", "libmp3lame")
     if kind == "ogg":
-        return encode(jfk_pcm(), "ogg", "libopus")
+        return encode(blocks(jfk_pcm()), "ogg", "libopus")
     return (DATA / {"flac": "en_jfk.flac", "m4a": "en_jfk.m4a", "video": "en_jfk_video.mp4"}[kind]).read_bytes()
 
 
@@ -139,15 +145,18 @@ def cut(kind: str, at: float | int) -> bytes:
     return data[: at if isinstance(at, int) else int(len(data) * at)]
 
 
-@lru_cache(maxsize=None)
-def silent_flac(hours: float, declared: bool) -> bytes:
-    """Hours of digital silence in a few hundred KB of FLAC. With `declared=False` the STREAMINFO total is
-    zeroed ("unknown", as a streamed FLAC has it), so only decoding can tell how long the audio is."""
-    data = bytearray(encode(np.zeros(int(hours * 3600 * RATE), np.float32), "flac", "flac", {"frame_size": "16384"}))
-    if not declared:  # bytes 18..26: rate (20 bits), channels (3), bits (5), total samples (36)
-        packed = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)
-        data[18:26] = packed.to_bytes(8, "big")
-    return bytes(data)
+@cache
+def silent_flac_4h() -> bytes:
+    """Four hours of digital silence: about 190 KB of FLAC (16384-sample frames)."""
+    silence = repeat(np.zeros(16384, np.float32), 4 * 3600 * RATE // 16384)
+    return encode(silence, "flac", "flac", {"frame_size": "16384"})
+
+
+def undeclared(flac: bytes) -> bytes:
+    """`flac` with its STREAMINFO total zeroed ("unknown", as a streamed FLAC has it): only decoding can tell
+    how long the audio is (bytes 18..26 pack rate 20 bits, channels 3, bits 5, total samples 36)."""
+    packed = int.from_bytes(flac[18:26], "big") & ~((1 << 36) - 1)
+    return flac[:18] + packed.to_bytes(8, "big") + flac[26:]
 
 
 def image(codec: str, pix_fmt: str) -> bytes:
@@ -213,16 +222,20 @@ def corpus() -> list[Case]:
         _file("cut-200.ogg", lambda: cut("ogg", 200), 415, "unsupported_media"),
         _file("cut-in-moov.m4a", lambda: cut("m4a", 600), 415, "unsupported_media"),
         _file("cut-before-moov.mp4", lambda: cut("video", 0.3), 415, "unsupported_media"),
-        Case("video-only.mp4", lambda tmp: upload("v.mp4", write_video_only(tmp / "v.mp4").read_bytes()), 422,
-             "no_audio_track"),
+        Case(
+            "video-only.mp4",
+            lambda tmp: upload("v.mp4", write_video_only(tmp / "v.mp4").read_bytes()),
+            422,
+            "no_audio_track",
+        ),
         _file("text.wav", lambda: TEXT, 415, "unsupported_media"),
         _file("huge-data-length.wav", lambda: wav(SECOND[44:], data_len=0xFFFFFFF0), 422, "corrupt_audio"),
         _file("65535-channels.wav", lambda: wav(SECOND[44:], channels=65535), 422, "corrupt_audio"),
-        _file("0-hz.wav", lambda: wav(SECOND[44:], rate=0), 422, "corrupt_audio"),
+        _file("0-hz.wav", lambda: wav(SECOND[44:], rate=0), 415, "unsupported_media"),  # FFmpeg refuses the header
         _file("nan-samples.wav", lambda: float_wav(float("nan")), 422, "corrupt_audio"),
         _file("inf-samples.wav", lambda: float_wav(float("inf")), 422, "corrupt_audio"),
-        _file("silence-4h-declared.flac", lambda: silent_flac(4, True), 413, "audio_too_long"),
-        _file("silence-4h-undeclared.flac", lambda: silent_flac(4, False), 413, "audio_too_long"),
+        _file("silence-4h-declared.flac", silent_flac_4h, 413, "audio_too_long"),
+        _file("silence-4h-undeclared.flac", lambda: undeclared(silent_flac_4h()), 413, "audio_too_long"),
         _file("ftyp-only.mp4", mp4_ftyp_only, 415, "unsupported_media"),
         _file("id3-no-frames.mp3", lambda: ID3_NO_FRAMES, 415, "unsupported_media"),
         _file("image.png.mp3", lambda: image("png", "rgb24"), 415, "unsupported_media"),
@@ -243,8 +256,7 @@ def corpus() -> list[Case]:
         Case("no-content-type", lambda _: {"content": SECOND}, 415, "unsupported_media"),
         Case("invalid-json", lambda _: raw(b'{"source": ', "application/json"), 400, "invalid_json"),
         Case("empty-json", lambda _: raw(b"", "application/json"), 400, "invalid_json"),
-        Case("json-array", lambda _: raw(b'["@AUDIO_FILES_STAGE/a.wav"]', "application/json"), 422,
-             "validation_error"),
+        Case("json-array", lambda _: raw(b'["@AUDIO_FILES_STAGE/a.wav"]', "application/json"), 422, "validation_error"),
         Case("json-unknown-field", lambda _: stage_json(colour="blue"), 422, "validation_error"),
         Case("json-temperature-string", lambda _: stage_json(temperature="hot"), 422, "validation_error"),
         Case("json-word-timestamps-list", lambda _: stage_json(word_timestamps=[1]), 422, "validation_error"),
@@ -257,8 +269,12 @@ def corpus() -> list[Case]:
         _options("form-unknown-task", 422, "validation_error", task="summarise"),
         _options("form-idempotency-key-too-long", 422, "validation_error", idempotency_key="k" * 201),
         _options("form-unknown-model", 422, "unsupported_model", model="large-v9"),
-        Case("oversize-with-content-length", lambda _: upload("big.wav", random_bytes(99, OVERSIZE)), 413,
-             "file_too_large"),
+        Case(
+            "oversize-with-content-length",
+            lambda _: upload("big.wav", random_bytes(99, OVERSIZE)),
+            413,
+            "file_too_large",
+        ),
         Case("oversize-streamed", lambda _: streamed_multipart(OVERSIZE), 413, "file_too_large"),
     ]
     assert len({c.name for c in cases}) == len(cases)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
         dispatcher = Dispatcher(store, client, settings, metrics, stages, translator)
         app.state.settings, app.state.store, app.state.dispatcher = settings, store, dispatcher
         app.state.stages = stages
+        app.state.intake_lock = asyncio.Lock()  # the queue bound is checked again, atomically, at insert time
         await dispatcher.start()
         log.info(
             "gateway up; Ray Serve app at %s; %s store; translation by %s",
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
     app.add_middleware(
         RequestContext,
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+        upload_limit_mb=settings.max_upload_mb,
         metrics=metrics,
         api_token=settings.api_token.get_secret_value() if settings.api_token else None,
     )

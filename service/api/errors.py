@@ -119,8 +119,17 @@ class RequestContext:
     """ASGI middleware: request ids, the API token, metrics, and a body size limit enforced while the body
     streams in."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics, api_token: str | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        metrics: Metrics,
+        api_token: str | None = None,
+        upload_limit_mb: float | None = None,
+    ) -> None:
+        """`max_body_bytes` is the file limit plus room for form fields; `upload_limit_mb` is what users are told."""
         self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
+        self.limit_mb = upload_limit_mb if upload_limit_mb is not None else max_body_bytes / 1024 / 1024
         self.expected = f"Bearer {api_token}".encode() if api_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,7 +140,7 @@ class RequestContext:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         request_id_var.set(rid)
         limit = self.max_body_bytes
-        too_large = f"the upload exceeds the limit of {limit / 1024 / 1024:.1f} MB"
+        too_large = f"the upload exceeds the limit of {self.limit_mb:g} MB"
         received = 0
         started = False
         status = 500

@@ -91,7 +91,7 @@ def validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:
     except ValidationError as exc:
         problems = [{"field": ".".join(str(p) for p in e["loc"]) or "form", "problem": e["msg"]} for e in exc.errors()]
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
-        raise ApiError(422, "validation_error", f"invalid form fields: {summary}", fields=problems) from None
+        raise ApiError(422, "validation_error", f"invalid fields: {summary}", fields=problems) from None
 
 
 @asynccontextmanager
@@ -170,11 +170,17 @@ async def _replay(state: Any, options: JobOptions, owner: str | None) -> Job | N
 
 async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
     try:
-        job = await state.store.add(job, audio)
+        async with state.intake_lock:  # checked again now: concurrent requests cannot overshoot the bound
+            await check_backlog(state)
+            job = await state.store.add(job, audio)
     except DuplicateIdempotencyKey as dup:
         if audio is not None:
             audio.unlink(missing_ok=True)
         return dup.job, True
+    except ApiError:
+        if audio is not None:
+            audio.unlink(missing_ok=True)
+        raise
     state.dispatcher.wake()
     return job, False
 
@@ -278,6 +284,8 @@ async def accept_batch(state: Any, request: BatchRequest, owner: str | None = No
         )
         for i, ref in enumerate(files)
     ]
-    await state.store.add_batch(batch, jobs)
+    async with state.intake_lock:
+        await check_backlog(state, len(jobs))
+        await state.store.add_batch(batch, jobs)
     state.dispatcher.wake()
     return batch, jobs
