@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         25.0, ge=0, description="uploads up to this size are fully decoded at submit time"
     )
     max_queued_jobs: int = Field(10_000, ge=1, description="backlog beyond which POST /v1/jobs answers 429")
+    max_jobs_per_user: int | None = Field(
+        None, ge=1, description="queued + running jobs one Snowflake user may have; beyond, 429"
+    )
     dispatch_concurrency: int = Field(16, ge=1, description="jobs the gateway runs on Ray Serve at once")
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long running jobs may finish")
     max_attempts: int = Field(3, ge=1, description="tries per job before it fails")

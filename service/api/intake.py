@@ -136,11 +136,20 @@ def _check_translation(options: JobOptions, settings: Any) -> None:
         )
 
 
-async def check_backlog(state: Any, adding: int = 1) -> None:
-    """429 with Retry-After once the backlog would pass its bound: back-pressure, never a 5xx."""
+async def check_backlog(state: Any, adding: int = 1, owner: str | None = None) -> None:
+    """429 with Retry-After once the backlog would pass its bound, or the caller's own share of it:
+    back-pressure, never a 5xx."""
     active = await state.store.count_active()
     if active + adding > state.settings.max_queued_jobs:
         raise ApiError(429, "queue_full", f"{active} jobs are waiting; retry later", retry_after=30, queued=active)
+    per_user = state.settings.max_jobs_per_user
+    if owner is not None and per_user is not None:
+        mine = await state.store.count_active(owner)
+        if mine + adding > per_user:
+            raise ApiError(
+                429, "too_many_jobs", f"{owner} has {mine} jobs waiting or running (limit {per_user}); retry later",
+                retry_after=30, queued=mine,
+            )  # fmt: skip
 
 
 def _job(options: JobOptions, model: str, **fields: Any) -> Job:
@@ -171,7 +180,7 @@ async def _replay(state: Any, options: JobOptions, owner: str | None) -> Job | N
 async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
     try:
         async with state.intake_lock:  # checked again now: concurrent requests cannot overshoot the bound
-            await check_backlog(state)
+            await check_backlog(state, owner=job.owner)
             job = await state.store.add(job, audio)
     except DuplicateIdempotencyKey as dup:
         if audio is not None:
@@ -194,7 +203,7 @@ async def accept(request: Request, upload: UploadFile, options: JobOptions) -> t
         return existing, True
     model = _check_model(options, state.dispatcher.model_info, state.settings.model)
     _check_translation(options, state.settings)
-    await check_backlog(state)
+    await check_backlog(state, owner=owner)
     path = state.store.incoming_path(uuid.uuid4().hex)
     size, info = await receive_upload(upload, path, state.settings)
     source = (upload.filename or "upload")[:500]
@@ -209,7 +218,7 @@ async def accept_url(state: Any, url: str, options: JobOptions, owner: str | Non
         return existing, True
     model = _check_model(options, state.dispatcher.model_info, state.settings.model)
     _check_translation(options, state.settings)
-    await check_backlog(state)
+    await check_backlog(state, owner=owner)
     settings = state.settings
     path = state.store.incoming_path(uuid.uuid4().hex)
     size, final_url = await fetch_url(
@@ -241,7 +250,7 @@ async def accept_stage_file(state: Any, source: str, options: JobOptions, owner:
     ref = parse_stage_ref(source)
     model = _check_model(options, state.dispatcher.model_info, state.settings.model)
     _check_translation(options, state.settings)
-    await check_backlog(state)
+    await check_backlog(state, owner=owner)
     settings = state.settings
     size = await state.stages.size(ref)
     if size == 0:
@@ -267,7 +276,7 @@ async def accept_batch(state: Any, request: BatchRequest, owner: str | None = No
     files = await state.stages.list(prefix, pattern, state.settings.max_batch_files)
     if not files:
         raise ApiError(404, "no_matching_files", f"no file under {prefix} matches {request.pattern!r}")
-    await check_backlog(state, len(files))
+    await check_backlog(state, len(files), owner)
     options = request.model_dump(exclude={"stage", "pattern", "idempotency_key"}, exclude_none=True)
     batch = Batch(new_batch_id(), str(prefix), request.pattern, options=options, files=len(files))
     start, tick = now(), timedelta(microseconds=1)  # distinct times keep the files' order in the queue
@@ -285,7 +294,7 @@ async def accept_batch(state: Any, request: BatchRequest, owner: str | None = No
         for i, ref in enumerate(files)
     ]
     async with state.intake_lock:
-        await check_backlog(state, len(jobs))
+        await check_backlog(state, len(jobs), owner)
         await state.store.add_batch(batch, jobs)
     state.dispatcher.wake()
     return batch, jobs

@@ -105,7 +105,7 @@ async def transcribe(request: Request) -> dict[str, Any]:
     "segments"}`); a row that fails answers `{"error": {"code", "message"}}`."""
     rows = await _rows(request, 1, 2)
     state = request.app.state
-    await check_backlog(state, len(rows))
+    await check_backlog(state, len(rows), caller(request))
     submitted = [await _submit(request, row, *args) for row, args in rows]
     jobs = [job for job in submitted if isinstance(job, Job)]
     timeout = state.settings.function_timeout_s
@@ -132,7 +132,7 @@ async def submit(request: Request) -> dict[str, Any]:
     """`TRANSCRIBE_SUBMIT(source, language, translate_to)`: queues each row's job and answers at once
     with `{"job_id", "status"}`."""
     rows = await _rows(request, 1, 3)
-    await check_backlog(request.app.state, len(rows))
+    await check_backlog(request.app.state, len(rows), caller(request))
     data = []
     for row, args in rows:
         job = await _submit(request, row, *args)

@@ -56,8 +56,8 @@ class JobStore(Protocol):
     async def count_by_status(self) -> dict[str, int]:
         """How many jobs are in each status."""
 
-    async def count_active(self) -> int:
-        """Jobs queued or running: the backlog the queue bound applies to."""
+    async def count_active(self, owner: str | None = None) -> int:
+        """Jobs queued or running (of `owner` only, when given): the backlog the queue bounds apply to."""
 
     async def requeue_running(self) -> int:
         """After a restart: running jobs go back to the queue and translating ones back to transcribed

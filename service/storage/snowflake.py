@@ -199,7 +199,9 @@ class SnowflakeStore(BlobFiles):
     async def count_by_status(self) -> dict[str, int]:
         return await self._run(self.ops.count_by_status)
 
-    async def count_active(self) -> int:
+    async def count_active(self, owner: str | None = None) -> int:
+        if owner is not None:
+            return await self._run(lambda s: self.ops.count_active_of(s, owner))
         counts = await self.count_by_status()
         return counts.get(JobStatus.QUEUED.value, 0) + counts.get(JobStatus.RUNNING.value, 0)
 

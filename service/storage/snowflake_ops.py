@@ -145,6 +145,14 @@ class SnowflakeOps:
                 counts[target] = counts.get(target, 0) + 1
         return {k: v for k, v in counts.items() if v > 0}
 
+    def count_active_of(self, session: Session, owner: str) -> int:
+        """Queued or running jobs of one owner (those whose result waits in the outbox are done)."""
+        frame = session.table(JOBS.name).filter(col("STATUS").isin("queued", "running") & (col("OWNER") == owner))
+        done = [e.job_id for e in self.outbox.entries() if not e.applied]
+        if done:
+            frame = frame.filter(~col("JOB_ID").isin(done))
+        return frame.count()
+
     @staticmethod
     def pending_result(entry: OutboxEntry) -> dict[str, Any]:
         """The transcript or translation an outbox entry holds, as `result` would read it."""

@@ -186,10 +186,11 @@ class SQLiteStore(BlobFiles):
         rows = await self._run(lambda c: c.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
         return {row[0]: row[1] for row in rows}
 
-    async def count_active(self) -> int:
-        return await self._run(
-            lambda c: c.execute("SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')").fetchone()[0]
-        )
+    async def count_active(self, owner: str | None = None) -> int:
+        sql = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
+        if owner is None:
+            return await self._run(lambda c: c.execute(sql).fetchone()[0])
+        return await self._run(lambda c: c.execute(sql + " AND owner = ?", (owner,)).fetchone()[0])
 
     async def requeue_running(self) -> int:
         def requeue(conn: sqlite3.Connection) -> int:

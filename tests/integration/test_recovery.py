@@ -52,9 +52,21 @@ def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
         f"http://127.0.0.1:{free_port()}/absent",
         tmp_path / "gateway.log",
         SPCS_WHISPER_MAX_QUEUED_JOBS="3",
+        SPCS_WHISPER_MAX_JOBS_PER_USER="1",
     )
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
+            # One user's share of the queue is bounded too (users as SPCS names them).
+            alice = {"sf-context-current-user": "ALICE"}
+            first = client.post(
+                "/v1/jobs", files={"file": ("a.m4a", (DATA / "en_jfk.m4a").read_bytes())}, headers=alice
+            )
+            again = client.post(
+                "/v1/jobs", files={"file": ("a.m4a", (DATA / "en_jfk.m4a").read_bytes())}, headers=alice
+            )
+            assert first.status_code == 202 and again.status_code == 429
+            assert again.json()["error"]["code"] == "too_many_jobs" and int(again.headers["retry-after"]) > 0
+            assert client.delete(f"/v1/jobs/{first.json()['id']}").status_code == 200  # Alice's slot is free again
             assert client.get("/readyz").status_code == 503  # no model behind it: not ready...
             accepted = [submit(client, DATA / "en_jfk.m4a") for _ in range(3)]
             assert [r.status_code for r in accepted] == [202] * 3  # ...but jobs are still accepted and kept

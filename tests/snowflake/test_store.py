@@ -259,3 +259,31 @@ def test_variant_round_trip_with_hindi(tmp_path: Path, sessions: FlakySessions) 
         await store.close()
 
     run(go())
+
+
+INJECTIONS = [
+    "x'); DROP TABLE TRANSCRIPTION_JOBS; --",
+    "' OR '1'='1",
+    "\\'; DELETE FROM TRANSCRIPTIONS WHERE '' = '",
+    '"; SELECT SYSTEM$WHITELIST(); --',
+    "$$ || CURRENT_USER() || $$",
+]
+
+
+@pytest.mark.parametrize("nasty", INJECTIONS)
+def test_values_are_data_never_sql(tmp_path: Path, sessions: FlakySessions, nasty: str) -> None:
+    """Hostile strings in every text field come back unchanged and match only themselves."""
+
+    async def go() -> None:
+        store = await open_store(tmp_path, sessions)
+        other = await add_job(store, key="plain", owner="BOB")
+        job = await add_job(store, key=nasty, owner=nasty, prompt=nasty)
+        stored = await store.get(job.id)
+        assert stored is not None and (stored.idempotency_key, stored.owner, stored.prompt) == (nasty, nasty, nasty)
+        assert (await store.find_by_idempotency_key(nasty)).id == job.id
+        assert [j.id for j in await store.list(None, 10, None, owner=nasty)] == [job.id]
+        assert await store.count_active(nasty) == 1
+        assert await store.get(other.id) is not None  # nothing else was touched
+        await store.close()
+
+    run(go())
