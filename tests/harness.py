@@ -116,6 +116,19 @@ def start_gateway(data_dir: Path, serve_url: str, log: Path, **env: str) -> tupl
     raise RuntimeError(f"gateway did not start:\n{log.read_text()[-3000:]}")
 
 
+def wait_ready(url: str, timeout: float = 20.0) -> None:
+    """Until the gateway's /readyz says 200 (it has seen the Ray app and its store answers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not ready after {timeout} s")
+
+
 def stop_gateway(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)

@@ -19,8 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.audio import AudioError
 from service.metrics import Metrics
 from service.storage.base import StoreUnavailable
-from service.storage.remote import FetchError
-from service.storage.stages import StageError
+from service.storage.sources import SourceError
 
 log = logging.getLogger("spcs_whisper.api")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
@@ -57,7 +56,7 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, **exc.details)
 
 
-async def _audio_error(_: Request, exc: AudioError | StageError | FetchError) -> JSONResponse:
+async def _audio_error(_: Request, exc: AudioError | SourceError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message)
 
 
@@ -94,8 +93,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(AudioError, _audio_error)
-    app.add_exception_handler(StageError, _audio_error)
-    app.add_exception_handler(FetchError, _audio_error)
+    app.add_exception_handler(SourceError, _audio_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ValidationError, _model_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -18,8 +18,7 @@ from service.api.errors import ApiError
 from service.api.intake import JobOptions, accept_source, check_backlog, json_fields
 from service.audio import AudioError
 from service.jobs.model import Job, JobStatus
-from service.storage.remote import FetchError
-from service.storage.stages import StageError
+from service.storage.sources import SourceError
 
 router = APIRouter(prefix="/functions", tags=["snowflake service functions"])
 MAX_ROWS = 1000
@@ -81,7 +80,7 @@ async def _submit(
         job, _ = await accept_source(request.app.state, source, options, caller(request))
     except ValidationError as exc:
         return _row_error("validation_error", "; ".join(e["msg"] for e in exc.errors()))
-    except (StageError, FetchError, AudioError) as exc:
+    except (SourceError, AudioError) as exc:
         return _row_error(exc.code, exc.message)
     except ApiError as exc:
         if exc.status in (429, 503):

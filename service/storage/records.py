@@ -20,6 +20,17 @@ def job_to_record(job: Job) -> dict[str, Any]:
     return data
 
 
+def transcript_fields(job: Job, transcript: dict[str, Any]) -> dict[str, Any]:
+    """The job columns a stored transcript sets (its length, timings and detected language)."""
+    return {
+        "audio_seconds": transcript.get("duration"),
+        "timings": transcript.get("timings", {}),
+        "language": transcript.get("language") or job.language,
+        "error_code": None,
+        "error_message": None,
+    }
+
+
 def job_from_record(data: dict[str, Any]) -> Job:
     """The inverse of `job_to_record`; keys are matched case-insensitively, unknown ones ignored."""
     values = {key.lower(): value for key, value in data.items()}

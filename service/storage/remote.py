@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from service.storage.sources import SourceError
+
 MAX_URL_CHARS = 2048
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 1024 * 1024
@@ -38,12 +40,8 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 
 
-class FetchError(Exception):
+class FetchError(SourceError):
     """A source URL that is malformed or forbidden (422), names nothing (404), or is too large (413)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass(frozen=True)

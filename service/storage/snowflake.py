@@ -26,7 +26,7 @@ from service.jobs.model import Batch, Job, JobStatus, check_transition, now
 from service.storage.base import DuplicateIdempotencyKey, StoreUnavailable
 from service.storage.blobs import BlobFiles
 from service.storage.outbox import TRANSCRIPT, TRANSLATION, Outbox, OutboxEntry, is_session_gone, is_unreachable
-from service.storage.records import job_to_record
+from service.storage.records import job_to_record, transcript_fields
 from service.storage.snowflake_ops import SnowflakeOps, col
 from service.storage.snowflake_schema import BATCHES, JOBS, batch_from_row, batch_values, job_from_row, job_values
 
@@ -254,13 +254,7 @@ class SnowflakeStore(BlobFiles):
         self, job: Job, transcript: dict[str, Any], target: JobStatus = JobStatus.SUCCEEDED
     ) -> bool:
         check_transition(job.status, target)
-        fields = {
-            "audio_seconds": transcript.get("duration"),
-            "timings": transcript.get("timings", {}),
-            "language": transcript.get("language") or job.language,
-            "error_code": None,
-            "error_message": None,
-        }
+        fields = transcript_fields(job, transcript)
         return await self._save(self._entry(TRANSCRIPT, job, target, fields, transcript))
 
     async def _result(self, kind: str, job_id: str) -> dict[str, Any] | None:

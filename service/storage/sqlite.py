@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from service.jobs.model import Batch, Job, JobStatus, check_transition, now
 from service.storage.base import DuplicateIdempotencyKey
 from service.storage.blobs import BlobFiles
-from service.storage.records import DATETIME_FIELDS
+from service.storage.records import DATETIME_FIELDS, transcript_fields
 from service.storage.sqlite_schema import INDEXES, MIGRATIONS, SCHEMA, job_to_row, row_to_job
 
 T = TypeVar("T")
@@ -224,14 +224,7 @@ class SQLiteStore(BlobFiles):
         self, job: Job, transcript: dict[str, Any], target: JobStatus = JobStatus.SUCCEEDED
     ) -> bool:
         def save(conn: sqlite3.Connection) -> bool:
-            fields = {
-                "audio_seconds": transcript.get("duration"),
-                "timings": transcript.get("timings", {}),
-                "language": transcript.get("language") or job.language,
-                "error_code": None,
-                "error_message": None,
-            }
-            if not self._transition_sql(conn, job, target, fields):
+            if not self._transition_sql(conn, job, target, transcript_fields(job, transcript)):
                 return False
             conn.execute(
                 """INSERT INTO transcripts (job_id, text, language, duration, segments, body, created_at)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from service.storage.sources import SourceError
+
 # Unquoted Snowflake identifiers: a letter or underscore, then letters, digits, `_` or `$`; at most 255.
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]{0,254}"
 STAGE_NAME = re.compile(rf"{IDENTIFIER}(?:\.{IDENTIFIER}){{0,2}}")
@@ -23,12 +25,8 @@ MAX_PATTERN_CHARS = 500
 COPY_CHUNK = 1024 * 1024
 
 
-class StageError(Exception):
-    """A stage reference that is malformed (400/422) or names nothing (404)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+class StageError(SourceError):
+    """A stage reference that is malformed (422) or names nothing (404)."""
 
 
 @dataclass(frozen=True)

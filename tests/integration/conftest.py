@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.harness import ENGINES, Service, free_port, start_gateway, start_service, stop_gateway, stop_service
+from tests.harness import (
+    ENGINES,
+    Service,
+    free_port,
+    start_gateway,
+    start_service,
+    stop_gateway,
+    stop_service,
+    wait_ready,
+)
 
 __all__ = ["Service", "free_port"]
 
@@ -32,9 +39,6 @@ def gateway_only(service: Service, tmp_path: Path) -> Iterator[tuple[str, subpro
     url, process = start_gateway(
         tmp_path / "gw", service.serve_url, tmp_path / "gateway.log", SPCS_WHISPER_MAX_UPLOAD_MB="0.5"
     )
-    for _ in range(100):  # ready once it has seen the Ray app
-        if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-            break
-        time.sleep(0.2)
+    wait_ready(url)
     yield url, process
     stop_gateway(process)

@@ -3,14 +3,13 @@ gateway with small limits; afterwards the gateway is still ready, serves a norma
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.harness import Service, start_gateway, stop_gateway
+from tests.harness import Service, start_gateway, stop_gateway, wait_ready
 from tests.hostile import MAX_AUDIO_SECONDS, MAX_UPLOAD_MB, Case, corpus
 from tests.integration.helpers import DATA, transcribe
 from tests.integration.test_bad_input import assert_error
@@ -31,9 +30,7 @@ def gateway(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Itera
         SPCS_WHISPER_MAX_UPLOAD_MB=str(MAX_UPLOAD_MB),
         SPCS_WHISPER_MAX_AUDIO_SECONDS=str(MAX_AUDIO_SECONDS),
     )
-    deadline = time.monotonic() + 30
-    while httpx.get(f"{url}/readyz", timeout=2).status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.2)  # ready once it has seen the Ray app
+    wait_ready(url, 30)
     yield url, root / "data"
     stop_gateway(process)
 

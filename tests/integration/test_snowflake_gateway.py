@@ -28,7 +28,7 @@ from snowflake.snowpark.mock._functions import MockedFunctionRegistry  # noqa: E
 
 from service.api.app import create_app  # noqa: E402
 from service.config import Settings  # noqa: E402
-from tests.harness import Service, free_port  # noqa: E402
+from tests.harness import Service, free_port, wait_ready  # noqa: E402
 from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, wait, wer  # noqa: E402
 from tests.snowflake.outage import FlakySessions  # noqa: E402
 
@@ -83,14 +83,7 @@ def gateway(
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    wait_ready(url, 60)
     yield url
     server.should_exit = True
     thread.join(timeout=60)

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import Service, start_gateway, stop_gateway
+from tests.harness import Service, start_gateway, stop_gateway, wait_ready
 from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, wait, wer
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
@@ -58,10 +58,7 @@ def gateway(service: Service, stage_folder: Path, tmp_path_factory: pytest.TempP
         SPCS_WHISPER_ADMIN_USERS='["OPS"]',
         SPCS_WHISPER_ADMIN_ROLE="WHISPER_ADMIN",
     )
-    for _ in range(100):
-        if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-            break
-        time.sleep(0.2)
+    wait_ready(url)
     yield url
     stop_gateway(process)
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from tests.harness import Service, start_gateway, stop_gateway
+from tests.harness import Service, start_gateway, stop_gateway, wait_ready
 from tests.integration.helpers import DATA, MANIFEST_JFK, wait, wer
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
@@ -43,10 +42,7 @@ def client(service: Service, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         SPCS_WHISPER_URL_ALLOWLIST='["127.0.0.1"]',
         SPCS_WHISPER_MAX_UPLOAD_MB="1",
     )
-    for _ in range(100):
-        if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-            break
-        time.sleep(0.2)
+    wait_ready(url)
     with httpx.Client(base_url=url, timeout=300) as c:
         yield c
     stop_gateway(process)
