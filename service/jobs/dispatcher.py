@@ -21,6 +21,9 @@ from service.translate.base import Translator
 
 log = logging.getLogger("spcs_whisper.jobs")
 POLL_SECONDS = 1.0
+# An idle queue is polled less and less often (1, 2, 4 ... 30 s): with the Snowflake store each poll is a
+# query that keeps the warehouse awake. New jobs and due retries wake the loop at once.
+MAX_IDLE_POLL_SECONDS = 30.0
 WATCH_SECONDS = 5.0
 PROGRESS_STEP = 0.02  # smallest progress change worth a store write
 
@@ -128,6 +131,7 @@ class Dispatcher:
             await asyncio.sleep(WATCH_SECONDS if self.model_info else POLL_SECONDS / 2)
 
     async def _loop(self) -> None:
+        idle = 0
         while True:
             await self._inference_up.wait()
             await self._slots.acquire()
@@ -141,9 +145,11 @@ class Dispatcher:
             if job is None:
                 self._slots.release()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                    await asyncio.wait_for(self._wake.wait(), min(POLL_SECONDS * 2**idle, MAX_IDLE_POLL_SECONDS))
+                idle = 0 if self._wake.is_set() else min(idle + 1, 8)
                 self._wake.clear()
                 continue
+            idle = 0
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             self._running[job.id] = task
             task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
@@ -235,3 +241,4 @@ class Dispatcher:
             error_message=message,
             not_before=now() + timedelta(seconds=delay),
         )
+        asyncio.get_running_loop().call_later(delay, self.wake)  # due then, whatever the idle poll interval
