@@ -40,6 +40,7 @@ def _bad_files(tmp: Path) -> list[tuple[Path, int, str]]:
     return out
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_bad_files_are_refused_at_submit(service: Service, tmp_path: Path) -> None:
     with service.client() as client:
         for path, status, code in _bad_files(tmp_path):
@@ -50,6 +51,7 @@ def test_bad_files_are_refused_at_submit(service: Service, tmp_path: Path) -> No
     assert not list((service.data_dir / "blobs").glob(".incoming-*"))
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_bad_requests(service: Service) -> None:
     with service.client() as client:
         assert_error(client.get("/v1/jobs/job_doesnotexist"), 404, "job_not_found")
@@ -79,6 +81,7 @@ def test_bad_requests(service: Service) -> None:
         assert_error(client.get("/v1/jobs", params={"status": "sleeping"}), 422, "validation_error")
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_transcript_formats_and_states(service: Service) -> None:
     with service.client() as client:
         job, _ = transcribe(client, DATA / "en_jfk.m4a")
@@ -95,6 +98,7 @@ def test_transcript_formats_and_states(service: Service) -> None:
         assert_error(client.get(f"/v1/jobs/{job['id']}"), 404)
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_idempotency_key_returns_the_same_job(service: Service) -> None:
     key = f"idem-{service.engine}"
     with service.client() as client:
@@ -105,6 +109,7 @@ def test_idempotency_key_returns_the_same_job(service: Service) -> None:
         assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_cancel_a_queued_job(service: Service) -> None:
     with service.client() as client:
         # A long job first keeps the workers busy, so the later ones are still queued when cancelled.
@@ -117,6 +122,7 @@ def test_cancel_a_queued_job(service: Service) -> None:
 
 
 @pytest.mark.parametrize("limit_mb", [0.5])
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_upload_limit_enforced_while_streaming(gateway_only, limit_mb: float) -> None:
     url, _ = gateway_only
     big = (DATA / "en_jfk.flac").read_bytes()  # 1.1 MB > 0.5 MB

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import srt
 
 from tests.harness import Service
@@ -23,6 +24,7 @@ def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_through_the_server(service: Service, tmp_path: Path) -> None:
     result = cli(str(DATA / "en_jfk_video.mp4"), "--server", service.url, "--out", str(tmp_path), "--format", "srt")
     assert result.returncode == 0, result.stderr

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.harness import Service
 from tests.integration.helpers import DATA, transcribe
@@ -34,11 +35,13 @@ def _mapped_libraries(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_running_gateway_process_maps_no_engine(service: Service) -> None:
     maps = _mapped_libraries(service.process.pid)
     assert "libtorch" not in maps and "libctranslate2" not in maps
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_gateway_only_process_against_the_ray_app(gateway_only) -> None:
     url, process = gateway_only
     with httpx.Client(base_url=url, timeout=60) as client:

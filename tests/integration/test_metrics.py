@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Service
@@ -16,6 +17,7 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
     }
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
 def test_metrics_count_jobs_audio_latency_and_batches(service: Service) -> None:
     with service.client() as client:
         transcribe(client, DATA / "en_jfk.m4a")
