@@ -1,4 +1,4 @@
-"""`spcs-whisper serve | gateway | ray-app | transcribe`: the service's entry points."""
+"""`spcs-whisper serve | gateway | ray-app | transcribe | submit | status | wait | batch`: the entry points."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from service import cli_transcribe
+from service import cli_jobs, cli_transcribe
 from service.config import Settings, get_settings
 
 
@@ -63,11 +63,14 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("gateway", help="the HTTP gateway only (Ray Serve app elsewhere: SPCS_WHISPER_SERVE_URL)")
     sub.add_parser("ray-app", help="the Ray Serve app only (local Ray, or SPCS_WHISPER_RAY_ADDRESS)")
     cli_transcribe.add_parser(sub)
+    cli_jobs.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     if args.command == "transcribe":
         sys.exit(cli_transcribe.run(args, settings))
+    if args.command in cli_jobs.COMMANDS:
+        sys.exit(cli_jobs.run(args, settings))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     {"serve": _serve, "gateway": _gateway, "ray-app": _ray_app}[args.command](settings)
 

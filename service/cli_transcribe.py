@@ -1,22 +1,37 @@
 """`spcs-whisper transcribe FILE...`: through a running service (`--server`) or in-process without one.
 
-Exit codes: 0 all files transcribed, 1 some file failed (bad audio, failed job), 2 usage (no such file),
-3 the server could not be reached.
+Writes `<stem>.<ext>` next to each input (or into `--out`); with `--translate-to LANG` also `<stem>.<LANG>.txt`
+(in-process: Whisper's own speech-to-English task, so `en` only). Progress bars on stderr when it is a
+terminal (`--quiet`: one line per finished file); the written paths on stdout.
+
+Exit codes: 0 all files transcribed, 1 some file failed (bad audio, failed job; the others are still
+written), 2 usage (no such file, a translation in-process cannot do), 3 the server could not be reached.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
+import logging
 from pathlib import Path
 
-import httpx
-
+from service.cli_http import (
+    API_FORMATS,
+    EXTENSIONS,
+    FAILED,
+    OK,
+    USAGE,
+    Api,
+    Bars,
+    CliError,
+    api_token,
+    finisher,
+    report,
+    stderr,
+    watch,
+    write,
+)
+from service.cli_jobs import server_option
 from service.config import Settings
-
-EXTENSIONS = {"srt": "srt", "vtt": "vtt", "txt": "txt", "json": "json", "verbose_json": "json"}
-API_FORMATS = {"txt": "text"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,39 +40,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=sorted(EXTENSIONS), default="srt", help="output format (default srt)")
     p.add_argument("--language", default=None, help="ISO-639-1 code, e.g. hi; default: detect")
     p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
-    p.add_argument("--server", default=None, help="service URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--translate-to", default=None, metavar="LANG", help="also write <stem>.<LANG>.txt, e.g. en")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: next to each input)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars: one line per finished file")
+    server_option(p, None)
 
 
-def _write(path: Path, out_dir: Path | None, fmt: str, body: str) -> Path:
-    target = (out_dir or path.parent) / f"{path.stem}.{EXTENSIONS[fmt]}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(body, encoding="utf-8")
-    return target
+def _target(args: argparse.Namespace, path: Path) -> Path:
+    return (args.out or path.parent) / path.stem
 
 
-def _via_server(args: argparse.Namespace, settings: Settings, path: Path) -> str:
-    fields = {"task": args.task, **({"language": args.language} if args.language else {})}
-    token = settings.api_token.get_secret_value() if settings.api_token else None
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    with httpx.Client(base_url=args.server, timeout=60, headers=headers) as client, path.open("rb") as fh:
-        response = client.post("/v1/jobs", files={"file": (path.name, fh)}, data=fields)
-        if response.status_code not in (200, 202):
-            raise RuntimeError(response.json().get("error", {}).get("message", response.text))
-        job_id = response.json()["id"]
-        while True:
-            job = client.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                break
-            print(f"  {path.name}: {job['status']}", end="\r", file=sys.stderr, flush=True)
-            time.sleep(0.5)
-        if job["status"] != "succeeded":
-            raise RuntimeError((job.get("error") or {}).get("message") or f"job {job['status']}")
-        fmt = API_FORMATS.get(args.format, args.format)
-        return client.get(f"/v1/jobs/{job_id}/transcript", params={"format": fmt}).text
+def _via_server(args: argparse.Namespace, settings: Settings, bars: Bars) -> int:
+    """Upload every file, then follow all the jobs at once (the service batches their windows together)."""
+    with Api(args.server, api_token(settings)) as api:
+        api.request("GET", "/healthz")
+        fields = {"task": args.task, "language": args.language, "translate_to": args.translate_to}
+        labels: dict[str, str] = {}
+        paths: dict[str, Path] = {}
+        failed = False
+        for path in args.files:
+            try:
+                job_id = api.submit(path, fields)["id"]
+            except CliError as exc:
+                report(exc, path, bars.log)
+                failed = True
+                continue
+            labels[job_id], paths[job_id] = path.name, path
+        finish = finisher(api, bars, args.format, lambda job: _target(args, paths[job["id"]]))
+        code = watch(api, labels, bars, finish)
+        return FAILED if failed else code
 
 
-def _in_process(args: argparse.Namespace, settings: Settings, engine: object, path: Path) -> str:
+def _in_process(args: argparse.Namespace, settings: Settings, engine: object, path: Path, bars: Bars) -> list[Path]:
     from service.audio import decode
     from service.formats import render
     from service.inference.local import transcribe_audio
@@ -67,43 +81,78 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: object, pa
     language = normalise_language(args.language)
     audio = decode(path, max_seconds=settings.max_audio_seconds)
     total = audio.shape[0] / 16000
+    key = str(path)
+    bars.update(key, path.name, 0.0, total)
 
     def progress(done: float) -> None:
-        print(f"  {path.name}: {done:.0f}/{total:.0f} s", end="\r", file=sys.stderr, flush=True)
+        bars.update(key, path.name, done, total)
+
+    def run(options: DecodeOptions | None, language: str | None, track: bool = True) -> dict:
+        return transcribe_audio(
+            engine, audio, language, options, settings.max_batch_size, settings.vad, progress if track else None
+        )
 
     options = DecodeOptions(language=language, task=args.task) if language else None
     if options is None and args.task == "translate":
         options = DecodeOptions(language=engine.detect_language(audio[: 30 * 16000])[0], task="translate")
-    transcript = transcribe_audio(engine, audio, language, options, settings.max_batch_size, settings.vad, progress)
-    return render(transcript, API_FORMATS.get(args.format, args.format), args.task)[0]
+    transcript = run(options, language)
+    bars.update(key, path.name, total, total)
+    stem = _target(args, path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    body = render(transcript, API_FORMATS.get(args.format, args.format), args.task)[0]
+    written = [write(stem.parent / f"{stem.name}.{EXTENSIONS[args.format]}", body)]
+    if args.translate_to:
+        spoken = transcript.get("language")
+        text = transcript["text"]
+        if spoken not in (None, args.translate_to) and args.task != "translate":
+            text = run(DecodeOptions(language=spoken, task="translate"), spoken, track=False)["text"]
+        written.append(write(stem.parent / f"{stem.name}.{args.translate_to}.txt", text.strip() + "\n"))
+    bars.log(f"{path.name}: succeeded ({total:.1f} s of audio)")
+    return written
+
+
+def _check_in_process_translation(args: argparse.Namespace) -> None:
+    from service.languages import normalise_language
+
+    try:
+        args.translate_to = normalise_language(args.translate_to)
+    except ValueError as exc:
+        raise CliError(str(exc), exit_code=USAGE) from None
+    if args.translate_to not in (None, "en"):
+        message = f"in-process translation is Whisper's speech-to-English only; use --server for {args.translate_to!r}"
+        raise CliError(message, exit_code=USAGE)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     missing = [str(f) for f in args.files if not f.is_file()]
-    if missing:
-        print(f"error: no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    engine = None
-    if args.server:
-        try:
-            httpx.get(f"{args.server}/healthz", timeout=5).raise_for_status()
-        except httpx.HTTPError as exc:
-            print(f"error: cannot reach {args.server}: {exc}", file=sys.stderr)
-            return 3
-    else:
-        from service.inference.engines import load_engine
+    try:
+        if missing:
+            raise CliError(f"no such file: {', '.join(missing)}", exit_code=USAGE)
+        if not args.server:
+            _check_in_process_translation(args)
+        with Bars(args.quiet, len(args.files)) as bars:
+            return _via_server(args, settings, bars) if args.server else _all_in_process(args, settings, bars)
+    except CliError as exc:
+        stderr(f"error: {exc}")
+        return exc.exit_code
 
-        print(f"loading {settings.model} ({settings.effective_engine})...", file=sys.stderr)
-        engine = load_engine(settings)
+
+def _all_in_process(args: argparse.Namespace, settings: Settings, bars: Bars) -> int:
+    from service.inference.engines import load_engine
+
+    bars.log(f"loading {settings.model} ({settings.effective_engine})...")
+    engine = load_engine(settings)
     failed = 0
     for path in args.files:
         try:
-            body = _via_server(args, settings, path) if args.server else _in_process(args, settings, engine, path)
+            written = _in_process(args, settings, engine, path, bars)
         except Exception as exc:  # one bad file must not stop the others
             failed += 1
-            print(file=sys.stderr)
-            print(f"error: {path}: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+            code = getattr(exc, "code", None)
+            message = getattr(exc, "message", None) or str(exc)
+            bars.log(f"error: {f'{code}: ' if code else ''}{message} ({path})")
             continue
-        print(file=sys.stderr)
-        print(_write(path, args.out, args.format, body))
-    return 1 if failed else 0
+        for target in written:
+            bars.out(str(target))
+    return FAILED if failed else OK

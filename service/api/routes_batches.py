@@ -7,9 +7,10 @@ from collections import Counter
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from service.api.admission import accept_batch
 from service.api.callers import caller, visible
 from service.api.errors import ApiError
-from service.api.intake import BatchRequest, accept_batch, json_fields, validated
+from service.api.intake import BatchRequest, json_fields, validated
 from service.api.schemas import BatchView
 from service.jobs.model import Batch, Job, JobStatus
 

@@ -13,9 +13,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
+from service.api.admission import accept_source, check_backlog
 from service.api.callers import caller, visible
 from service.api.errors import ApiError
-from service.api.intake import JobOptions, accept_source, check_backlog, json_fields
+from service.api.intake import JobOptions, json_fields
 from service.audio import AudioError
 from service.jobs.model import Job, JobStatus
 from service.storage.sources import SourceError

@@ -9,18 +9,10 @@ import json
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.api.admission import accept, accept_source
 from service.api.callers import caller, owner_filter, visible
 from service.api.errors import ApiError
-from service.api.intake import (
-    JobOptions,
-    SourceJob,
-    accept,
-    accept_source,
-    json_fields,
-    multipart,
-    multipart_body,
-    validated,
-)
+from service.api.intake import JobOptions, SourceJob, json_fields, multipart, multipart_body, validated
 from service.api.schemas import JobList, JobView, TranslationView
 from service.formats import FORMATS, render
 from service.jobs.model import InvalidTransition, Job, JobStatus

@@ -13,8 +13,9 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from service import audio
+from service.api.admission import accept
 from service.api.errors import ApiError
-from service.api.intake import JobOptions, accept, multipart, multipart_body, validated
+from service.api.intake import JobOptions, multipart, multipart_body, validated
 from service.formats import render, to_verbose_json
 from service.jobs.model import Job, JobStatus
 from service.languages import language_name

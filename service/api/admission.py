@@ -1,0 +1,209 @@
+"""Admitting a job: model and translation checks, queue bounds, then the audio and the row stored durably.
+Uploads, stage files, URLs and batches all come through here, so every route enforces the same rules."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from service.api.callers import caller
+from service.api.errors import ApiError
+from service.api.intake import BatchRequest, JobOptions
+from service.api.uploads import probe_stored, receive_upload
+from service.audio import EmptyAudio, probe
+from service.jobs.model import Batch, Job, new_batch_id, new_job_id, now
+from service.storage.base import DuplicateIdempotencyKey
+from service.storage.remote import fetch_url
+from service.storage.stages import compile_pattern, parse_stage_ref
+
+
+def _check_model(options: JobOptions, info: dict | None, configured: str) -> str:
+    """The model that will run the job; refuses what it cannot do (English-only model, other model)."""
+    served = (info or {}).get("model", configured)
+    if options.model not in (None, "", served, "whisper-1"):
+        raise ApiError(422, "unsupported_model", f"this service runs model {served!r}, not {options.model!r}")
+    english_only = bool(info) and not info.get("multilingual", True)
+    if english_only and (options.language not in (None, "en") or options.task == "translate"):
+        raise ApiError(422, "unsupported_language", f"model {served!r} is English-only")
+    return served
+
+
+def _check_translation(options: JobOptions, settings: Any) -> None:
+    """Whisper translates into English only; Cortex into any language it supports."""
+    if options.translate_to and options.translate_to != "en" and settings.effective_translate_method == "whisper":
+        raise ApiError(
+            422,
+            "unsupported_translation",
+            "the whisper translation method translates into English only; "
+            "set SPCS_WHISPER_TRANSLATE_METHOD to a Cortex method for other languages",
+        )
+
+
+async def check_backlog(state: Any, adding: int = 1, owner: str | None = None) -> None:
+    """429 with Retry-After once the backlog would pass its bound, or the caller's own share of it:
+    back-pressure, never a 5xx."""
+    active = await state.store.count_active()
+    if active + adding > state.settings.max_queued_jobs:
+        raise ApiError(429, "queue_full", f"{active} jobs are waiting; retry later", retry_after=30, queued=active)
+    per_user = state.settings.max_jobs_per_user
+    if owner is not None and per_user is not None:
+        mine = await state.store.count_active(owner)
+        if mine + adding > per_user:
+            raise ApiError(
+                429, "too_many_jobs", f"{owner} has {mine} jobs waiting or running (limit {per_user}); retry later",
+                retry_after=30, queued=mine,
+            )  # fmt: skip
+
+
+def _job(options: JobOptions, model: str, **fields: Any) -> Job:
+    return Job(
+        id=new_job_id(),
+        language=options.language,
+        task=options.task,
+        word_timestamps=options.word_timestamps,
+        prompt=options.prompt,
+        temperature=options.temperature,
+        model=model,
+        idempotency_key=options.idempotency_key,
+        translate_to=options.translate_to,
+        **fields,
+    )
+
+
+async def _replay(state: Any, options: JobOptions, owner: str | None) -> Job | None:
+    """The job an idempotency key already names; 409 when another user's job holds that key."""
+    if not options.idempotency_key:
+        return None
+    job = await state.store.find_by_idempotency_key(options.idempotency_key)
+    if job is not None and owner is not None and job.owner not in (None, owner):
+        raise ApiError(409, "idempotency_key_in_use", "another caller used this idempotency key; choose another")
+    return job
+
+
+async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
+    try:
+        async with state.intake_lock:  # checked again now: concurrent requests cannot overshoot the bound
+            await check_backlog(state, owner=job.owner)
+            job = await state.store.add(job, audio)
+    except DuplicateIdempotencyKey as dup:
+        if audio is not None:
+            audio.unlink(missing_ok=True)
+        return dup.job, True
+    except ApiError:
+        if audio is not None:
+            audio.unlink(missing_ok=True)
+        raise
+    state.dispatcher.wake()
+    return job, False
+
+
+async def accept(request: Request, upload: UploadFile, options: JobOptions) -> tuple[Job, bool]:
+    """Store the upload and the job; returns (job, replayed) where `replayed` means the idempotency key
+    named an existing job, which is returned instead of a new one."""
+    state = request.app.state
+    owner = caller(request)
+    if existing := await _replay(state, options, owner):
+        return existing, True
+    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
+    _check_translation(options, state.settings)
+    await check_backlog(state, owner=owner)
+    path = state.store.incoming_path(uuid.uuid4().hex)
+    size, info = await receive_upload(upload, path, state.settings)
+    source = (upload.filename or "upload")[:500]
+    job = _job(options, model, source=source, audio_seconds=info.duration, bytes=size, owner=owner)
+    return await _add(state, job, path)
+
+
+async def accept_url(state: Any, url: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
+    """Download an https source (address checks against SSRF, size and time limits) into the store, then
+    treat it like an upload. The stored source drops the query string: signed URLs carry credentials."""
+    if existing := await _replay(state, options, owner):
+        return existing, True
+    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
+    _check_translation(options, state.settings)
+    await check_backlog(state, owner=owner)
+    settings = state.settings
+    path = state.store.incoming_path(uuid.uuid4().hex)
+    size, final_url = await fetch_url(
+        url,
+        path,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.url_timeout_s,
+        allow_http=settings.url_allow_http,
+        allowlist=settings.url_allowlist,
+    )
+    info = await probe_stored(path, size, settings)
+    display = urlsplit(final_url)._replace(query="", fragment="").geturl()[:500]
+    job = _job(options, model, source=display, audio_seconds=info.duration, bytes=size, owner=owner)
+    return await _add(state, job, path)
+
+
+async def accept_source(state: Any, source: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
+    """A JSON `source`: `https://...` is downloaded, `@STAGE/path` is read from its stage when the job runs."""
+    if source.lower().startswith(("https://", "http://")):
+        return await accept_url(state, source, options, owner)
+    return await accept_stage_file(state, source, options, owner)
+
+
+async def accept_stage_file(state: Any, source: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
+    """A job whose audio stays on its stage: checked (exists, size, and probed when the stage is mounted)
+    and stored; returns (job, replayed) like `accept`."""
+    if existing := await _replay(state, options, owner):
+        return existing, True
+    ref = parse_stage_ref(source)
+    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
+    _check_translation(options, state.settings)
+    await check_backlog(state, owner=owner)
+    settings = state.settings
+    size = await state.stages.size(ref)
+    if size == 0:
+        raise EmptyAudio(f"{ref} is empty")
+    if size > settings.max_upload_bytes:
+        raise ApiError(413, "file_too_large", f"{ref} exceeds the limit of {settings.max_upload_mb:g} MB")
+    duration = None
+    if state.stages.mounted(ref):  # a stage read through Snowpark is checked when the job runs
+        full = size <= settings.probe_full_decode_mb * 1024 * 1024
+        async with state.stages.open(ref) as path:
+            info = await asyncio.to_thread(probe, path, full=full, max_seconds=settings.max_audio_seconds)
+        duration = info.duration
+    job = _job(options, model, source=str(ref), source_kind="stage", bytes=size, audio_seconds=duration, owner=owner)
+    return await _add(state, job, None)
+
+
+async def accept_batch(state: Any, request: BatchRequest, owner: str | None = None) -> tuple[Batch, list[Job]]:
+    """One stage job per matching file, stored together (all or none); files are probed when they run."""
+    prefix = parse_stage_ref(request.stage, file=False)
+    pattern = compile_pattern(request.pattern)
+    model = _check_model(request, state.dispatcher.model_info, state.settings.model)
+    _check_translation(request, state.settings)
+    files = await state.stages.list(prefix, pattern, state.settings.max_batch_files)
+    if not files:
+        raise ApiError(404, "no_matching_files", f"no file under {prefix} matches {request.pattern!r}")
+    await check_backlog(state, len(files), owner)
+    options = request.model_dump(exclude={"stage", "pattern", "idempotency_key"}, exclude_none=True)
+    batch = Batch(new_batch_id(), str(prefix), request.pattern, options=options, files=len(files))
+    start, tick = now(), timedelta(microseconds=1)  # distinct times keep the files' order in the queue
+    per_file = request.model_copy(update={"idempotency_key": None})
+    jobs = [
+        _job(
+            per_file,
+            model,
+            source=str(ref),
+            source_kind="stage",
+            batch_id=batch.id,
+            submitted_at=start + tick * i,
+            owner=owner,
+        )
+        for i, ref in enumerate(files)
+    ]
+    async with state.intake_lock:
+        await check_backlog(state, len(jobs), owner)
+        await state.store.add_batch(batch, jobs)
+    state.dispatcher.wake()
+    return batch, jobs
