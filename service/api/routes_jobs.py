@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import mimetypes
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
 from service.api.admission import accept, accept_source
 from service.api.callers import caller, owner_filter, visible
@@ -16,6 +17,7 @@ from service.api.intake import JobOptions, SourceJob, json_fields, multipart, mu
 from service.api.schemas import JobList, JobView, TranslationView
 from service.formats import FORMATS, render
 from service.jobs.model import InvalidTransition, Job, JobStatus
+from service.storage.stages import parse_stage_ref
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -102,6 +104,27 @@ async def get_transcript(
         ext = "txt" if format == "text" else format
         headers["content-disposition"] = f'inline; filename="{safe}.{ext}"'
     return Response(body, media_type=media_type, headers=headers)
+
+
+@router.get(
+    "/{job_id}/audio", response_class=FileResponse, responses={200: {"content": {"application/octet-stream": {}}}}
+)
+async def get_audio(request: Request, job_id: str) -> FileResponse:
+    """The job's audio as it was submitted (for players: supports Range requests)."""
+    job = await _job_or_404(request, job_id)
+    state = request.app.state
+    if job.source_kind == "stage":
+        ref = parse_stage_ref(job.source)
+        if not state.stages.mounted(ref):
+            raise ApiError(404, "audio_unavailable", f"{ref} is on a stage this gateway does not mount")
+        async with state.stages.open(ref) as path:
+            local = path
+    else:
+        local = state.store.audio_path(job.id)
+    if not local.is_file():
+        raise ApiError(404, "audio_unavailable", "the job's audio is no longer stored")
+    media_type = mimetypes.guess_type(job.source)[0] or "application/octet-stream"
+    return FileResponse(local, media_type=media_type)
 
 
 @router.get("/{job_id}/translation", response_model=TranslationView)
