@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # The versions the tests ran with, shared with the images (refresh: docker/freeze_constraints.py).
 CONSTRAINTS := -c docker/constraints.txt
 
-.PHONY: run install install-test test test-unit test-integration lint bench cluster clean
+.PHONY: run install install-test browser test test-unit test-integration lint bench cluster clean
 
 $(VENV)/.installed: pyproject.toml docker/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# Headless Chromium + ChromeDriver for the web page's browser test (Debian packages; needs root or sudo).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian chromium + chromium-driver for the browser test"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium chromium-driver >/dev/null || \
+	  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q >/dev/null && \
+	    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q chromium chromium-driver >/dev/null; }; }
+
 run: install
 	$(VENV)/bin/spcs-whisper serve
 
@@ -31,7 +39,7 @@ lint: install-test
 	$(VENV)/bin/ruff check service tests bench deploy docker
 	$(VENV)/bin/ruff format --check service tests bench deploy docker
 
-test: install-test lint
+test: install-test browser lint
 	$(PY) -m pytest -q
 
 test-unit: install-test
