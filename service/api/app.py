@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from service.api import routes_batches, routes_functions, routes_health, routes_jobs, routes_openai
+from service.api import routes_batches, routes_functions, routes_health, routes_jobs, routes_openai, routes_web
 from service.api.errors import RequestContext, install_error_handlers
 from service.config import Settings, get_settings
 from service.inference.client import InferenceClient
@@ -97,4 +97,5 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
     app.include_router(routes_openai.router)
     app.include_router(routes_batches.router)
     app.include_router(routes_functions.router)
+    app.include_router(routes_web.router)
     return app

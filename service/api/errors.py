@@ -107,10 +107,10 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, message)
 
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes need no token
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})  # probes and the web page need no token (its fetches do)
 # Snowflake calls service functions without our token; SPCS itself authenticates those calls (only roles
 # granted the endpoint's service role reach them), so the token guards the HTTP API only.
-OPEN_PREFIXES = ("/functions/",)
+OPEN_PREFIXES = ("/functions/", "/web/")
 
 
 class RequestContext:

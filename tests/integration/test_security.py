@@ -23,6 +23,7 @@ def test_api_token_guards_everything_but_health(tmp_path: Path) -> None:
         with httpx.Client(base_url=url, timeout=30) as anonymous:
             assert anonymous.get("/healthz").status_code == 200
             assert anonymous.get("/readyz").status_code == 503  # open, and honest: no Ray app behind it
+            assert anonymous.get("/").status_code == 200  # the web page; its own requests send the token
             for method, path in [
                 ("GET", "/v1/jobs"),
                 ("GET", "/metrics"),
