@@ -84,13 +84,21 @@ async def get_job(request: Request, job_id: str) -> JobView:
 
 @router.get("/{job_id}/transcript", responses={200: {"content": {t: {} for t in FORMATS.values()}}})
 async def get_transcript(
-    request: Request, job_id: str, format: str = Query("json", description=", ".join(FORMATS))
+    request: Request,
+    job_id: str,
+    format: str = Query("json", description=", ".join(FORMATS)),
+    partial: bool = Query(False, description="while the job runs: the segments decoded so far"),
 ) -> Response:
     if format not in FORMATS:
         raise ApiError(400, "unsupported_format", f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
     job = await _job_or_404(request, job_id)
     if job.status == JobStatus.FAILED:
         raise ApiError(409, "job_failed", f"the job failed: {job.error_message}", job_status=job.status.value)
+    if partial and job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        segments = sorted(request.app.state.dispatcher.partial.get(job_id, []), key=lambda s: s["start"])
+        so_far = {"text": " ".join(s["text"] for s in segments), "language": job.language, "segments": segments}
+        body, media_type = render(so_far, format, job.task)
+        return Response(body, media_type=media_type, headers={"x-partial": "true"})
     transcript = await request.app.state.store.transcript(job_id)
     if transcript is None:
         raise ApiError(

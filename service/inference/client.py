@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 CHUNK = 1024 * 1024
-ProgressCallback = Callable[[float], Awaitable[None]]
+ProgressCallback = Callable[[float, list[dict[str, Any]]], Awaitable[None]]  # fraction done, new segments
 
 
 class InferenceError(Exception):
@@ -68,7 +68,7 @@ class InferenceClient:
                         continue
                     event = json.loads(line)
                     if event["event"] == "progress" and on_progress is not None:
-                        await on_progress(float(event["fraction"]))
+                        await on_progress(float(event["fraction"]), event.get("segments", []))
                     elif event["event"] == "result":
                         return event["transcript"]
                     elif event["event"] == "error":

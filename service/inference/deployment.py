@@ -9,6 +9,7 @@ HTTP (under the app's route prefix, `/whisper` by default):
 """
 
 import asyncio
+import copy
 import json
 import time
 from collections import defaultdict
@@ -165,7 +166,13 @@ class Decoder:
                     pieces += window_pieces
                     done_speech += seconds
                     fraction = done_speech / windows.seconds if windows.seconds else 1.0
-                    yield json.dumps({"event": "progress", "fraction": round(min(fraction, 1.0), 4)}) + "\n"
+                    # This window's text on the original timeline (stitch shifts in place: give it copies).
+                    partial = [
+                        {"start": s["start"], "end": s["end"], "text": s["text"]}
+                        for s in stitch(copy.deepcopy(window_pieces), windows.speech)
+                    ]
+                    event = {"event": "progress", "fraction": round(min(fraction, 1.0), 4), "segments": partial}
+                    yield json.dumps(event) + "\n"
                 segments = stitch(pieces, windows.speech)
             except Exception as exc:  # a replica died mid-way: the gateway retries the whole job
                 yield json.dumps({"event": "error", "code": "inference_failed", "message": repr(exc)}) + "\n"

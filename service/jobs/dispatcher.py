@@ -52,6 +52,8 @@ class Dispatcher:
         self.model_info: dict | None = None  # the Ray app's /ready answer; None while it is down
         self._inference_up = asyncio.Event()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        # Segments of running jobs decoded so far (this process's attempts only; a restart starts over).
+        self.partial: dict[str, list[dict[str, Any]]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -156,6 +158,7 @@ class Dispatcher:
 
     def _finished(self, job_id: str) -> None:
         self._running.pop(job_id, None)
+        self.partial.pop(job_id, None)
         self._slots.release()
         self._notify(job_id)
 
@@ -193,8 +196,9 @@ class Dispatcher:
         }
         reported = 0.0
 
-        async def progress(fraction: float) -> None:
+        async def progress(fraction: float, segments: list[dict[str, Any]]) -> None:
             nonlocal reported
+            self.partial.setdefault(job.id, []).extend(segments)
             if fraction - reported >= PROGRESS_STEP and fraction < 1.0:
                 reported = fraction
                 await self.store.set_progress(job, fraction)

@@ -200,7 +200,16 @@
     } else if (job.status === "cancelled") {
       transcriptBox.replaceChildren(el("p", { className: "hint", textContent: "This job was cancelled." }));
     } else if (!current.transcript) {
-      transcriptBox.replaceChildren(el("p", { className: "hint", textContent: `Transcribing… ${pct}%` }));
+      const parts = [el("p", { className: "hint", textContent: `Transcribing… ${pct}%` })];
+      if (job.status === "running") {
+        try {  // the text decoded so far, while the job runs
+          const soFar = await (await api(`/v1/jobs/${job.id}/transcript?format=json&partial=true`)).json();
+          if (soFar.text) parts.push(el("p", { className: "partial", textContent: soFar.text }));
+        } catch (e) {
+          /* the partial text is a nicety: the final transcript follows */
+        }
+      }
+      if (!current.transcript) transcriptBox.replaceChildren(...parts);
     }
     await showTranslation(job);
   }
