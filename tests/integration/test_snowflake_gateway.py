@@ -18,19 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
+from snowflake.snowpark.functions import col
+from snowflake.snowpark.mock import ColumnEmulator, patch
+from snowflake.snowpark.mock._functions import MockedFunctionRegistry
 
-pytest.importorskip("snowflake.snowpark")
-
-import uvicorn  # noqa: E402
-from snowflake.snowpark.functions import col  # noqa: E402
-from snowflake.snowpark.mock import ColumnEmulator, patch  # noqa: E402
-from snowflake.snowpark.mock._functions import MockedFunctionRegistry  # noqa: E402
-
-from service.api.app import create_app  # noqa: E402
-from service.config import Settings  # noqa: E402
-from tests.harness import Service, free_port, wait_ready  # noqa: E402
-from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, wait, wer  # noqa: E402
-from tests.snowflake.outage import FlakySessions  # noqa: E402
+from service.api.app import create_app
+from service.config import Settings
+from tests.harness import Service, free_port, wait_ready
+from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, wait, wer
+from tests.snowflake.outage import FlakySessions
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
 STANDIN_TAG = "[stand-in cortex {source}->{target}] "

@@ -9,7 +9,6 @@ import pytest
 
 @pytest.fixture
 def sessions() -> Iterator[object]:
-    pytest.importorskip("snowflake.snowpark")
     from tests.snowflake.outage import FlakySessions
 
     provider = FlakySessions()

@@ -14,18 +14,15 @@ from collections.abc import Iterator
 from unittest import mock
 
 import pytest
+from snowflake.connector import SnowflakeConnection
+from snowflake.connector.cursor import SnowflakeCursor
+from snowflake.snowpark import Session
+from snowflake.snowpark.mock import ColumnEmulator, patch
+from snowflake.snowpark.mock._functions import MockedFunctionRegistry
 
-pytest.importorskip("snowflake.snowpark")
-
-from snowflake.connector import SnowflakeConnection  # noqa: E402
-from snowflake.connector.cursor import SnowflakeCursor  # noqa: E402
-from snowflake.snowpark import Session  # noqa: E402
-from snowflake.snowpark.mock import ColumnEmulator, patch  # noqa: E402
-from snowflake.snowpark.mock._functions import MockedFunctionRegistry  # noqa: E402
-
-from service.config import Settings  # noqa: E402
-from service.translate.base import TranslationError  # noqa: E402
-from service.translate.cortex import CortexComplete, CortexTranslate, make_translator  # noqa: E402
+from service.config import Settings
+from service.translate.base import TranslationError
+from service.translate.cortex import CortexComplete, CortexTranslate, make_translator
 
 STANDIN_DICTIONARY = {"नमस्ते": "hello", "दुनिया": "world", "मेरा": "my", "नाम": "name", "है": "is", "राम": "Ram"}
 HINDI_SENTENCE = "नमस्ते दुनिया। मेरा नाम राम है।"

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("snowflake.snowpark")
-
-from service.jobs.model import JobStatus  # noqa: E402
-from service.storage.outbox import is_session_gone, is_unreachable  # noqa: E402
-from service.storage.snowflake_schema import JOBS, TRANSCRIPTIONS, TRANSLATIONS  # noqa: E402
-from tests.snowflake.outage import (  # noqa: E402
+from service.jobs.model import JobStatus
+from service.storage.outbox import is_session_gone, is_unreachable
+from service.storage.snowflake_schema import JOBS, TRANSCRIPTIONS, TRANSLATIONS
+from tests.snowflake.outage import (
     HINDI,
     FlakySessions,
     add_job,

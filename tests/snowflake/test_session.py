@@ -169,7 +169,6 @@ def test_provider_keeps_a_shared_session_open_on_invalidate(tmp_path: Path) -> N
 
 
 def test_local_testing_session_survives_invalidate(tmp_path: Path) -> None:
-    pytest.importorskip("snowflake.snowpark")
     provider = SessionProvider(_settings(tmp_path, snowflake_local_testing=True))
     session = provider.get()
     session.create_dataframe([[1]], schema=["X"]).write.save_as_table("T", mode="append")

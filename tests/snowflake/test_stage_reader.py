@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from snowflake.snowpark import Session
 
-pytest.importorskip("snowflake.snowpark")
-
-from snowflake.snowpark import Session  # noqa: E402
-
-from service.storage.stages import StageError, StageReader, StageRef  # noqa: E402
+from service.storage.stages import StageError, StageReader, StageRef
 
 FILES = {"calls/monday.mp3": b"ID3-monday", "calls/it's here.mp3": b"quoted", "other/x.wav": b"RIFF"}
 

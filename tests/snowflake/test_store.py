@@ -13,13 +13,11 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-pytest.importorskip("snowflake.snowpark")
-
-from service.jobs.model import Batch, InvalidTransition, Job, JobStatus, new_batch_id, new_job_id, now  # noqa: E402
-from service.storage.base import DuplicateIdempotencyKey  # noqa: E402
-from service.storage.snowflake_ops import DDL_PATH, ddl_statements  # noqa: E402
-from service.storage.snowflake_schema import JOBS, TABLES, TRANSCRIPTIONS, TRANSLATIONS, VIEWS  # noqa: E402
-from tests.snowflake.outage import (  # noqa: E402
+from service.jobs.model import Batch, InvalidTransition, Job, JobStatus, new_batch_id, new_job_id, now
+from service.storage.base import DuplicateIdempotencyKey
+from service.storage.snowflake_ops import DDL_PATH, ddl_statements
+from service.storage.snowflake_schema import JOBS, TABLES, TRANSCRIPTIONS, TRANSLATIONS, VIEWS
+from tests.snowflake.outage import (
     HINDI,
     FlakySessions,
     add_job,

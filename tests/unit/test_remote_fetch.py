@@ -109,8 +109,6 @@ def server() -> Iterator[http.server.ThreadingHTTPServer]:
 @pytest.fixture(scope="module")
 def tls() -> dict:
     """A CA and a leaf certificate for `media.test` only (no IP SAN: verification must use the name)."""
-    crypto = pytest.importorskip("cryptography")
-    del crypto
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
