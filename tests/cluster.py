@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,28 +144,35 @@ def stop_process(process: subprocess.Popen) -> None:
             process.kill()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="a Ray head + GPU-worker cluster on this machine, app and gateway")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--data-dir", type=Path, default=Path("data/cluster"))
-    args = parser.parse_args()
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    cluster = LocalCluster(workers=args.workers).start()
-    print(f"Ray head at {cluster.address}; {args.workers} worker nodes with one logical GPU each", flush=True)
+@contextlib.contextmanager
+def running_cluster(root: Path, cache: Path, workers: int = 2) -> Iterator[tuple[LocalCluster, str, str]]:
+    """The cluster, the Ray Serve app on it and a gateway: (cluster, gateway URL, Serve URL); all stopped after."""
+    cluster = LocalCluster(workers=workers).start()
     app = gateway = None
     try:
-        serve_url, app = start_ray_app(cluster, args.data_dir, args.data_dir / "models", args.data_dir / "ray-app.log")
-        url, gateway = start_gateway(args.data_dir / "gateway", serve_url, args.data_dir / "gateway.log")
-        print(f"gateway on {url} -> Ray Serve at {serve_url}; Ctrl-C stops the cluster", flush=True)
-        # Blocked only now, after every child started (children inherit the signal mask).
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        serve_url, app = start_ray_app(cluster, root / "app", cache, root / "ray-app.log")
+        url, gateway = start_gateway(root / "gateway", serve_url, root / "gateway.log")
+        yield cluster, url, serve_url
     finally:
         if gateway is not None:
             stop_gateway(gateway)
         if app is not None:
             stop_process(app)
         cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="a Ray head + GPU-worker cluster on this machine, app and gateway")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path, default=Path("data/cluster"))
+    args = parser.parse_args()
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    with running_cluster(args.data_dir, args.data_dir / "models", args.workers) as (cluster, url, serve_url):
+        print(f"Ray head at {cluster.address}; {args.workers} worker nodes with one logical GPU each", flush=True)
+        print(f"gateway on {url} -> Ray Serve at {serve_url}; Ctrl-C stops the cluster", flush=True)
+        # Blocked only now, after every child started (children inherit the signal mask).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
 
 
 if __name__ == "__main__":

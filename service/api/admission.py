@@ -3,7 +3,6 @@ Uploads, stage files, URLs and batches all come through here, so every route enf
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -15,8 +14,7 @@ from starlette.datastructures import UploadFile
 from service.api.callers import caller
 from service.api.errors import ApiError
 from service.api.intake import BatchRequest, JobOptions
-from service.api.uploads import probe_stored, receive_upload
-from service.audio import EmptyAudio, probe
+from service.api.uploads import check_size, probe_file, probe_stored, receive_upload
 from service.jobs.model import Batch, Job, new_batch_id, new_job_id, now
 from service.storage.base import DuplicateIdempotencyKey
 from service.storage.remote import fetch_url
@@ -103,16 +101,30 @@ async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
     return job, False
 
 
+async def _admission(state: Any, options: JobOptions, owner: str | None) -> tuple[Job | None, str]:
+    """What every single-job route checks first: (the job an idempotency key already names, or None; the
+    model that will run it), after the model, translation and queue checks."""
+    if existing := await _replay(state, options, owner):
+        return existing, ""
+    model = _checked_model(state, options)
+    await check_backlog(state, owner=owner)
+    return None, model
+
+
+def _checked_model(state: Any, options: JobOptions) -> str:
+    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
+    _check_translation(options, state.settings)
+    return model
+
+
 async def accept(request: Request, upload: UploadFile, options: JobOptions) -> tuple[Job, bool]:
     """Store the upload and the job; returns (job, replayed) where `replayed` means the idempotency key
     named an existing job, which is returned instead of a new one."""
     state = request.app.state
     owner = caller(request)
-    if existing := await _replay(state, options, owner):
+    existing, model = await _admission(state, options, owner)
+    if existing:
         return existing, True
-    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
-    _check_translation(options, state.settings)
-    await check_backlog(state, owner=owner)
     path = state.store.incoming_path(uuid.uuid4().hex)
     size, info = await receive_upload(upload, path, state.settings)
     source = (upload.filename or "upload")[:500]
@@ -123,11 +135,9 @@ async def accept(request: Request, upload: UploadFile, options: JobOptions) -> t
 async def accept_url(state: Any, url: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
     """Download an https source (address checks against SSRF, size and time limits) into the store, then
     treat it like an upload. The stored source drops the query string: signed URLs carry credentials."""
-    if existing := await _replay(state, options, owner):
+    existing, model = await _admission(state, options, owner)
+    if existing:
         return existing, True
-    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
-    _check_translation(options, state.settings)
-    await check_backlog(state, owner=owner)
     settings = state.settings
     path = state.store.incoming_path(uuid.uuid4().hex)
     size, final_url = await fetch_url(
@@ -154,24 +164,15 @@ async def accept_source(state: Any, source: str, options: JobOptions, owner: str
 async def accept_stage_file(state: Any, source: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
     """A job whose audio stays on its stage: checked (exists, size, and probed when the stage is mounted)
     and stored; returns (job, replayed) like `accept`."""
-    if existing := await _replay(state, options, owner):
-        return existing, True
     ref = parse_stage_ref(source)
-    model = _check_model(options, state.dispatcher.model_info, state.settings.model)
-    _check_translation(options, state.settings)
-    await check_backlog(state, owner=owner)
-    settings = state.settings
+    existing, model = await _admission(state, options, owner)
+    if existing:
+        return existing, True
     size = await state.stages.size(ref)
-    if size == 0:
-        raise EmptyAudio(f"{ref} is empty")
-    if size > settings.max_upload_bytes:
-        raise ApiError(413, "file_too_large", f"{ref} exceeds the limit of {settings.max_upload_mb:g} MB")
+    check_size(size, state.settings, str(ref))
     duration = None
-    if state.stages.mounted(ref):  # a stage read through Snowpark is checked when the job runs
-        full = size <= settings.probe_full_decode_mb * 1024 * 1024
-        async with state.stages.open(ref) as path:
-            info = await asyncio.to_thread(probe, path, full=full, max_seconds=settings.max_audio_seconds)
-        duration = info.duration
+    if path := state.stages.local_path(ref):  # a stage read through Snowpark is checked when the job runs
+        duration = (await probe_file(path, size, state.settings)).duration
     job = _job(options, model, source=str(ref), source_kind="stage", bytes=size, audio_seconds=duration, owner=owner)
     return await _add(state, job, None)
 
@@ -180,8 +181,7 @@ async def accept_batch(state: Any, request: BatchRequest, owner: str | None = No
     """One stage job per matching file, stored together (all or none); files are probed when they run."""
     prefix = parse_stage_ref(request.stage, file=False)
     pattern = compile_pattern(request.pattern)
-    model = _check_model(request, state.dispatcher.model_info, state.settings.model)
-    _check_translation(request, state.settings)
+    model = _checked_model(state, request)
     files = await state.stages.list(prefix, pattern, state.settings.max_batch_files)
     if not files:
         raise ApiError(404, "no_matching_files", f"no file under {prefix} matches {request.pattern!r}")

@@ -123,10 +123,9 @@ async def get_audio(request: Request, job_id: str) -> FileResponse:
     state = request.app.state
     if job.source_kind == "stage":
         ref = parse_stage_ref(job.source)
-        if not state.stages.mounted(ref):
+        local = state.stages.local_path(ref)
+        if local is None:
             raise ApiError(404, "audio_unavailable", f"{ref} is on a stage this gateway does not mount")
-        async with state.stages.open(ref) as path:
-            local = path
     else:
         local = state.store.audio_path(job.id)
     if not local.is_file():

@@ -27,15 +27,25 @@ def _copy_durably(upload: UploadFile, target: Path) -> int:
     return size
 
 
+def check_size(size: int, settings: Settings, name: str = "the file") -> None:
+    """400 for an empty file, 413 for one over the upload limit."""
+    if size == 0:
+        raise EmptyAudio(f"{name} is empty")
+    if size > settings.max_upload_bytes:
+        raise ApiError(413, "file_too_large", f"{name} exceeds the limit of {settings.max_upload_mb:g} MB")
+
+
+async def probe_file(path: Path, size: int, settings: Settings) -> AudioInfo:
+    """PyAV's check of a file: fully decoded when small enough, else its header and first second."""
+    full = size <= settings.probe_full_decode_mb * 1024 * 1024
+    return await asyncio.to_thread(probe, path, full=full, max_seconds=settings.max_audio_seconds)
+
+
 async def probe_stored(target: Path, size: int, settings: Settings) -> AudioInfo:
     """Check a file already written to the incoming area (size limits, then PyAV); remove it on any error."""
     try:
-        if size == 0:
-            raise EmptyAudio("the file is empty")
-        if size > settings.max_upload_bytes:
-            raise ApiError(413, "file_too_large", f"the file exceeds the limit of {settings.max_upload_mb:g} MB")
-        full = size <= settings.probe_full_decode_mb * 1024 * 1024
-        return await asyncio.to_thread(probe, target, full=full, max_seconds=settings.max_audio_seconds)
+        check_size(size, settings)
+        return await probe_file(target, size, settings)
     except BaseException:
         target.unlink(missing_ok=True)
         raise

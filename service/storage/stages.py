@@ -84,8 +84,15 @@ class StageReader:
         self.sessions = sessions
         self.temp_dir = temp_dir
 
-    def mounted(self, ref: StageRef) -> bool:
-        return self._mount(ref) is not None
+    def local_path(self, ref: StageRef) -> Path | None:
+        """The file on its stage's mount (StageError 404 when missing there); None when the stage is not mounted."""
+        mount = self._mount(ref)
+        if mount is None:
+            return None
+        path = self._local(mount, ref)
+        if not path.is_file():
+            raise StageError(404, "source_not_found", f"{ref} does not exist")
+        return path
 
     def _mount(self, ref: StageRef) -> Path | None:
         return self.mounts.get(ref.stage) or self.mounts.get(ref.stage.rsplit(".", 1)[-1])
@@ -104,12 +111,9 @@ class StageReader:
 
     async def size(self, ref: StageRef) -> int:
         """The file's size in bytes; StageError 404 when it does not exist."""
-        mount = self._mount(ref)
-        if mount is not None:
-            path = self._local(mount, ref)
-            if not path.is_file():
-                raise StageError(404, "source_not_found", f"{ref} does not exist")
-            return path.stat().st_size
+        local = self.local_path(ref)
+        if local is not None:
+            return local.stat().st_size
         for name, size in await self._list_remote(ref):
             if name == ref.path:
                 return size
@@ -161,12 +165,9 @@ class StageReader:
     async def open(self, ref: StageRef) -> AsyncIterator[Path]:
         """A local path holding the file: the mounted file itself, or a temporary copy streamed with Snowpark
         (removed on exit)."""
-        mount = self._mount(ref)
-        if mount is not None:
-            path = self._local(mount, ref)
-            if not path.is_file():
-                raise StageError(404, "source_not_found", f"{ref} does not exist")
-            yield path
+        local = self.local_path(ref)
+        if local is not None:
+            yield local
             return
         if self.sessions is None:
             raise self._no_stage(ref)

@@ -13,8 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import RAY, LocalCluster, start_ray_app, stop_process
-from tests.harness import start_gateway, stop_gateway
+from tests.cluster import RAY, LocalCluster, running_cluster
 from tests.integration.helpers import DATA, MANIFEST_JFK, submit, wait, wer
 
 pytestmark = pytest.mark.integration
@@ -23,19 +22,8 @@ JOBS = 8
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[tuple[LocalCluster, str]]:
-    root = tmp_path_factory.mktemp("cluster")
-    ray_cluster = LocalCluster(workers=2).start()
-    app = gateway = None
-    try:
-        serve_url, app = start_ray_app(ray_cluster, root / "app", model_cache, root / "ray-app.log")
-        url, gateway = start_gateway(root / "gateway", serve_url, root / "gateway.log")
+    with running_cluster(tmp_path_factory.mktemp("cluster"), model_cache) as (ray_cluster, url, _):
         yield ray_cluster, url
-    finally:
-        if gateway is not None:
-            stop_gateway(gateway)
-        if app is not None:
-            stop_process(app)
-        ray_cluster.stop()
 
 
 def ray_list(cluster: LocalCluster, kind: str) -> list[dict]:
