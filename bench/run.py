@@ -27,14 +27,23 @@ from service.inference.engines import load_engine
 from service.inference.local import transcribe_audio
 from service.inference.types import DecodeOptions
 from tests.harness import start_service, stop_service
-from tests.integration.helpers import DATA, manifest, submit, wait, wer
+from tests.integration.helpers import DATA, manifest, submit, wer
 
-POLL = 0.02  # job status polling interval: small, so it does not blur sequential timings
 LONG = DATA / "en_ljspeech_longform.wav"
 JFK = DATA / "en_jfk.flac"
 OUT = Path(__file__).parent / "results" / "latest.json"
 DOC = Path(__file__).parent.parent / "docs" / "benchmarks.md"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def finished(client: httpx.Client, job_id: str, timeout: float = 900) -> dict[str, Any]:
+    """The job once finished, by long poll (`?wait=`): no polling load on the machine being measured."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", params={"wait": 30}).json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+    raise TimeoutError(f"job {job_id} not finished after {timeout} s")
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -60,7 +69,7 @@ def service_pass(url: str, path: Path, copies: int) -> float:
         started = time.perf_counter()
         ids = [submit(client, path, language="en").json()["id"] for _ in range(copies)]
         for job_id in ids:
-            assert wait(client, job_id, 900, POLL)["status"] == "succeeded"
+            assert finished(client, job_id)["status"] == "succeeded"
         return time.perf_counter() - started
 
 
@@ -70,14 +79,14 @@ def batching_pass(url: str, serve_url: str, n: int) -> tuple[float, float, float
     with httpx.Client(base_url=url, timeout=600) as client:
         started = time.perf_counter()
         for _ in range(n):
-            wait(client, submit(client, JFK, language="en").json()["id"], poll=POLL)
+            finished(client, submit(client, JFK, language="en").json()["id"])
         sequential = time.perf_counter() - started
         before = httpx.get(f"{serve_url}/ready").json()
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
             ids = list(pool.map(lambda _: submit(client, JFK, language="en").json()["id"], range(n)))
         for job_id in ids:
-            wait(client, job_id, poll=POLL)
+            finished(client, job_id)
         elapsed = time.perf_counter() - started
         after = httpx.get(f"{serve_url}/ready").json()
         mean_batch = (after["windows"] - before["windows"]) / max(1, after["batches"] - before["batches"])

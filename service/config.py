@@ -61,8 +61,11 @@ class Settings(BaseSettings):
     cpu_threads: int = Field(0, ge=0, description="threads per Whisper replica; 0 = all cores")
     beam_size: int = Field(5, ge=1, le=16)
     vad: bool = True
-    max_batch_size: int = Field(8, ge=1, le=128)
-    batch_wait_timeout_s: float = Field(0.05, ge=0)
+    max_batch_size: int = Field(16, ge=1, le=128, description="most 30 s windows per model call")
+    batch_wait_timeout_s: float = Field(
+        0.05, ge=0, description="an idle model starts a batch once no window has joined it for this long"
+    )
+    batch_max_wait_s: float = Field(0.5, ge=0, description="...and at the latest this long after its first window")
     whisper_replicas: int = Field(1, ge=1)
     whisper_num_gpus: float | None = Field(
         None, ge=0, description="GPUs per Whisper replica; unset: 1 when this node has a GPU, else 0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import mimetypes
 
@@ -20,6 +21,8 @@ from service.jobs.model import InvalidTransition, Job, JobStatus
 from service.storage.stages import parse_stage_ref
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_WAIT_S = 60.0  # longest long poll: below common proxy idle timeouts
+WAIT_DOC = "long poll: answer once the job has finished (succeeded, failed, cancelled) or after this many seconds"
 
 SUBMIT_SCHEMA = multipart_body(
     ["file"],
@@ -78,8 +81,15 @@ async def _job_or_404(request: Request, job_id: str) -> Job:
 
 
 @router.get("/{job_id}", response_model=JobView)
-async def get_job(request: Request, job_id: str) -> JobView:
-    return JobView.of(await _job_or_404(request, job_id))
+async def get_job(
+    request: Request, job_id: str, wait: float = Query(0, ge=0, le=MAX_WAIT_S, description=WAIT_DOC)
+) -> JobView:
+    job = await _job_or_404(request, job_id)
+    if wait > 0 and not job.status.terminal:
+        with contextlib.suppress(TimeoutError, KeyError):  # time's up, or deleted meanwhile: answer its state now
+            await request.app.state.dispatcher.wait_finished(job_id, wait)
+        job = await _job_or_404(request, job_id)
+    return JobView.of(job)
 
 
 @router.get("/{job_id}/transcript", responses={200: {"content": {t: {} for t in FORMATS.values()}}})

@@ -1,5 +1,5 @@
 """The Ray Serve application: a `Decoder` ingress (PyAV decode, VAD cut, fan-out, stitch) and a `Whisper`
-deployment that batches 30 s windows from all requests with `@serve.batch`.
+deployment that batches 30 s windows from all requests (`batcher.Batcher`).
 
 HTTP (under the app's route prefix, `/whisper` by default):
   POST /transcribe?language=&task=&word_timestamps=&beam_size=&prompt=&temperature=   body: the file bytes
@@ -12,7 +12,6 @@ import asyncio
 import copy
 import json
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +24,7 @@ from ray.serve.handle import DeploymentHandle
 
 from service.audio import SAMPLE_RATE, AudioError, decode
 from service.config import Settings, gpu_present
+from service.inference.batcher import Batcher
 from service.inference.types import DecodeOptions, Task, WindowResult
 from service.inference.windows import MAX_FOLLOW_UPS, cut, stitch, tail_start
 from service.languages import normalise_language
@@ -43,10 +43,12 @@ class Whisper:
 
         self.settings = Settings(**settings)
         self.engine = load_engine(self.settings)
-        self.transcribe_window.set_max_batch_size(self.settings.max_batch_size)
-        self.transcribe_window.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
-        self.batches = 0  # batched calls made, and the windows they held: their ratio is the mean batch size
-        self.windows = 0
+        self.batcher: Batcher[np.ndarray, DecodeOptions, WindowResult] = Batcher(
+            self._run_batch,
+            self.settings.max_batch_size,
+            quiet_s=self.settings.batch_wait_timeout_s,
+            max_wait_s=self.settings.batch_max_wait_s,
+        )
         self.node = ray.get_runtime_context().get_node_id()
 
     def info(self) -> dict[str, Any]:
@@ -55,29 +57,24 @@ class Whisper:
             "model": self.engine.model_name,
             "multilingual": self.engine.multilingual,
             "max_batch_size": self.settings.max_batch_size,
-            "batches": self.batches,
-            "windows": self.windows,
-            "mean_batch_size": round(self.windows / self.batches, 3) if self.batches else None,
+            "batches": self.batcher.batches,
+            "windows": self.batcher.items,
+            "mean_batch_size": round(self.batcher.items / self.batcher.batches, 3) if self.batcher.batches else None,
+            "queued_windows": self.batcher.pending(),
         }
 
     async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         return await asyncio.to_thread(self.engine.detect_language, audio)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
-    async def transcribe_window(self, requests: list[tuple[np.ndarray, DecodeOptions]]) -> list[WindowResult]:
-        """Batched: windows sharing decode options go through the engine in one call."""
-        self.batches += 1
-        self.windows += len(requests)
-        groups: dict[DecodeOptions, list[int]] = defaultdict(list)
-        for i, (_, options) in enumerate(requests):
-            groups[options].append(i)
-        results: list[WindowResult | None] = [None] * len(requests)
-        for options, indices in groups.items():
-            audio = [requests[i][0] for i in indices]
-            for i, result in zip(indices, await asyncio.to_thread(self.engine.transcribe_batch, audio, options)):
-                result.node = self.node
-                results[i] = result
-        return results  # type: ignore[return-value]
+    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions) -> WindowResult:
+        """One window's result; windows sharing decode options are batched while the engine is busy."""
+        return await self.batcher.submit(options, audio)
+
+    def _run_batch(self, options: DecodeOptions, windows: list[np.ndarray]) -> list[WindowResult]:
+        results = self.engine.transcribe_batch(windows, options)
+        for result in results:
+            result.node = self.node
+        return results
 
 
 api = FastAPI(title="spcs-whisper inference", docs_url=None, redoc_url=None)
@@ -102,7 +99,7 @@ class Decoder:
         self, audio: np.ndarray, offset: float, options: DecodeOptions, depth: int = 0
     ) -> list[tuple[float, WindowResult]]:
         """One window through the batched Whisper deployment, plus its undecoded tail if Whisper stopped early."""
-        result = await self.whisper.transcribe_window.remote((audio, options))
+        result = await self.whisper.transcribe_window.remote(audio, options)
         pieces = [(offset, result)]
         start = tail_start(audio, result)
         if start is not None and depth < MAX_FOLLOW_UPS:
