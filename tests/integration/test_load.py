@@ -83,6 +83,7 @@ def test_intake_under_load_loses_nothing(tmp_path: Path) -> None:
         rss = _rss_mb(process.pid)
         with httpx.Client(base_url=url, timeout=60) as client:
             queued = _queued_ids(client)
+            held = client.get(f"/v1/jobs/{queued[0]}", params={"wait": 1})  # a long poll that runs out of time
     finally:
         stop_gateway(process)
 
@@ -101,3 +102,4 @@ def test_intake_under_load_loses_nothing(tmp_path: Path) -> None:
     assert len(accepted) == MAX_QUEUED_JOBS  # the bound holds exactly, however many requests race for it
     assert sorted(queued) == sorted(accepted)  # every 202 is in the store, and nothing else is queued
     assert rss < MAX_RSS_MB
+    assert held.status_code == 200 and held.json()["status"] == "queued"

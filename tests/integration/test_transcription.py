@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 
+import httpx
 import pytest
 import srt
 
@@ -75,11 +76,31 @@ def test_concurrent_jobs_all_complete(service: Service) -> None:
     """Several jobs at once: windows from different requests share batches; every job gets its own text."""
     files = ["en_jfk.flac", "en_jfk.m4a", "en_jfk_video.mp4", "en_jfk.flac"]
     with service.client() as client:
-        ids = [submit(client, DATA / f).json()["id"] for f in files]
+        before = httpx.get(f"{service.serve_url}/ready").json()
+        ids = [submit(client, DATA / f, language="en").json()["id"] for f in files]
         jobs = [wait(client, i) for i in ids]
+        after = httpx.get(f"{service.serve_url}/ready").json()
         texts = [client.get(f"/v1/jobs/{i}/transcript").json()["text"] for i in ids]
     assert all(j["status"] == "succeeded" for j in jobs)
     assert all(wer(MANIFEST["en_jfk.flac"]["reference_text"], t) <= 0.05 for t in texts)
+    windows, batches = after["windows"] - before["windows"], after["batches"] - before["batches"]
+    # The first window runs alone; the others queue while the model is busy and share the next call.
+    assert windows >= len(files) and batches < windows, (windows, batches)
+    assert after["queued_windows"] == 0
+
+
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)  # engine-agnostic: one engine is enough
+def test_long_poll_answers_once_the_job_has_finished(service: Service) -> None:
+    with service.client() as client:
+        job_id = submit(client, DATA / "en_jfk.flac", language="en").json()["id"]
+        job = client.get(f"/v1/jobs/{job_id}", params={"wait": 30}).json()
+        assert job["status"] == "succeeded"  # one request, no polling loop
+        assert client.get(f"/v1/jobs/{job_id}", params={"wait": 30}).json()["status"] == "succeeded"
+        for bad in ("-1", "61", "soon"):
+            response = client.get(f"/v1/jobs/{job_id}", params={"wait": bad})
+            assert response.status_code == 422 and response.json()["error"]["code"] == "validation_error"
+        missing = client.get("/v1/jobs/job_doesnotexist", params={"wait": 5})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
 
 
 HINDI = sorted(SHARED_AUDIO.glob("hi_*.mp3")) if SHARED_AUDIO.is_dir() else []
