@@ -189,17 +189,23 @@ def _scan_stream(
         raise CorruptAudio("the audio stream holds no decodable samples")
     if not full or check_finite:
         return seconds
+    unit = float(stream.time_base) if stream.time_base is not None else 0.0
+    ticks = 0  # packet durations in the stream's time base: integers, summed without Fraction arithmetic
+    limit = None if max_seconds is None or not unit else max_seconds / unit
     try:
         for packet in container.demux(stream):
-            if packet.duration and packet.time_base is not None:
-                seconds += float(packet.duration * packet.time_base)
+            if packet.duration and unit:
+                ticks += packet.duration
+                if limit is not None and ticks > limit:
+                    raise _too_long(max_seconds)
             elif packet.size:
                 for frame in packet.decode():
                     count(frame)
-            if max_seconds is not None and seconds > max_seconds:
-                raise _too_long(max_seconds)
     except av.error.FFmpegError as exc:
         raise CorruptAudio(f"the file could not be read to its end ({exc.__class__.__name__})") from exc
+    seconds += ticks * unit
+    if max_seconds is not None and seconds > max_seconds:
+        raise _too_long(max_seconds)
     return seconds
 
 

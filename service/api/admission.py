@@ -16,7 +16,7 @@ from service.api.errors import ApiError
 from service.api.intake import BatchRequest, JobOptions
 from service.api.uploads import check_size, probe_file, probe_stored, receive_upload
 from service.jobs.model import Batch, Job, new_batch_id, new_job_id, now
-from service.storage.base import DuplicateIdempotencyKey
+from service.storage.base import Bounds, DuplicateIdempotencyKey, QueueFull
 from service.storage.remote import fetch_url
 from service.storage.stages import compile_pattern, parse_stage_ref
 
@@ -43,20 +43,29 @@ def _check_translation(options: JobOptions, settings: Any) -> None:
         )
 
 
+def bounds(state: Any, owner: str | None) -> Bounds:
+    """The backlog limits for a write by `owner`."""
+    return Bounds(state.settings.max_queued_jobs, owner, state.settings.max_jobs_per_user)
+
+
+def _refusal(full: QueueFull) -> ApiError:
+    """429 with Retry-After: back-pressure, never a 5xx."""
+    if full.code == "too_many_jobs":
+        message = f"{full.owner} has {full.active} jobs waiting or running (limit {full.limit}); retry later"
+    else:
+        message = f"{full.active} jobs are waiting; retry later"
+    return ApiError(429, full.code, message, retry_after=30, queued=full.active)
+
+
 async def check_backlog(state: Any, adding: int = 1, owner: str | None = None) -> None:
-    """429 with Retry-After once the backlog would pass its bound, or the caller's own share of it:
-    back-pressure, never a 5xx."""
-    active = await state.store.count_active()
-    if active + adding > state.settings.max_queued_jobs:
-        raise ApiError(429, "queue_full", f"{active} jobs are waiting; retry later", retry_after=30, queued=active)
-    per_user = state.settings.max_jobs_per_user
-    if owner is not None and per_user is not None:
-        mine = await state.store.count_active(owner)
-        if mine + adding > per_user:
-            raise ApiError(
-                429, "too_many_jobs", f"{owner} has {mine} jobs waiting or running (limit {per_user}); retry later",
-                retry_after=30, queued=mine,
-            )  # fmt: skip
+    """The early check, before any audio is stored: 429 once the backlog would pass its bound, or the
+    caller's own share of it. The exact check is the store's, in the write that adds the jobs."""
+    limits = bounds(state, owner)
+    mine = await state.store.count_active(owner) if limits.per_owner else None
+    try:
+        limits.check(adding, await state.store.count_active(), mine)
+    except QueueFull as full:
+        raise _refusal(full) from None
 
 
 def _job(options: JobOptions, model: str, **fields: Any) -> Job:
@@ -86,17 +95,16 @@ async def _replay(state: Any, options: JobOptions, owner: str | None) -> Job | N
 
 async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
     try:
-        async with state.intake_lock:  # checked again now: concurrent requests cannot overshoot the bound
-            await check_backlog(state, owner=job.owner)
-            job = await state.store.add(job, audio)
+        async with state.intake_lock:  # the bounds are checked again in the write: no overshoot under races
+            job = await state.store.add(job, audio, bounds(state, job.owner))
     except DuplicateIdempotencyKey as dup:
         if audio is not None:
             audio.unlink(missing_ok=True)
         return dup.job, True
-    except ApiError:
+    except QueueFull as full:
         if audio is not None:
             audio.unlink(missing_ok=True)
-        raise
+        raise _refusal(full) from None
     state.dispatcher.wake()
     return job, False
 
@@ -202,8 +210,10 @@ async def accept_batch(state: Any, request: BatchRequest, owner: str | None = No
         )
         for i, ref in enumerate(files)
     ]
-    async with state.intake_lock:
-        await check_backlog(state, len(jobs), owner)
-        await state.store.add_batch(batch, jobs)
+    try:
+        async with state.intake_lock:
+            await state.store.add_batch(batch, jobs, bounds(state, owner))
+    except QueueFull as full:
+        raise _refusal(full) from None
     state.dispatcher.wake()
     return batch, jobs

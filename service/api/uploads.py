@@ -1,10 +1,16 @@
-"""Turn a multipart upload into a durable, probed file in the store's incoming area."""
+"""Turn a multipart upload into a durable, probed file in the store's incoming area.
+
+The file work of one upload (copy, fsync, size check, PyAV probe) is one call on a small dedicated pool:
+spread over the default pool's many threads, the probes fought over the GIL and cost twice the CPU."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from starlette.datastructures import UploadFile
 
@@ -13,6 +19,13 @@ from service.audio import AudioInfo, EmptyAudio, probe
 from service.config import Settings
 
 CHUNK = 1024 * 1024
+INTAKE_THREADS = 2
+_intake = ThreadPoolExecutor(max_workers=INTAKE_THREADS, thread_name_prefix="intake")
+T = TypeVar("T")
+
+
+async def _on_intake_pool(fn: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_intake, fn, *args)
 
 
 def _copy_durably(upload: UploadFile, target: Path) -> int:
@@ -35,27 +48,53 @@ def check_size(size: int, settings: Settings, name: str = "the file") -> None:
         raise ApiError(413, "file_too_large", f"{name} exceeds the limit of {settings.max_upload_mb:g} MB")
 
 
-async def probe_file(path: Path, size: int, settings: Settings) -> AudioInfo:
-    """PyAV's check of a file: fully decoded when small enough, else its header and first second."""
+def _probe(path: Path, size: int, settings: Settings) -> AudioInfo:
+    """PyAV's check of a file: fully demuxed when small enough, else its header and first second."""
     full = size <= settings.probe_full_decode_mb * 1024 * 1024
-    return await asyncio.to_thread(probe, path, full=full, max_seconds=settings.max_audio_seconds)
+    return probe(path, full=full, max_seconds=settings.max_audio_seconds)
+
+
+def _checked(target: Path, size: int, settings: Settings) -> AudioInfo:
+    """Size limits, then PyAV; the file is removed on any error."""
+    try:
+        check_size(size, settings)
+        return _probe(target, size, settings)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def _store_upload(upload: UploadFile, target: Path, settings: Settings) -> tuple[int, AudioInfo]:
+    try:
+        size = _copy_durably(upload, target)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return size, _checked(target, size, settings)
+
+
+async def probe_file(path: Path, size: int, settings: Settings) -> AudioInfo:
+    """`_probe` off the event loop (for a file the caller keeps, e.g. on a mounted stage)."""
+    return await _on_intake_pool(_probe, path, size, settings)
+
+
+async def _owning(target: Path, fn: Callable[..., T], *args: object) -> T:
+    """Run `fn` on the intake pool; if the request is cancelled meanwhile (the client went away), let the
+    thread finish, then remove `target`, so no incoming file outlives its request."""
+    work = asyncio.ensure_future(_on_intake_pool(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        target.unlink(missing_ok=True)
+        raise
 
 
 async def probe_stored(target: Path, size: int, settings: Settings) -> AudioInfo:
     """Check a file already written to the incoming area (size limits, then PyAV); remove it on any error."""
-    try:
-        check_size(size, settings)
-        return await probe_file(target, size, settings)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
+    return await _owning(target, _checked, target, size, settings)
 
 
 async def receive_upload(upload: UploadFile, target: Path, settings: Settings) -> tuple[int, AudioInfo]:
     """Write the upload to `target` (a store-generated name), fsync it and probe it; remove it on any error."""
-    try:
-        size = await asyncio.to_thread(_copy_durably, upload, target)
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    return size, await probe_stored(target, size, settings)
+    return await _owning(target, _store_upload, upload, target, settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +17,35 @@ class DuplicateIdempotencyKey(Exception):
         self.job = job
 
 
+class QueueFull(Exception):
+    """Adding the jobs would pass a backlog bound: `code` is queue_full (all jobs) or too_many_jobs (one
+    owner's); `active` is the backlog the bound applies to."""
+
+    def __init__(self, code: str, active: int, limit: int, owner: str | None = None) -> None:
+        super().__init__(f"{code}: {active} active, limit {limit}")
+        self.code, self.active, self.limit, self.owner = code, active, limit, owner
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Backlog limits a write must respect: jobs queued or running in all, and of one owner."""
+
+    max_active: int
+    owner: str | None = None
+    max_owner_active: int | None = None
+
+    @property
+    def per_owner(self) -> bool:
+        return self.owner is not None and self.max_owner_active is not None
+
+    def check(self, adding: int, active: int, owner_active: int | None) -> None:
+        """Raise QueueFull when `adding` more jobs would pass a bound."""
+        if active + adding > self.max_active:
+            raise QueueFull("queue_full", active, self.max_active)
+        if self.per_owner and owner_active is not None and owner_active + adding > self.max_owner_active:  # type: ignore[operator]
+            raise QueueFull("too_many_jobs", owner_active, self.max_owner_active, self.owner)  # type: ignore[arg-type]
+
+
 class StoreUnavailable(ConnectionError):
     """The store does not answer now (e.g. Snowflake unreachable): the API answers 503, work is retried."""
 
@@ -28,12 +58,12 @@ class JobStore(Protocol):
     async def ping(self) -> None:
         """Raise when the store does not answer."""
 
-    async def add(self, job: Job, audio: Path | None) -> Job:
+    async def add(self, job: Job, audio: Path | None, bounds: Bounds | None = None) -> Job:
         """Durably store the job and move `audio` into the store (None: a stage job, whose audio stays on
-        its stage); raises DuplicateIdempotencyKey."""
+        its stage); raises DuplicateIdempotencyKey, or QueueFull when `bounds` would be passed."""
 
-    async def add_batch(self, batch: Batch, jobs: list[Job]) -> None:
-        """Store a batch and its (stage) jobs in one transaction: all of them or none."""
+    async def add_batch(self, batch: Batch, jobs: list[Job], bounds: Bounds | None = None) -> None:
+        """Store a batch and its (stage) jobs in one transaction: all of them or none (QueueFull: none)."""
 
     async def get_batch(self, batch_id: str) -> Batch | None: ...
     async def batch_jobs(self, batch_id: str) -> list[Job]:

@@ -26,6 +26,13 @@ class BlobFiles:
         """Where an upload is written before it becomes a job (same filesystem, so rename is atomic)."""
         return self.blob_dir / f".incoming-{token}"
 
+    def sweep_incoming(self) -> int:
+        """Remove uploads a previous process left half received (run at open, before any request)."""
+        stale = list(self.blob_dir.glob(".incoming-*"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     def _place_audio(self, audio: Path, job_id: str) -> None:
         """Move an incoming upload to its job's name, durably (before the job's row is stored)."""
         os.replace(audio, self.audio_path(job_id))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.jobs.model import Batch, Job, JobStatus, check_transition, now
-from service.storage.base import DuplicateIdempotencyKey, StoreUnavailable
+from service.storage.base import Bounds, DuplicateIdempotencyKey, StoreUnavailable
 from service.storage.blobs import BlobFiles
 from service.storage.outbox import TRANSCRIPT, TRANSLATION, Outbox, OutboxEntry, is_session_gone, is_unreachable
 from service.storage.records import job_to_record, transcript_fields
@@ -74,6 +74,7 @@ class SnowflakeStore(BlobFiles):
 
     async def open(self) -> None:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.sweep_incoming()
         await self._local(self.outbox.open)
         if self.settings.snowflake_create_tables:
             await self._run(self.ops.create_tables)
@@ -113,7 +114,14 @@ class SnowflakeStore(BlobFiles):
 
     # -- jobs and batches -----------------------------------------------------------------------------------
 
-    async def add(self, job: Job, audio: Path | None) -> Job:
+    async def _check_bounds(self, bounds: Bounds | None, adding: int) -> None:
+        """Counted before the write (the gateway serialises its own writes; Snowflake has no row locks)."""
+        if bounds is not None:
+            mine = await self.count_active(bounds.owner) if bounds.per_owner else None
+            bounds.check(adding, await self.count_active(), mine)
+
+    async def add(self, job: Job, audio: Path | None, bounds: Bounds | None = None) -> Job:
+        await self._check_bounds(bounds, 1)
         if audio is not None:  # the audio is in place before the row exists: a stored job always has its audio
             self._place_audio(audio, job.id)
         insert = asyncio.ensure_future(self._run(lambda s: self.ops.insert_job(s, job)))
@@ -132,7 +140,9 @@ class SnowflakeStore(BlobFiles):
             raise DuplicateIdempotencyKey(existing)
         return job
 
-    async def add_batch(self, batch: Batch, jobs: list[Job]) -> None:
+    async def add_batch(self, batch: Batch, jobs: list[Job], bounds: Bounds | None = None) -> None:
+        await self._check_bounds(bounds, len(jobs))
+
         def insert(session: Session) -> None:
             session.create_dataframe([batch_values(batch)], schema=BATCHES.struct()).write.save_as_table(
                 BATCHES.name, mode="append"

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.jobs.model import Batch, Job, JobStatus, check_transition, now
-from service.storage.base import DuplicateIdempotencyKey
+from service.storage.base import Bounds, DuplicateIdempotencyKey
 from service.storage.blobs import BlobFiles
 from service.storage.records import DATETIME_FIELDS, transcript_fields
 from service.storage.sqlite_schema import INDEXES, MIGRATIONS, SCHEMA, job_to_row, row_to_job
 
 T = TypeVar("T")
+ACTIVE_SQL = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
 
 
 class SQLiteStore(BlobFiles):
@@ -41,6 +42,7 @@ class SQLiteStore(BlobFiles):
 
     async def open(self) -> None:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.sweep_incoming()
 
         def connect() -> None:
             conn = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
@@ -82,8 +84,18 @@ class SQLiteStore(BlobFiles):
                 raise
             raise DuplicateIdempotencyKey(row_to_job(existing)) from None
 
-    async def add(self, job: Job, audio: Path | None) -> Job:
+    @staticmethod
+    def _check_bounds(conn: sqlite3.Connection, bounds: Bounds | None, adding: int) -> None:
+        """The backlog bounds, counted inside the write's own transaction: exact, however many race."""
+        if bounds is None:
+            return
+        active = conn.execute(ACTIVE_SQL).fetchone()[0]
+        mine = conn.execute(ACTIVE_SQL + " AND owner = ?", (bounds.owner,)).fetchone()[0] if bounds.per_owner else None
+        bounds.check(adding, active, mine)
+
+    async def add(self, job: Job, audio: Path | None, bounds: Bounds | None = None) -> Job:
         def insert(conn: sqlite3.Connection) -> Job:
+            self._check_bounds(conn, bounds, 1)
             self._insert_job(conn, job)
             if audio is not None:
                 # The audio is in place before the row commits: a committed job always has its audio.
@@ -97,8 +109,9 @@ class SQLiteStore(BlobFiles):
                 self._return_audio(audio, job.id)  # the row did not commit
             raise
 
-    async def add_batch(self, batch: Batch, jobs: list[Job]) -> None:
+    async def add_batch(self, batch: Batch, jobs: list[Job], bounds: Bounds | None = None) -> None:
         def insert(conn: sqlite3.Connection) -> None:
+            self._check_bounds(conn, bounds, len(jobs))
             conn.execute(
                 "INSERT INTO batches (id, stage, pattern, options, created_at, files) VALUES (?, ?, ?, ?, ?, ?)",
                 (
@@ -187,10 +200,9 @@ class SQLiteStore(BlobFiles):
         return {row[0]: row[1] for row in rows}
 
     async def count_active(self, owner: str | None = None) -> int:
-        sql = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
         if owner is None:
-            return await self._run(lambda c: c.execute(sql).fetchone()[0])
-        return await self._run(lambda c: c.execute(sql + " AND owner = ?", (owner,)).fetchone()[0])
+            return await self._run(lambda c: c.execute(ACTIVE_SQL).fetchone()[0])
+        return await self._run(lambda c: c.execute(ACTIVE_SQL + " AND owner = ?", (owner,)).fetchone()[0])
 
     async def requeue_running(self) -> int:
         def requeue(conn: sqlite3.Connection) -> int:

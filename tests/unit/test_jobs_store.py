@@ -194,3 +194,19 @@ def test_batches_translations_and_recovery_of_translating_jobs(tmp_path: Path) -
         await store.close()
 
     run(go())
+
+
+def test_open_removes_uploads_a_previous_process_left_half_received(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = SQLiteStore(tmp_path)
+        await store.open()
+        kept = store.audio_path(new_job_id())
+        kept.write_bytes(b"a stored job's audio")
+        store.incoming_path("left-by-a-crash").write_bytes(b"half an upload")
+        await store.close()
+        store = SQLiteStore(tmp_path)
+        await store.open()
+        assert not list(store.blob_dir.glob(".incoming-*")) and kept.exists()
+        await store.close()
+
+    asyncio.run(go())
