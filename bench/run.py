@@ -11,6 +11,7 @@ import concurrent.futures
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import threading
@@ -71,6 +72,21 @@ def service_pass(url: str, path: Path, copies: int) -> float:
         for job_id in ids:
             assert finished(client, job_id)["status"] == "succeeded"
         return time.perf_counter() - started
+
+
+def engine_batching(engine, windows: int, batch_size: int) -> tuple[float, float]:
+    """The engine alone, in-process: `windows` jfk windows one per call, then `batch_size` per call. Their
+    ratio is what batching can give at most on this machine, whatever the service does."""
+    audio = decode(JFK)
+    options = DecodeOptions(language="en")
+    started = time.perf_counter()
+    for _ in range(windows):
+        engine.transcribe_batch([audio], options)
+    one_by_one = time.perf_counter() - started
+    started = time.perf_counter()
+    for first in range(0, windows, batch_size):
+        engine.transcribe_batch([audio] * min(batch_size, windows - first), options)
+    return one_by_one, time.perf_counter() - started
 
 
 def batching_pass(url: str, serve_url: str, n: int) -> tuple[float, float, float]:
@@ -157,13 +173,18 @@ def main() -> None:
     for name in ("ctranslate2", "transformers"):
         settings = Settings(engine=name, model=args.model, cache_dir=cache, cpu_threads=args.threads)
         engine = load_engine(settings)
-        engine_pass(engine, audio[: 5 * SAMPLE_RATE], 8)  # warm-up
-        runs = [engine_pass(engine, audio, 8) for _ in range(args.runs)]
+        engine_pass(engine, audio[: 5 * SAMPLE_RATE], settings.max_batch_size)  # warm-up
+        runs = [engine_pass(engine, audio, settings.max_batch_size) for _ in range(args.runs)]
         times = [t / seconds for t, _ in runs]
         result["engine_rtf"][name] = stats(times)["median"]
         result["engine_rtf_range"][name] = stats(times)
         result["wer_longform"][name] = round(wer(reference, runs[0][1]), 4)
         print(f"engine {name:12s} RTF {stats(times)}  WER {result['wer_longform'][name]}", flush=True)
+        if name == "ctranslate2":
+            alone, batched = engine_batching(engine, 16, settings.max_batch_size)
+            result["engine_batching_ceiling"] = round(alone / batched, 3)
+            print(f"engine batching ceiling (16 windows, 1 per call vs {settings.max_batch_size}): "
+                  f"{alone:.1f} s vs {batched:.1f} s = {result['engine_batching_ceiling']}", flush=True)  # fmt: skip
         del engine
 
     from faster_whisper import WhisperModel
@@ -213,6 +234,7 @@ def main() -> None:
             )
         finally:
             stop_service(svc)
+            shutil.rmtree(root, ignore_errors=True)
 
     from bench.submit_load import measure
 
@@ -253,11 +275,15 @@ def update_doc(result: dict[str, Any]) -> None:
         "service_vs_engine",
         "service_vs_naive",
         "batching_speedup",
+        "engine_batching_ceiling",
         "mean_batch_size",
         "submit_p50_ms",
         "submit_p99_ms",
         "submit_rps",
         "submit_5xx",
+        "submit_single_client_p50_ms",
+        "submit_gateway_cpu_ms_per_request",
+        "submit_client_cpu_ms_per_request",
         "gateway_rss_mb",
         "gateway_rss_mb_after_submit_load",
         "replica_rss_mb",
