@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import platform
@@ -16,6 +17,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from service.config import Settings
 from service.inference.engines import load_engine
 from service.inference.local import transcribe_audio
 from service.inference.types import DecodeOptions
-from tests.harness import start_service, stop_service
+from tests.harness import Service, start_service, stop_service
 from tests.integration.helpers import DATA, manifest, submit, wer
 
 LONG = DATA / "en_ljspeech_longform.wav"
@@ -107,6 +109,37 @@ def batching_pass(url: str, serve_url: str, n: int) -> tuple[float, float, float
         after = httpx.get(f"{serve_url}/ready").json()
         mean_batch = (after["windows"] - before["windows"]) / max(1, after["batches"] - before["batches"])
         return sequential, elapsed, mean_batch
+
+
+@contextlib.contextmanager
+def running(model: str, cache: Path, **env: str) -> Iterator[Service]:
+    """The whole service (gateway, Ray Serve app) on the CPU engine, removed with its data afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="spcsw-bench-"))
+    svc = start_service("ctranslate2", root / "data", cache, root / "service.log", SPCS_WHISPER_MODEL=model, **env)
+    try:
+        yield svc
+    finally:
+        stop_service(svc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def layout_figures(long_rtf: float, sequential_s: float, concurrent_s: float) -> dict[str, float]:
+    return {
+        "lone_job_s": round(sequential_s / 16, 3),
+        "long_form_rtf": round(long_rtf, 4),
+        "sixteen_jobs_s": round(concurrent_s, 2),
+    }
+
+
+def cpu_layout(model: str, cache: Path, cores: int, seconds: float) -> dict[str, dict[str, float]]:
+    """The other way to spend the cores: one single-threaded replica per core (the main runs use one replica
+    with every core). One run of each figure: a lone jfk job, the long-form file, 16 concurrent jfk jobs."""
+    env = {"SPCS_WHISPER_WHISPER_REPLICAS": str(cores), "SPCS_WHISPER_CPU_THREADS": "1"}
+    with running(model, cache, SPCS_WHISPER_RAY_NUM_CPUS=str(cores + 1), **env) as svc:
+        service_pass(svc.url, JFK, 1)  # warm-up
+        long_rtf = service_pass(svc.url, LONG, 1) / seconds
+        sequential, concurrent_s, _ = batching_pass(svc.url, svc.serve_url, 16)
+    return {f"{cores}x1": layout_figures(long_rtf, sequential, concurrent_s)}
 
 
 def rss_mb(pid: int) -> float:
@@ -200,16 +233,7 @@ def main() -> None:
     del model
 
     if not args.skip_service:
-        root = Path(tempfile.mkdtemp(prefix="spcsw-bench-"))
-        svc = start_service(
-            "ctranslate2",
-            root / "data",
-            cache,
-            root / "service.log",
-            SPCS_WHISPER_MODEL=args.model,
-            SPCS_WHISPER_CPU_THREADS=str(args.threads),
-        )
-        try:
+        with running(args.model, cache, SPCS_WHISPER_CPU_THREADS=str(args.threads)) as svc:
             service_pass(svc.url, LONG, 1)  # warm-up
             with ReplicaRss() as replica:
                 service_times = [service_pass(svc.url, LONG, 1) / seconds for _ in range(args.runs)]
@@ -232,9 +256,12 @@ def main() -> None:
                 f"replica RSS {result['replica_rss_mb']} MB",
                 flush=True,
             )
-        finally:
-            stop_service(svc)
-            shutil.rmtree(root, ignore_errors=True)
+        one = f"1x{args.threads}"
+        result["cpu_layouts"] = {
+            one: layout_figures(result["service_rtf"], *batching[0][:2]),
+            **cpu_layout(args.model, cache, args.threads, seconds),
+        }
+        print(f"CPU layouts (replicas x threads): {result['cpu_layouts']}", flush=True)
 
     from bench.submit_load import measure
 
@@ -290,6 +317,8 @@ def update_doc(result: dict[str, Any]) -> None:
     ):
         if key in result:
             rows.append((key, ranged(key)))
+    for layout, figures in result.get("cpu_layouts", {}).items():
+        rows.append((f"cpu layout {layout} (replicas x threads)", ", ".join(f"{k} {v}" for k, v in figures.items())))
     table = "| figure | median (min–max) |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     text = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{START}\n{END}\n"
     head, _, rest = text.partition(START)
