@@ -1,0 +1,275 @@
+"""The JobStore contract, run against both stores: SQLite (a real file, real fsync and rename) and the
+Snowflake store on Snowpark local testing (Snowflake's own emulator). What only one store has (SQL schema,
+VARIANT columns, rows as Snowflake holds them, the outbox) is tested beside its store."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.jobs.model import Batch, InvalidTransition, Job, JobStatus, new_batch_id, new_job_id, now
+from service.storage.base import Bounds, DuplicateIdempotencyKey, QueueFull
+from service.storage.sqlite import SQLiteStore
+from tests.snowflake.outage import HINDI, FlakySessions, add_job, open_store, run, transcript_of
+
+STORES = ["sqlite", "snowflake"]
+
+
+async def _open(kind: str, tmp_path: Path, sessions: FlakySessions) -> Any:
+    if kind == "snowflake":
+        return await open_store(tmp_path, sessions)
+    store = SQLiteStore(tmp_path)
+    await store.open()
+    return store
+
+
+def _with_store(kind: str, tmp_path: Path, sessions: FlakySessions, test: Callable[[Any], Awaitable[None]]) -> None:
+    async def go() -> None:
+        store = await _open(kind, tmp_path, sessions)
+        try:
+            await test(store)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+async def _upload(store: Any, owner: str | None = None, bounds: Bounds | None = None) -> tuple[Job, Path]:
+    incoming = store.incoming_path(new_job_id())
+    incoming.write_bytes(b"audio")
+    job = Job(id=new_job_id(), source="a.wav", bytes=5, owner=owner)
+    return await store.add(job, incoming, bounds), incoming
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_add_moves_audio_and_persists(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    job = Job(id=new_job_id(), source="a.wav", bytes=5, model="base", prompt="Hindi news", temperature=0.2,
+              word_timestamps=True, owner="ALICE")  # fmt: skip
+
+    async def test(store: Any) -> None:
+        incoming = store.incoming_path("upload")
+        incoming.write_bytes(b"audio")
+        await store.add(job, incoming)
+        assert store.audio_path(job.id).read_bytes() == b"audio" and not incoming.exists()
+
+    async def reopened(store: Any) -> None:  # a new process sees the committed job, every field of it
+        again = await store.get(job.id)
+        assert again == job and again.status == JobStatus.QUEUED and again.submitted_at.tzinfo is not None
+        assert await store.get("job_missing") is None
+
+    _with_store(kind, tmp_path, sessions, test)
+    _with_store(kind, tmp_path, sessions, reopened)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_idempotency_key_is_unique(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        first = await add_job(store, key="k1")
+        with pytest.raises(DuplicateIdempotencyKey) as dup:
+            await add_job(store, key="k1")
+        assert dup.value.job.id == first.id
+        assert len(list(store.blob_dir.glob(".incoming-*"))) == 1  # the refused upload stays with the caller
+        assert (await store.find_by_idempotency_key("k1")).id == first.id
+        assert await store.find_by_idempotency_key("k2") is None
+        await add_job(store)  # jobs without a key never collide
+        await add_job(store)
+        assert await store.count_active() == 3
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_claim_finish_and_fencing(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        a = await add_job(store)
+        b = await add_job(store)
+        claimed = await store.claim_next()
+        assert claimed is not None and claimed.id == a.id and claimed.attempts == 1
+        assert claimed.status == JobStatus.RUNNING and claimed.started_at is not None
+        assert claimed == await store.get(a.id)
+        await store.set_progress(claimed, 0.5)
+        assert (await store.get(a.id)).progress == 0.5
+        assert await store.save_transcript(claimed, {"text": "hi", "language": "en", "duration": 1.0, "segments": []})
+        # A stale copy (same job, older status) can no longer change it: exactly one result per job.
+        assert not await store.save_transcript(claimed, {"text": "again", "segments": []})
+        await store.set_progress(claimed, 0.9)  # ignored: the job moved on
+        assert (await store.transcript(a.id))["text"] == "hi"
+        done = await store.get(a.id)
+        assert done.status == JobStatus.SUCCEEDED and done.finished_at is not None and done.language == "en"
+        assert done.audio_seconds == 1.0 and done.progress == 0.5
+        second = await store.claim_next()
+        assert second.id == b.id
+        assert await store.claim_next() is None
+        assert await store.count_by_status() == {"succeeded": 1, "running": 1}
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_transition_refusals(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        job = await add_job(store)
+        with pytest.raises(InvalidTransition):
+            await store.transition(job, JobStatus.SUCCEEDED)  # queued -> succeeded is not a move
+        claimed = await store.claim_next()
+        assert not await store.transition(job, JobStatus.CANCELLED)  # stale: the job is running now
+        stale_attempt = Job(**{**claimed.__dict__, "attempts": 7})
+        assert not await store.transition(stale_attempt, JobStatus.FAILED, error_code="x")
+        assert await store.transition(claimed, JobStatus.FAILED, error_code="bad_audio", error_message="no sound")
+        failed = await store.get(job.id)
+        assert (failed.status, failed.error_code, failed.error_message) == (JobStatus.FAILED, "bad_audio", "no sound")
+        assert failed.finished_at is not None
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_retry_backoff_and_recovery(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        await add_job(store)
+        job = await store.claim_next()
+        assert await store.transition(job, JobStatus.QUEUED, not_before=now() + timedelta(hours=1))
+        assert await store.claim_next() is None  # not due yet
+        other = await add_job(store)
+        running = await store.claim_next()
+        assert running.id == other.id
+        assert await store.requeue_running() == 1  # what a restart does
+        assert (await store.get(other.id)).status == JobStatus.QUEUED
+        again = await store.claim_next()
+        assert again.id == other.id and again.attempts == 2 and again.not_before is None
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_list_pages_newest_first(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        ids = [(await add_job(store)).id for _ in range(5)]
+        page1 = await store.list(None, 3, None)
+        assert [j.id for j in page1] == ids[::-1][:3]
+        last = page1[-1]
+        page2 = await store.list(None, 3, (last.submitted_at.isoformat(), last.id))
+        assert [j.id for j in page2] == ids[::-1][3:]
+        assert await store.list(JobStatus.SUCCEEDED, 10, None) == []
+        assert [j.id for j in await store.list(JobStatus.QUEUED, 10, None)] == ids[::-1]
+        await store.delete(ids[0])
+        assert await store.get(ids[0]) is None and not store.audio_path(ids[0]).exists()
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_translation_and_recovery_of_translating_jobs(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        job = await add_job(store, translate_to="en")
+        claimed = await store.claim_next()
+        assert await store.save_transcript(claimed, transcript_of(HINDI, "hi"), JobStatus.TRANSCRIBED)
+        transcribed = await store.get(job.id)
+        assert transcribed.status == JobStatus.TRANSCRIBED and transcribed.finished_at is None
+        assert await store.transition(transcribed, JobStatus.TRANSLATING)
+        assert await store.requeue_running() == 1  # a restart mid-translation: back to transcribed
+        transcribed = await store.get(job.id)
+        assert transcribed.status == JobStatus.TRANSCRIBED
+        assert await store.transition(transcribed, JobStatus.TRANSLATING)
+        translating = await store.get(job.id)
+        translation = {"text": "Hello", "source_language": "hi", "target_language": "en", "method": "cortex.translate"}
+        assert await store.save_translation(translating, translation)
+        assert not await store.save_translation(translating, translation)  # fenced: already succeeded
+        assert await store.translation(job.id) == translation
+        assert (await store.get(job.id)).status == JobStatus.SUCCEEDED
+        assert await store.translation(new_job_id()) is None
+        await store.delete(job.id)
+        assert await store.get(job.id) is None and await store.translation(job.id) is None
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_batch(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        batch = Batch(id=new_batch_id(), stage="@AUDIO_FILES_STAGE/हिंदी", pattern="*.mp4", files=3)
+        batch.options = {"language": "hi", "translate_to": "en", "note": HINDI}
+        start = now()
+        jobs = [
+            Job(
+                id=new_job_id(),
+                source=f"@AUDIO_FILES_STAGE/हिंदी/{i}.mp4",
+                source_kind="stage",
+                batch_id=batch.id,
+                submitted_at=start + timedelta(microseconds=i),
+            )
+            for i in (2, 0, 1)
+        ]
+        await store.add_batch(batch, jobs)
+        assert await store.get_batch(batch.id) == batch
+        assert await store.get_batch("batch_missing") is None
+        in_order = [j.id for j in sorted(jobs, key=lambda j: j.submitted_at)]
+        assert [j.id for j in await store.batch_jobs(batch.id)] == in_order  # by submission time
+        assert (await store.get(jobs[0].id)).source_kind == "stage"
+        assert not store.audio_path(jobs[0].id).exists()  # stage audio stays on its stage
+        assert await store.batch_jobs("batch_missing") == []
+        assert (await store.claim_next()).id == in_order[0]
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_the_bound_holds_and_a_refused_job_leaves_nothing(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        limit = Bounds(max_active=3)
+        for _ in range(3):
+            await _upload(store, bounds=limit)
+        incoming = store.incoming_path("refused")
+        incoming.write_bytes(b"audio")
+        job = Job(id=new_job_id(), source="a.wav", bytes=5)
+        with pytest.raises(QueueFull) as refused:
+            await store.add(job, incoming, limit)
+        assert (refused.value.code, refused.value.active, refused.value.limit) == ("queue_full", 3, 3)
+        assert await store.get(job.id) is None and not store.audio_path(job.id).exists()
+        assert incoming.exists()  # still the caller's, to remove
+        assert await store.count_active() == 3
+        claimed = await store.claim_next()  # a finished job makes room
+        assert await store.save_transcript(claimed, {"text": "hi", "language": "en", "duration": 1.0, "segments": []})
+        await _upload(store, bounds=limit)
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_one_owner_is_bounded_while_others_go_on(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        for _ in range(2):
+            await _upload(store, "ALICE", Bounds(10, "ALICE", 2))
+        with pytest.raises(QueueFull) as refused:
+            await _upload(store, "ALICE", Bounds(10, "ALICE", 2))
+        assert (refused.value.code, refused.value.owner, refused.value.active) == ("too_many_jobs", "ALICE", 2)
+        await _upload(store, "BOB", Bounds(10, "BOB", 2))
+        assert await store.count_active("ALICE") == 2 and await store.count_active() == 3
+
+    _with_store(kind, tmp_path, sessions, test)
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_batch_that_would_pass_the_bound_stores_nothing(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    async def test(store: Any) -> None:
+        await _upload(store)
+
+        def batch_of(n: int) -> tuple[Batch, list[Job]]:
+            batch = Batch(id=new_batch_id(), stage="@AUDIO_FILES_STAGE", pattern=".*", files=n)
+            jobs = [Job(id=new_job_id(), source=f"@AUDIO_FILES_STAGE/{i}.mp4", source_kind="stage", batch_id=batch.id)
+                    for i in range(n)]  # fmt: skip
+            return batch, jobs
+
+        refused, jobs = batch_of(3)
+        with pytest.raises(QueueFull):
+            await store.add_batch(refused, jobs, Bounds(max_active=3))
+        assert await store.get_batch(refused.id) is None and await store.batch_jobs(refused.id) == []
+        accepted, jobs = batch_of(2)
+        await store.add_batch(accepted, jobs, Bounds(max_active=3))
+        assert len(await store.batch_jobs(accepted.id)) == 2 and await store.count_active() == 3
+
+    _with_store(kind, tmp_path, sessions, test)
