@@ -32,13 +32,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
+async def keep_busy(batcher: Batcher, engine: Engine, key: str = "en") -> asyncio.Task:
+    """Submit item 0 and return once the engine is working on it (its task, to await later)."""
+    first = asyncio.create_task(batcher.submit(key, 0))
+    await asyncio.to_thread(engine.started.wait, 5)
+    return first
+
+
 def test_items_arriving_while_the_engine_is_busy_form_the_next_batch() -> None:
     engine = Engine(seconds=0.3)
 
     async def main() -> list[int]:
         batcher = Batcher(engine, max_batch_size=16, quiet_s=0.01, max_wait_s=0.02)
-        first = asyncio.create_task(batcher.submit("en", 0))
-        await asyncio.to_thread(engine.started.wait, 5)  # the engine is busy with item 0
+        first = await keep_busy(batcher, engine)
         rest = [asyncio.create_task(batcher.submit("en", i)) for i in range(1, 11)]
         return await asyncio.gather(first, *rest)
 
@@ -88,8 +94,7 @@ def test_items_with_different_keys_never_share_a_call_and_the_oldest_key_goes_fi
 
     async def main() -> None:
         batcher = Batcher(engine, max_batch_size=16, quiet_s=0.01, max_wait_s=0.02)
-        first = asyncio.create_task(batcher.submit("busy", 0))
-        await asyncio.to_thread(engine.started.wait, 5)
+        first = await keep_busy(batcher, engine, "busy")
         tasks = [asyncio.create_task(batcher.submit("hi", 1)), asyncio.create_task(batcher.submit("en", 2))]
         tasks += [asyncio.create_task(batcher.submit("hi", 3)), asyncio.create_task(batcher.submit("en", 4))]
         await asyncio.gather(first, *tasks)
@@ -115,8 +120,7 @@ def test_a_caller_that_gave_up_is_left_out_of_the_batch() -> None:
 
     async def main() -> None:
         batcher = Batcher(engine, max_batch_size=16, quiet_s=0.01, max_wait_s=0.02)
-        first = asyncio.create_task(batcher.submit("en", 0))
-        await asyncio.to_thread(engine.started.wait, 5)
+        first = await keep_busy(batcher, engine)
         gone = asyncio.create_task(batcher.submit("en", 1))
         kept = asyncio.create_task(batcher.submit("en", 2))
         await asyncio.sleep(0)
