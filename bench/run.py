@@ -29,7 +29,7 @@ from service.config import Settings
 from service.inference.engines import load_engine
 from service.inference.local import transcribe_audio
 from service.inference.types import DecodeOptions
-from tests.harness import Service, start_service, stop_service
+from tests.harness import Service, rss_mb, start_service, stop_service
 from tests.integration.helpers import DATA, manifest, submit, wer
 
 LONG = DATA / "en_ljspeech_longform.wav"
@@ -140,13 +140,6 @@ def cpu_layout(model: str, cache: Path, cores: int, seconds: float) -> dict[str,
         long_rtf = service_pass(svc.url, LONG, 1) / seconds
         sequential, concurrent_s, _ = batching_pass(svc.url, svc.serve_url, 16)
     return {f"{cores}x1": layout_figures(long_rtf, sequential, concurrent_s)}
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class ReplicaRss:

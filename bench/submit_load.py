@@ -12,7 +12,6 @@ The CPU both sides spend per request is reported too.
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import shutil
 import statistics
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from tests.harness import free_port, start_gateway, stop_gateway
+from tests.harness import cpu_seconds, free_port, rss_mb, start_gateway, stop_gateway
 from tests.integration.helpers import DATA
 
 FILE = DATA / "en_jfk.m4a"  # 97 KB of AAC
@@ -80,18 +79,6 @@ async def _load(url: str, total: int, concurrency: int) -> tuple[list[float], di
     return latencies, statuses
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _own_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -102,11 +89,11 @@ def measure(total: int = 2000, concurrency: int = 32) -> dict[str, Any]:
     url, process = start_gateway(data_dir, f"http://127.0.0.1:{free_port()}/absent", data_dir / "gateway.log")
     try:
         asyncio.run(_load(url, 100, concurrency))  # warm-up
-        gateway_cpu, client_cpu = _cpu_s(process.pid), _own_cpu_s()
+        gateway_cpu, client_cpu = cpu_seconds(process.pid), _own_cpu_s()
         started = time.perf_counter()
         latencies, statuses = asyncio.run(_load(url, total, concurrency))
         elapsed = time.perf_counter() - started
-        gateway_cpu, client_cpu = _cpu_s(process.pid) - gateway_cpu, _own_cpu_s() - client_cpu
+        gateway_cpu, client_cpu = cpu_seconds(process.pid) - gateway_cpu, _own_cpu_s() - client_cpu
         single, _ = asyncio.run(_load(url, 200, 1))  # one client: the accept path's own latency
         latencies.sort()
         return {
@@ -120,7 +107,7 @@ def measure(total: int = 2000, concurrency: int = 32) -> dict[str, Any]:
             "submit_gateway_cpu_ms_per_request": round(gateway_cpu / total * 1000, 2),
             "submit_client_cpu_ms_per_request": round(client_cpu / total * 1000, 2),
             "submit_single_client_p50_ms": round(statistics.median(single) * 1000, 2),
-            "gateway_rss_mb": round(_rss_mb(process.pid), 1),
+            "gateway_rss_mb": round(rss_mb(process.pid), 1),
         }
     finally:
         stop_gateway(process)

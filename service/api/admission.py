@@ -95,8 +95,7 @@ async def _replay(state: Any, options: JobOptions, owner: str | None) -> Job | N
 
 async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
     try:
-        async with state.intake_lock:  # the bounds are checked again in the write: no overshoot under races
-            job = await state.store.add(job, audio, bounds(state, job.owner))
+        job = await state.store.add(job, audio, bounds(state, job.owner))  # exact bounds: no overshoot under races
     except DuplicateIdempotencyKey as dup:
         if audio is not None:
             audio.unlink(missing_ok=True)
@@ -211,8 +210,7 @@ async def accept_batch(state: Any, request: BatchRequest, owner: str | None = No
         for i, ref in enumerate(files)
     ]
     try:
-        async with state.intake_lock:
-            await state.store.add_batch(batch, jobs, bounds(state, owner))
+        await state.store.add_batch(batch, jobs, bounds(state, owner))
     except QueueFull as full:
         raise _refusal(full) from None
     state.dispatcher.wake()

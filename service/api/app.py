@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -60,7 +59,6 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
         dispatcher = Dispatcher(store, client, settings, metrics, stages, translator)
         app.state.settings, app.state.store, app.state.dispatcher = settings, store, dispatcher
         app.state.stages = stages
-        app.state.intake_lock = asyncio.Lock()  # the queue bound is checked again, atomically, at insert time
         await dispatcher.start()
         log.info(
             "gateway up; Ray Serve app at %s; %s store; translation by %s",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import mimetypes
 
@@ -86,9 +85,10 @@ async def get_job(
 ) -> JobView:
     job = await _job_or_404(request, job_id)
     if wait > 0 and not job.status.terminal:
-        with contextlib.suppress(TimeoutError, KeyError):  # time's up, or deleted meanwhile: answer its state now
-            await request.app.state.dispatcher.wait_finished(job_id, wait)
-        job = await _job_or_404(request, job_id)
+        try:
+            job = await request.app.state.dispatcher.wait_finished(job_id, wait)
+        except (TimeoutError, KeyError):  # time's up (its state now), or deleted meanwhile (404)
+            job = await _job_or_404(request, job_id)
     return JobView.of(job)
 
 

@@ -52,6 +52,8 @@ class SnowflakeStore(BlobFiles):
         self.ops = SnowflakeOps(self.outbox)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snowflake")
         self._flusher: asyncio.Task[None] | None = None
+        # Bounds are counted, then the rows written: writes that add jobs must not interleave (no row locks).
+        self._adding = asyncio.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
@@ -115,13 +117,17 @@ class SnowflakeStore(BlobFiles):
     # -- jobs and batches -----------------------------------------------------------------------------------
 
     async def _check_bounds(self, bounds: Bounds | None, adding: int) -> None:
-        """Counted before the write (the gateway serialises its own writes; Snowflake has no row locks)."""
+        """Counted before the write, under `_adding`."""
         if bounds is not None:
             mine = await self.count_active(bounds.owner) if bounds.per_owner else None
             bounds.check(adding, await self.count_active(), mine)
 
     async def add(self, job: Job, audio: Path | None, bounds: Bounds | None = None) -> Job:
-        await self._check_bounds(bounds, 1)
+        async with self._adding:
+            await self._check_bounds(bounds, 1)
+            return await self._insert(job, audio)
+
+    async def _insert(self, job: Job, audio: Path | None) -> Job:
         if audio is not None:  # the audio is in place before the row exists: a stored job always has its audio
             self._place_audio(audio, job.id)
         insert = asyncio.ensure_future(self._run(lambda s: self.ops.insert_job(s, job)))
@@ -141,8 +147,6 @@ class SnowflakeStore(BlobFiles):
         return job
 
     async def add_batch(self, batch: Batch, jobs: list[Job], bounds: Bounds | None = None) -> None:
-        await self._check_bounds(bounds, len(jobs))
-
         def insert(session: Session) -> None:
             session.create_dataframe([batch_values(batch)], schema=BATCHES.struct()).write.save_as_table(
                 BATCHES.name, mode="append"
@@ -157,7 +161,9 @@ class SnowflakeStore(BlobFiles):
                     session.table(BATCHES.name).delete(col("BATCH_ID") == batch.id)
                 raise
 
-        await self._run(insert)
+        async with self._adding:
+            await self._check_bounds(bounds, len(jobs))
+            await self._run(insert)
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         row = await self._run(lambda s: self.ops.first(s, BATCHES, "BATCH_ID", batch_id))

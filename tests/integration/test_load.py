@@ -12,7 +12,7 @@ from typing import NamedTuple
 import httpx
 import pytest
 
-from tests.harness import free_port, start_gateway, stop_gateway
+from tests.harness import free_port, rss_mb, start_gateway, stop_gateway
 from tests.integration.helpers import DATA
 
 pytestmark = pytest.mark.integration
@@ -57,13 +57,6 @@ def _queued_ids(client: httpx.Client) -> list[str]:
             return ids
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
-
-
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -80,7 +73,7 @@ def test_intake_under_load_loses_nothing(tmp_path: Path) -> None:
         begun = time.perf_counter()
         answers = asyncio.run(_submit_all(url, AUDIO.read_bytes()))
         elapsed = time.perf_counter() - begun
-        rss = _rss_mb(process.pid)
+        rss = rss_mb(process.pid)
         with httpx.Client(base_url=url, timeout=60) as client:
             queued = _queued_ids(client)
             held = client.get(f"/v1/jobs/{queued[0]}", params={"wait": 1})  # a long poll that runs out of time
