@@ -1,4 +1,5 @@
-"""`make bench`: engine speed in-process, the naive faster-whisper baseline, and the service over HTTP.
+"""`make bench`: engine speed in-process, the naive faster-whisper baseline, the service over HTTP, and the
+Snowflake store at a real account's prices (bench/store.py).
 
 Prints a table and writes `bench/results/latest.json`. Ratios are measured side by side in one run;
 every figure is the median of `--runs` runs (min–max kept too). Timings are never asserted anywhere.
@@ -181,6 +182,7 @@ def main() -> None:
     parser.add_argument("--model", default="base")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--skip-service", action="store_true")
+    parser.add_argument("--skip-store", action="store_true", help="skip the Snowflake store at account prices")
     args = parser.parse_args()
     reference = manifest()[LONG.name]["reference_text"]
     audio = decode(LONG)
@@ -267,6 +269,11 @@ def main() -> None:
     result.update({k: v for k, v in submit.items() if k != "gateway_rss_mb"})
     result["gateway_rss_mb_after_submit_load"] = submit["gateway_rss_mb"]
 
+    if not args.skip_store:
+        from bench.store import measure as measure_store
+
+        result.update(measure_store())
+
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
@@ -307,6 +314,13 @@ def update_doc(result: dict[str, Any]) -> None:
         "gateway_rss_mb",
         "gateway_rss_mb_after_submit_load",
         "replica_rss_mb",
+        "store_files_per_batch",
+        "store_jobs_per_s",
+        "store_warehouse_statements_per_job",
+        "store_charged_s_per_job",
+        "store_transcribe_8_rows_statements",
+        "store_idle_table_statements",
+        "store_idle_statements_per_hour",
     ):
         if key in result:
             rows.append((key, ranged(key)))

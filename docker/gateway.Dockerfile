@@ -47,7 +47,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     SPCS_WHISPER_HOST=0.0.0.0 \
     SPCS_WHISPER_PORT=8080 \
     SPCS_WHISPER_DATA_DIR=/data
-# /data holds the SQLite store or, with the Snowflake store, the outbox and uploaded audio: the SPCS spec mounts
+# /data holds the job queue (SQLite), uploaded audio and, with the Snowflake store, its export marks: the SPCS spec mounts
 # a volume there (no VOLUME here: it would only leave anonymous volumes behind with `docker run`).
 WORKDIR /app
 USER 1000:1000

@@ -93,7 +93,11 @@ class Settings(BaseSettings):
     snowflake_token_path: Path = Field(Path("/snowflake/session/token"), description="SPCS OAuth token file")
     snowflake_create_tables: bool = Field(True, description="create missing tables and views at start")
     snowflake_local_testing: bool = Field(False, description="use Snowpark's local emulator (development only)")
-    outbox_retry_s: float = Field(5.0, gt=0, description="how often results held locally are retried")
+    export_interval_s: float = Field(
+        1.0, ge=0, description="group commit: changed rows are exported to Snowflake at most this often"
+    )
+    export_max_rows: int = Field(1000, ge=1, description="most rows one export MERGE carries per table")
+    export_retry_s: float = Field(5.0, gt=0, description="first retry delay after a failed export (doubles, max 300 s)")
 
     # Stages
     stage_mounts: dict[str, Path] = Field(

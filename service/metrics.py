@@ -37,6 +37,15 @@ class Metrics:
             "spcs_whisper_whisper_batch_windows", "Windows decoded in those batched calls", registry=r
         )
         self.mean_batch_size = Gauge("spcs_whisper_whisper_mean_batch_size", "Windows per batched call", registry=r)
+        self.export_pending = Gauge(
+            "spcs_whisper_snowflake_export_pending", "Changed rows not yet exported to Snowflake", registry=r
+        )
+        self.export_statements = Gauge(
+            "spcs_whisper_snowflake_export_statements", "Statements the Snowflake export has run", registry=r
+        )
+        self.export_failures = Gauge(
+            "spcs_whisper_snowflake_export_failures", "Consecutive failed exports (0: Snowflake answers)", registry=r
+        )
         self.translations = Counter(
             "spcs_whisper_translations", "Translations by method and outcome", ["method", "outcome"], registry=r
         )

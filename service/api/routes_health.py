@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.api.errors import error_response
-from service.api.schemas import Health, Readiness
+from service.api.schemas import ExportHealth, Health, Readiness
 
 router = APIRouter(tags=["health"])
 
@@ -20,7 +22,9 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"description": "not ready"}})
 async def readyz(request: Request) -> JSONResponse:
-    """200 only when the store answers and the Ray Serve app has its model loaded."""
+    """200 only when the store answers and the Ray Serve app has its model loaded. With the Snowflake store
+    the store is the local queue: a Snowflake outage shows in `snowflake_export`, never makes the gateway
+    unready (the export retries, and the queue keeps taking jobs)."""
     state = request.app.state
     try:
         await state.store.ping()
@@ -29,9 +33,11 @@ async def readyz(request: Request) -> JSONResponse:
         store = f"error: {exc!r}"
     info = state.dispatcher.model_info
     inference = "ok" if info else "unavailable"
+    export = _export(state.store)
     body = Readiness(
         status="ready" if store == "ok" and info else "not_ready",
         store=store,
+        snowflake_export=ExportHealth(**export.__dict__) if export else None,
         inference=inference,
         engine=(info or {}).get("engine"),
         model=(info or {}).get("model"),
@@ -40,6 +46,11 @@ async def readyz(request: Request) -> JSONResponse:
     if body.status != "ready":
         return error_response(503, "not_ready", f"store: {store}; inference: {inference}", retry_after=5)
     return JSONResponse(body.model_dump())
+
+
+def _export(store: object) -> Any:
+    status = getattr(store, "export_status", None)
+    return status() if status else None
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
@@ -52,6 +63,10 @@ async def metrics(request: Request) -> Response:
         m.jobs.labels(status).set(counts.get(status, 0))
     m.queue_depth.set(counts.get("queued", 0))
     m.in_flight.set(state.dispatcher.in_flight)
+    if export := _export(state.store):
+        m.export_pending.set(export.pending)
+        m.export_statements.set(export.statements)
+        m.export_failures.set(export.failures)
     info = state.dispatcher.model_info or {}
     m.batches.set(info.get("batches") or 0)
     m.batch_windows.set(info.get("windows") or 0)

@@ -137,10 +137,20 @@ class Health(BaseModel):
     status: str
 
 
+class ExportHealth(BaseModel):
+    """The Snowflake export (Snowflake store only); the gateway stays ready while it retries."""
+
+    pending: int
+    failures: int
+    last_error: str | None = None
+    last_success: float | None = None
+
+
 class Readiness(BaseModel):
     status: str
     store: str
     inference: str
+    snowflake_export: ExportHealth | None = None
     engine: str | None = None
     model: str | None = None
     multilingual: bool | None = None

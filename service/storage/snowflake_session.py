@@ -76,6 +76,17 @@ def connection_parameters(settings: Settings) -> dict[str, Any]:
     raise ValueError(MISSING.format(token=settings.snowflake_token_path))
 
 
+_SESSION_GONE = {390111, 390112, 390114}  # session no longer exists / expired / token expired
+
+
+def is_session_gone(exc: BaseException) -> bool:
+    """The session itself is unusable: open a new one."""
+    from snowflake.snowpark.exceptions import SnowparkSessionException
+
+    code = getattr(exc, "sql_error_code", None) or getattr(exc, "errno", None)
+    return isinstance(exc, SnowparkSessionException) or code in _SESSION_GONE
+
+
 def is_local(session: Session) -> bool:
     """A session of Snowpark's local-testing emulator (no SQL text; its tables live in the session)."""
     return type(getattr(session, "_conn", None)).__name__ == "MockServerConnection"
@@ -107,7 +118,11 @@ class SessionProvider:
             return _builder().config("local_testing", True).create()
         params = connection_parameters(self.settings)
         log.info("opening a Snowflake session (%s)", ", ".join(sorted(k for k in params if k not in SECRET_KEYS)))
-        return _builder().configs(params).create()
+        session = _builder().configs(params).create()
+        # Fewer DESCRIBE round trips for frames whose schema Snowpark can infer locally.
+        # https://docs.snowflake.com/en/developer-guide/snowpark/reference/python/latest/snowpark/api/snowflake.snowpark.Session.reduce_describe_query_enabled
+        session.reduce_describe_query_enabled = True
+        return session
 
     def _rotated(self) -> str | None:
         """The current SPCS token when sessions are made from it (so a new one means a new session)."""

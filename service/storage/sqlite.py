@@ -22,7 +22,9 @@ ACTIVE_SQL = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
 
 
 class SQLiteStore(BlobFiles):
-    """One connection, used from one worker thread, so every statement is serialised."""
+    """One connection, used from one worker thread, so every statement is serialised. Every write calls
+    `_changed(conn, kind, ids)` inside its transaction: a subclass that mirrors the rows elsewhere (the
+    Snowflake store) records there what it must export."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -30,6 +32,12 @@ class SQLiteStore(BlobFiles):
         self.db_path = data_dir / "jobs.sqlite3"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._conn: sqlite3.Connection | None = None
+
+    def _changed(self, conn: sqlite3.Connection, kind: str, ids: list[str]) -> None:
+        """Rows of `kind` (job | transcript | translation | batch | deleted) changed in this transaction."""
+
+    def _schema(self, conn: sqlite3.Connection) -> None:
+        """Extra tables a subclass keeps beside the store's own (run at open)."""
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -57,6 +65,7 @@ class SQLiteStore(BlobFiles):
                 if name not in present:
                     conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
             conn.executescript(INDEXES)
+            self._schema(conn)
             conn.isolation_level = "DEFERRED"
             self._conn = conn
 
@@ -97,6 +106,7 @@ class SQLiteStore(BlobFiles):
         def insert(conn: sqlite3.Connection) -> Job:
             self._check_bounds(conn, bounds, 1)
             self._insert_job(conn, job)
+            self._changed(conn, "job", [job.id])
             if audio is not None:
                 # The audio is in place before the row commits: a committed job always has its audio.
                 self._place_audio(audio, job.id)
@@ -125,6 +135,8 @@ class SQLiteStore(BlobFiles):
             )
             for job in jobs:
                 self._insert_job(conn, job)
+            self._changed(conn, "batch", [batch.id])
+            self._changed(conn, "job", [j.id for j in jobs])
 
         await self._run(insert)
 
@@ -183,7 +195,10 @@ class SQLiteStore(BlobFiles):
                    RETURNING *""",
                 (stamp, stamp),
             ).fetchone()
-            return row_to_job(row) if row else None
+            if row is None:
+                return None
+            self._changed(conn, "job", [row["id"]])
+            return row_to_job(row)
 
         return await self._run(claim)
 
@@ -206,9 +221,16 @@ class SQLiteStore(BlobFiles):
 
     async def requeue_running(self) -> int:
         def requeue(conn: sqlite3.Connection) -> int:
-            running = conn.execute("UPDATE jobs SET status = 'queued' WHERE status = 'running'").rowcount
-            translating = conn.execute("UPDATE jobs SET status = 'transcribed' WHERE status = 'translating'")
-            return running + translating.rowcount
+            moved = [
+                row[0]
+                for sql in (
+                    "UPDATE jobs SET status = 'queued' WHERE status = 'running' RETURNING id",
+                    "UPDATE jobs SET status = 'transcribed' WHERE status = 'translating' RETURNING id",
+                )
+                for row in conn.execute(sql).fetchall()
+            ]
+            self._changed(conn, "job", moved)
+            return len(moved)
 
         return await self._run(requeue)
 
@@ -227,7 +249,10 @@ class SQLiteStore(BlobFiles):
             f"UPDATE jobs SET {assignments} WHERE id = :_id AND status = :_status AND attempts = :_attempts",
             {**values, "_id": job.id, "_status": job.status.value, "_attempts": job.attempts},
         )
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        self._changed(conn, "job", [job.id])
+        return True
 
     async def transition(self, job: Job, target: JobStatus, **fields: Any) -> bool:
         return await self._run(lambda c: self._transition_sql(c, job, target, fields))
@@ -253,6 +278,7 @@ class SQLiteStore(BlobFiles):
                     now().isoformat(),
                 ),
             )
+            self._changed(conn, "transcript", [job.id])
             return True
 
         return await self._run(save)
@@ -279,6 +305,7 @@ class SQLiteStore(BlobFiles):
                     now().isoformat(),
                 ),
             )
+            self._changed(conn, "translation", [job.id])
             return True
 
         return await self._run(save)
@@ -293,5 +320,9 @@ class SQLiteStore(BlobFiles):
         return dict(row) if row else None
 
     async def delete(self, job_id: str) -> None:
-        await self._run(lambda c: c.execute("DELETE FROM jobs WHERE id = ?", (job_id,)))
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._changed(conn, "deleted", [job_id])
+
+        await self._run(delete)
         self.audio_path(job_id).unlink(missing_ok=True)

@@ -63,7 +63,8 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         data_dir=tmp_path,
         store="snowflake",
         snowflake_local_testing=True,
-        outbox_retry_s=overrides.pop("outbox_retry_s", 0.05),
+        export_interval_s=overrides.pop("export_interval_s", 0.02),
+        export_retry_s=overrides.pop("export_retry_s", 0.05),
         **overrides,
     )
 
@@ -92,7 +93,7 @@ def transcript_of(text: str = "hi", language: str = "en") -> dict[str, Any]:
 
 
 def rows_in(sessions: FlakySessions, table: str, job_id: str) -> list[dict[str, Any]]:
-    """What Snowflake itself holds (no outbox overlay)."""
+    """What the emulated Snowflake holds (the export's tables), read behind the store's back."""
     from snowflake.snowpark.functions import col
 
     return [r.as_dict() for r in sessions.session.table(table).filter(col("JOB_ID") == job_id).collect()]

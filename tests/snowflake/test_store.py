@@ -1,7 +1,8 @@
 """The Snowflake store against Snowpark local testing: Snowflake's own emulator (`local_testing=True`), which
 runs the store's DataFrame/Table statements (create_dataframe, save_as_table, update, merge, delete) in
-memory. No account and no network. The same behaviours tests/unit/test_jobs_store.py checks for SQLite, plus
-batches, translations and VARIANT round trips; the outage cases are in test_outbox.py."""
+memory. No account and no network. The queue itself is the SQLite store (test_store_contract.py runs the
+shared behaviour on both); here: the rows the export writes to Snowflake, VARIANT round trips and values that
+stay data. The outage and crash cases are in test_export.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sqlglot
 from sqlglot import exp
 
 from service.jobs.model import JobStatus
-from service.storage.snowflake_ops import DDL_PATH, ddl_statements
+from service.storage.snowflake_export import DDL_PATH, ddl_statements
 from service.storage.snowflake_schema import JOBS, TABLES, TRANSCRIPTIONS, TRANSLATIONS, VIEWS
 from tests.snowflake.outage import (
     HINDI,
@@ -62,13 +63,17 @@ def test_one_transcription_row_per_job_and_delete_leaves_none(tmp_path: Path, se
         claimed = await store.claim_next()
         assert await store.save_transcript(claimed, transcript_of(HINDI, "hi"), JobStatus.TRANSCRIBED)
         assert not await store.save_transcript(claimed, transcript_of("again", "hi"))  # fenced
+        assert await store.flush() == 0
         assert len(rows_in(sessions, TRANSCRIPTIONS.name, job.id)) == 1
         assert await store.transition(await store.get(job.id), JobStatus.TRANSLATING)
         translation = {"text": "Hello", "source_language": "hi", "target_language": "en", "method": "cortex.translate"}
         assert await store.save_translation(await store.get(job.id), {**translation, "extra": 1})
         assert await store.translation(job.id) == translation  # only the contract's fields come back
+        assert await store.flush() == 0
         assert len(rows_in(sessions, TRANSLATIONS.name, job.id)) == 1
+        assert rows_in(sessions, JOBS.name, job.id)[0]["STATUS"] == "succeeded"
         await store.delete(job.id)
+        assert await store.flush() == 0
         for table in (TRANSLATIONS, TRANSCRIPTIONS, JOBS):
             assert rows_in(sessions, table.name, job.id) == [], table.name
         await store.close()
@@ -93,6 +98,7 @@ def test_variant_round_trip_with_hindi(tmp_path: Path, sessions: FlakySessions) 
         assert await store.transcript(job.id) == transcript
         done = await store.get(job.id)
         assert done.timings == transcript["timings"]
+        assert await store.flush() == 0
         (row,) = rows_in(sessions, TRANSCRIPTIONS.name, job.id)
         assert row["TEXT"] == HINDI and row["LANGUAGE"] == "hi" and row["SOURCE"] == "a.wav"
         assert json.loads(row["SEGMENTS"]) == transcript["segments"]
@@ -126,6 +132,10 @@ def test_values_are_data_never_sql(tmp_path: Path, sessions: FlakySessions, nast
         assert [j.id for j in await store.list(None, 10, None, owner=nasty)] == [job.id]
         assert await store.count_active(nasty) == 1
         assert await store.get(other.id) is not None  # nothing else was touched
+        assert await store.flush() == 0  # and in Snowflake, through the export's bound values
+        (row,) = rows_in(sessions, JOBS.name, job.id)
+        assert (row["IDEMPOTENCY_KEY"], row["OWNER"], row["PROMPT"]) == (nasty, nasty, nasty)
+        assert len(rows_in(sessions, JOBS.name, other.id)) == 1
         await store.close()
 
     run(go())

@@ -1,6 +1,6 @@
 """The JobStore contract, run against both stores: SQLite (a real file, real fsync and rename) and the
 Snowflake store on Snowpark local testing (Snowflake's own emulator). What only one store has (SQL schema,
-VARIANT columns, rows as Snowflake holds them, the outbox) is tested beside its store."""
+VARIANT columns, rows as Snowflake holds them, the export) is tested beside its store."""
 
 from __future__ import annotations
 
