@@ -30,6 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.jobs.model import Batch
+from service.storage.snowflake_adopt import (
+    Inherited,
+    adopted,
+    read_old_outbox,
+    read_snowflake,
+    retire_old_outbox,
+    take_in,
+)
 from service.storage.snowflake_schema import (
     BATCHES,
     JOBS,
@@ -64,6 +72,7 @@ CREATE TABLE IF NOT EXISTS exports (
     version INTEGER NOT NULL,
     PRIMARY KEY (kind, id)
 );
+CREATE TABLE IF NOT EXISTS export_meta (key TEXT PRIMARY KEY, value TEXT);
 """
 KINDS = ("batch", "transcript", "translation", "job", "deleted")  # the order a flush writes them in
 Mark = tuple[str, str, int]  # kind, id, version
@@ -202,6 +211,7 @@ class Exporter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
+        self._adopted = False
 
     def poke(self) -> None:
         """Local rows changed: a flush follows within `export_interval_s`."""
@@ -224,6 +234,10 @@ class Exporter:
                 await self._snowflake(create_tables)
             except Exception as exc:  # the queue works without Snowflake; the export retries
                 log.warning("could not create the Snowflake tables (%s); the export will retry", exc)
+        try:  # before the dispatcher starts: an earlier release's unfinished jobs join the queue first
+            await self._adopt()
+        except Exception as exc:
+            log.warning("could not look for an earlier release's jobs (%s); the export will retry", exc)
         self._wake.set()  # what an earlier process left
         self._task = asyncio.create_task(self._loop(), name="snowflake-export")
 
@@ -257,6 +271,8 @@ class Exporter:
         when Snowflake fails; the marks it did not clear stay for the next try."""
         async with self._flushing:
             try:
+                if not self._adopted:
+                    await self._adopt()
                 while True:
                     snap = await self.store._run(lambda c: read_snapshot(c, self.settings.export_max_rows))
                     if not snap.marks:
@@ -272,6 +288,18 @@ class Exporter:
             self.status.last_success = time.time()
             self.status.pending = await self.pending()
             return self.status.pending
+
+    async def _adopt(self) -> None:
+        """Once per data folder, before the first export: what an earlier release left (snowflake_adopt.py)."""
+        if not await self.store._run(adopted):
+            inherited = Inherited()
+            await self._snowflake(lambda s: read_snowflake(s, inherited))
+            read_old_outbox(self.settings.data_dir, inherited)
+            taken = await self.store._run(lambda c: take_in(self.store, c, inherited))
+            retire_old_outbox(self.settings.data_dir)
+            if taken:
+                log.warning("took %d unfinished jobs of an earlier release into the local queue", taken)
+        self._adopted = True
 
     async def _write(self, snap: Snapshot) -> None:
         for kind in KINDS:

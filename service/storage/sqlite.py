@@ -257,28 +257,46 @@ class SQLiteStore(BlobFiles):
     async def transition(self, job: Job, target: JobStatus, **fields: Any) -> bool:
         return await self._run(lambda c: self._transition_sql(c, job, target, fields))
 
+    def _put_transcript(self, conn: sqlite3.Connection, job_id: str, transcript: dict[str, Any]) -> None:
+        conn.execute(
+            """INSERT INTO transcripts (job_id, text, language, duration, segments, body, created_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (job_id) DO UPDATE SET text = excluded.text, language = excluded.language,
+                   duration = excluded.duration, segments = excluded.segments, body = excluded.body""",
+            (
+                job_id,
+                transcript.get("text", ""),
+                transcript.get("language"),
+                transcript.get("duration"),
+                json.dumps(transcript.get("segments", []), ensure_ascii=False),
+                json.dumps(transcript, ensure_ascii=False),
+                now().isoformat(),
+            ),
+        )
+        self._changed(conn, "transcript", [job_id])
+
+    def _put_translation(self, conn: sqlite3.Connection, job_id: str, translation: dict[str, Any]) -> None:
+        conn.execute(
+            """INSERT OR REPLACE INTO translations
+               (job_id, source_language, target_language, text, method, created_at) VALUES (?, ?, ?, ?, ?, ?)""",
+            (
+                job_id,
+                translation.get("source_language"),
+                translation["target_language"],
+                translation["text"],
+                translation["method"],
+                now().isoformat(),
+            ),
+        )
+        self._changed(conn, "translation", [job_id])
+
     async def save_transcript(
         self, job: Job, transcript: dict[str, Any], target: JobStatus = JobStatus.SUCCEEDED
     ) -> bool:
         def save(conn: sqlite3.Connection) -> bool:
             if not self._transition_sql(conn, job, target, transcript_fields(job, transcript)):
                 return False
-            conn.execute(
-                """INSERT INTO transcripts (job_id, text, language, duration, segments, body, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
-                   ON CONFLICT (job_id) DO UPDATE SET text = excluded.text, language = excluded.language,
-                       duration = excluded.duration, segments = excluded.segments, body = excluded.body""",
-                (
-                    job.id,
-                    transcript.get("text", ""),
-                    transcript.get("language"),
-                    transcript.get("duration"),
-                    json.dumps(transcript.get("segments", []), ensure_ascii=False),
-                    json.dumps(transcript, ensure_ascii=False),
-                    now().isoformat(),
-                ),
-            )
-            self._changed(conn, "transcript", [job.id])
+            self._put_transcript(conn, job.id, transcript)
             return True
 
         return await self._run(save)
@@ -293,19 +311,7 @@ class SQLiteStore(BlobFiles):
         def save(conn: sqlite3.Connection) -> bool:
             if not self._transition_sql(conn, job, JobStatus.SUCCEEDED, {"error_code": None, "error_message": None}):
                 return False
-            conn.execute(
-                """INSERT OR REPLACE INTO translations
-                   (job_id, source_language, target_language, text, method, created_at) VALUES (?, ?, ?, ?, ?, ?)""",
-                (
-                    job.id,
-                    translation.get("source_language"),
-                    translation["target_language"],
-                    translation["text"],
-                    translation["method"],
-                    now().isoformat(),
-                ),
-            )
-            self._changed(conn, "translation", [job.id])
+            self._put_translation(conn, job.id, translation)
             return True
 
         return await self._run(save)

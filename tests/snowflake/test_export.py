@@ -6,8 +6,10 @@ switchable outage of outage.py; no network."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +17,13 @@ from typing import Any
 
 import pytest
 from snowflake.snowpark.exceptions import SnowparkSessionException
+from snowflake.snowpark.functions import lit
 
-from service.jobs.model import JobStatus
+from service.jobs.model import Job, JobStatus, new_job_id, now
 from service.storage import snowflake_export
-from service.storage.snowflake_schema import JOBS, TRANSCRIPTIONS, TRANSLATIONS
+from service.storage.records import job_to_record
+from service.storage.snowflake_export import create_tables
+from service.storage.snowflake_schema import JOBS, TRANSCRIPTIONS, TRANSLATIONS, job_values, transcript_values
 from service.storage.snowflake_session import is_session_gone
 from tests.snowflake.outage import (
     HINDI,
@@ -87,6 +92,7 @@ def test_a_flush_cut_short_between_tables_is_finished_once(tmp_path: Path, sessi
 
     async def go() -> None:
         store = await open_store(tmp_path, sessions, export_interval_s=3600)  # flushed by hand
+        assert await store.flush() == 0  # the first flush also looks for an earlier release's jobs
         jobs = [await add_job(store) for _ in range(3)]
         for job in jobs:
             assert await store.save_transcript(await store.claim_next(), transcript_of(f"text of {job.id}"))
@@ -212,3 +218,65 @@ def _sql_error(errno: int) -> Exception:
 def test_which_errors_mean_a_new_session() -> None:
     assert is_session_gone(_sql_error(390114)) and is_session_gone(SnowparkSessionException("closed"))
     assert not is_session_gone(ConnectionError("reset")) and not is_session_gone(_sql_error(1003))
+
+
+OLD_OUTBOX_SCHEMA = """CREATE TABLE outbox (job_id TEXT NOT NULL, kind TEXT NOT NULL, job TEXT NOT NULL,
+    changes TEXT NOT NULL, payload TEXT NOT NULL, applied INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, kind))"""
+
+
+def test_an_upgrade_takes_in_the_earlier_releases_unfinished_jobs(tmp_path: Path, sessions: FlakySessions) -> None:
+    """The release before kept its queue in TRANSCRIPTION_JOBS and its unsent results in outbox.sqlite3: the
+    first start of this one takes them into the local queue, once."""
+
+    session = sessions.session
+    create_tables(session)
+
+    def stage_job(status: JobStatus, **kw: Any) -> Job:
+        return Job(id=new_job_id(), source="@AUDIO/a.mp3", source_kind="stage", status=status, **kw)
+
+    queued, running = stage_job(JobStatus.QUEUED), stage_job(JobStatus.RUNNING, attempts=1)
+    transcribed = stage_job(JobStatus.TRANSCRIBED, attempts=1, translate_to="en")
+    lost = stage_job(JobStatus.TRANSLATING, attempts=1, translate_to="en")  # its transcript row is missing
+    done, pending = stage_job(JobStatus.SUCCEEDED, attempts=1), stage_job(JobStatus.RUNNING, attempts=1)
+    old = [queued, running, transcribed, lost, done, pending]
+    session.create_dataframe([job_values(j) for j in old], schema=JOBS.struct()).write.save_as_table(
+        JOBS.name, mode="append"
+    )
+    session.create_dataframe(
+        [transcript_values(transcribed, transcript_of(HINDI, "hi"), now())], schema=TRANSCRIPTIONS.struct()
+    ).write.save_as_table(TRANSCRIPTIONS.name, mode="append")
+    outbox = sqlite3.connect(tmp_path / "outbox.sqlite3")
+    changes = {"status": "succeeded", "finished_at": now().isoformat()}
+    row = (pending.id, "transcript", json.dumps(job_to_record(pending)), json.dumps(changes))
+    outbox.execute(OLD_OUTBOX_SCHEMA)
+    outbox.execute("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, 0, ?)", (*row, json.dumps(transcript_of("kept")), "x"))
+    outbox.commit()
+    outbox.close()
+
+    async def go() -> None:
+        store = await open_store(tmp_path, sessions)
+        statuses = {j.id: (await store.get(j.id)).status if await store.get(j.id) else None for j in old}
+        assert statuses == {
+            queued.id: JobStatus.QUEUED,
+            running.id: JobStatus.QUEUED,
+            transcribed.id: JobStatus.TRANSCRIBED,
+            lost.id: JobStatus.QUEUED,
+            done.id: None,  # finished before the upgrade: its record is the Snowflake tables
+            pending.id: JobStatus.SUCCEEDED,
+        }
+        assert (await store.transcript(transcribed.id))["text"] == HINDI
+        assert (await store.transcript(pending.id))["text"] == "kept"
+        assert not (tmp_path / "outbox.sqlite3").exists() and (tmp_path / "outbox.sqlite3.adopted").exists()
+        assert await store.flush() == 0
+        _exactly_once(sessions, running.id, "queued")
+        _exactly_once(sessions, pending.id, "succeeded", "kept")
+        _exactly_once(sessions, done.id, "succeeded")
+        await store.close()
+        session.table(JOBS.name).update({"STATUS": lit("queued")})  # whatever Snowflake says now...
+        again = await open_store(tmp_path, sessions)
+        assert (await again.get(pending.id)).status == JobStatus.SUCCEEDED  # ...is not taken in twice
+        assert await again.get(done.id) is None
+        await again.close()
+
+    run(go())
