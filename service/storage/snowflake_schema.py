@@ -18,7 +18,6 @@ from service.jobs.model import Batch, Job, JobStatus
 from service.storage.records import job_from_record
 
 if TYPE_CHECKING:
-    from snowflake.snowpark import Column as SnowparkColumn
     from snowflake.snowpark.types import DataType, StructType
 
 VARCHAR, BOOLEAN, FLOAT, NUMBER, TIMESTAMP, VARIANT = (
@@ -194,21 +193,6 @@ def from_db(column: Column, value: Any) -> Any:
     return value
 
 
-def expression(column: Column, value: Any) -> SnowparkColumn:
-    """`value` as a typed Snowpark expression for `Table.update` / `merge` assignments."""
-    from snowflake.snowpark.functions import lit, parse_json
-
-    if column.sql == VARIANT and value is not None:
-        return parse_json(lit(json.dumps(value, ensure_ascii=False)))
-    value = to_db(column, value)
-    return lit(value).cast(snowpark_type(column.sql)) if value is None else lit(value)
-
-
-def assignments(table: TableSpec, values: dict[str, Any]) -> dict[str, SnowparkColumn]:
-    """{COLUMN: expression} for a dict of field values (Job attribute names)."""
-    return {table.column(field).name: expression(table.column(field), value) for field, value in values.items()}
-
-
 def row_values(table: TableSpec, data: dict[str, Any]) -> list[Any]:
     """One row in column order from a dict keyed by field name (missing fields are NULL)."""
     return [to_db(c, data.get(c.field)) for c in table.columns]
@@ -230,18 +214,6 @@ def job_from_row(row: Any) -> Job:
 
 def batch_values(batch: Batch) -> list[Any]:
     return row_values(BATCHES, dict(batch.__dict__))
-
-
-def batch_from_row(row: Any) -> Batch:
-    data = from_row(BATCHES, row)
-    return Batch(
-        id=data["id"],
-        stage=data["stage"],
-        pattern=data["pattern"] or "",
-        options=data["options"] or {},
-        created_at=data["created_at"],
-        files=data["files"] or 0,
-    )
 
 
 def transcript_values(job: Job, transcript: dict[str, Any], created_at: datetime) -> list[Any]:
