@@ -52,6 +52,8 @@ def gateway(config: dict[str, Any]) -> dict[str, Any]:
         "SPCS_WHISPER_STAGE_MOUNTS": stage_mounts_json(stages),
         "SPCS_WHISPER_SERVE_URL": f"http://{dns_name(head['name'])}:{ports['serve']}{ROUTE_PREFIX}",
         "SPCS_WHISPER_MODEL": config["model"],
+        # The deployer role may call WHISPER_DRAIN (make teardown); service functions send the caller's role.
+        "SPCS_WHISPER_ADMIN_ROLE": config["roles"]["deployer"],
     }
     container = {
         "name": svc["container"],
@@ -67,7 +69,7 @@ def gateway(config: dict[str, Any]) -> dict[str, Any]:
         "spec": {
             "containers": [container],
             "endpoints": [{"name": svc["endpoint"], "port": ports["gateway"], "public": True, "protocol": "HTTP"}],
-            "volumes": volumes + stage_volumes(config, stages),
+            "volumes": volumes + stage_volumes(stages),
         },
         "serviceRoles": [{"name": svc["service_role"], "endpoints": [svc["endpoint"]]}],
     }
@@ -96,12 +98,13 @@ def head(config: dict[str, Any]) -> dict[str, Any]:
         "SPCS_WHISPER_MODEL": config["model"],
         "SPCS_WHISPER_WHISPER_NUM_GPUS": "1",  # per replica: one replica per worker GPU
         "SPCS_WHISPER_WHISPER_REPLICAS": str(whisper_replicas(config)),
-        "SPCS_WHISPER_STAGE_MOUNTS": stage_mounts_json(config["stages"]),
         **ray_env(config),
     }
     endpoints = [{"name": "serve", "port": ports["serve"], "protocol": "TCP"}]
     endpoints += endpoint_list(ports, HEAD_PORTS) + endpoint_list(ports, NODE_PORTS) + [worker_range_endpoint(ports)]
-    return ray_spec(config, svc, script, env, endpoints, gpus=0)
+    # The head mounts no stage: audio reaches the Decoder as bytes from the gateway, and the model is loaded by
+    # the Whisper replicas, which live on the GPU workers.
+    return ray_spec(config, svc, script, env, endpoints, gpus=0, stages={})
 
 
 def worker(config: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +132,8 @@ def worker(config: dict[str, Any]) -> dict[str, Any]:
         ]
     )
     endpoints = endpoint_list(ports, NODE_PORTS) + [worker_range_endpoint(ports)]
-    return ray_spec(config, svc, script, ray_env(config), endpoints, gpus=svc["gpus_per_instance"])
+    models = {"MODELS": config["stages"]["MODELS"]}  # the Whisper replicas load the checkpoint from it
+    return ray_spec(config, svc, script, ray_env(config), endpoints, gpus=svc["gpus_per_instance"], stages=models)
 
 
 def ray_spec(
@@ -139,9 +143,10 @@ def ray_spec(
     env: dict[str, str],
     endpoints: list[dict[str, Any]],
     gpus: int,
+    stages: dict[str, str],
 ) -> dict[str, Any]:
-    """A Ray node: the ray image running `script`, /dev/shm in memory, both stages mounted (a replica or the
-    decoder may be placed on any node), every Ray port an endpoint."""
+    """A Ray node: the ray image running `script`, /dev/shm in memory, the `stages` its processes read
+    mounted, every Ray port an endpoint."""
     resources = {kind: dict(values) for kind, values in svc["resources"].items()}
     if gpus:
         for kind in ("requests", "limits"):  # SPCS requires the same GPU count in both
@@ -151,7 +156,7 @@ def ray_spec(
         "image": image_path(config, svc["image"]),
         "command": ["/bin/sh", "-c", script],
         "env": dict(sorted(env.items())),
-        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *stage_mounts(config["stages"])],
+        "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}, *stage_mounts(stages)],
         "resources": resources,
         "secrets": [secret(config, config["secrets"]["ray_auth_token"], "RAY_AUTH_TOKEN")],
     }
@@ -160,7 +165,7 @@ def ray_spec(
         "spec": {
             "containers": [container],
             "endpoints": endpoints,
-            "volumes": volumes + stage_volumes(config, config["stages"]),
+            "volumes": volumes + stage_volumes(stages),
         }
     }
 
@@ -190,10 +195,12 @@ def stage_mounts(stages: dict[str, str]) -> list[dict[str, str]]:
     return [{"name": volume_name(stage), "mountPath": path} for stage, path in sorted(stages.items())]
 
 
-def stage_volumes(config: dict[str, Any], stages: dict[str, str]) -> list[dict[str, Any]]:
-    user = config["container_user"]
+def stage_volumes(stages: dict[str, str]) -> list[dict[str, Any]]:
+    """Stage volumes in the generally available form: `source: stage` with the stage in `stageConfig`; the
+    `source: "@STAGE"` form is the deprecated implementation.
+    https://docs.snowflake.com/en/developer-guide/snowpark-container-services/snowflake-stage-volume"""
     return [
-        {"name": volume_name(stage), "source": f"@{stage}", "uid": user["uid"], "gid": user["gid"]}
+        {"name": volume_name(stage), "source": "stage", "stageConfig": {"name": f"@{stage}"}}
         for stage in sorted(stages)
     ]
 

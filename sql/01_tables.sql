@@ -2,8 +2,10 @@
 --
 -- Run in the database and schema the service uses (SNOWFLAKE_DATABASE / SNOWFLAKE_SCHEMA), e.g.
 --   snow sql -f sql/01_tables.sql --database WHISPER_DB --schema PUBLIC
--- The gateway runs these statements itself at start when SPCS_WHISPER_SNOWFLAKE_CREATE_TABLES is true
--- (the default); its role then needs CREATE TABLE and CREATE VIEW on the schema.
+-- Only `make deploy` runs it: the gateway never runs DDL on an account. At start it checks that these tables
+-- and columns exist and refuses to start, naming what is missing, when they do not.
+-- The views are replaced WITH COPY GRANTS, so re-running this script keeps the analysts' SELECT on them
+-- (https://docs.snowflake.com/en/sql-reference/sql/create-view).
 --
 -- The column lists are mirrored in service/storage/snowflake_schema.py (a unit test keeps them equal).
 -- Timestamps are TIMESTAMP_TZ and always written in UTC. VARIANT columns hold JSON objects or arrays.
@@ -85,7 +87,7 @@ COMMENT = 'spcs-whisper: stage batches';
 
 -- The original notebook's output table, as a view: one row per transcript.
 -- FILE_NAME is the last part of SOURCE (the stage path or the uploaded file name).
-CREATE OR REPLACE VIEW WHISPER_DEMO_OUTPUT (FILE_NAME, TRANSCRIPTION, LANGUAGE, CREATED_AT) AS
+CREATE OR REPLACE VIEW WHISPER_DEMO_OUTPUT (FILE_NAME, TRANSCRIPTION, LANGUAGE, CREATED_AT) COPY GRANTS AS
 SELECT
   SPLIT_PART(t.SOURCE, '/', -1),
   t.TEXT,
@@ -96,7 +98,7 @@ FROM TRANSCRIPTIONS AS t;
 -- The original notebook's translation table, as a view: transcripts that have a translation.
 CREATE OR REPLACE VIEW WHISPER_DEMO_TRANSLATION (
   FILE_NAME, TRANSCRIPTION, TRANSLATION, SOURCE_LANGUAGE, TARGET_LANGUAGE, METHOD
-) AS
+) COPY GRANTS AS
 SELECT
   SPLIT_PART(t.SOURCE, '/', -1),
   t.TEXT,

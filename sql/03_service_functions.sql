@@ -21,18 +21,29 @@
 --   source:   '@AUDIO_FILES_STAGE/<relative path>' (a stage the gateway mounts, or reads with Snowpark)
 --   language: ISO-639-1 code ('hi', 'en', ...) or 'auto' / NULL for detection
 --   returns:  {"text", "language", "duration", "segments"} or {"error": {...}}
--- MAX_BATCH_ROWS is small: every row is minutes of GPU work, and a small batch spreads the rows of one
--- query over the gateway's concurrent requests (and so over the Whisper replicas) instead of one long
--- request. BATCH_TIMEOUT_SECS stays above the gateway's function_timeout_s (3000 s by default).
--- CONTEXT_HEADERS = (CURRENT_USER) sends the caller's user name with every batch (header
--- sf-context-current-user), so jobs created from SQL record who asked.
+-- Asynchronous protocol: when a batch's rows are not done within the gateway's FUNCTION_WAIT_S (10 s), the
+-- gateway answers 202 and Snowflake polls with GET (same path, same sf-external-function-query-batch-id)
+-- until a 200 carries the rows; no HTTP request stays open for long.
+--   https://docs.snowflake.com/en/sql-reference/external-functions-implementation
+-- BATCH_TIMEOUT_SECS bounds a whole batch, its retries and polls included, so it is the longest one batch
+-- of MAX_BATCH_ROWS files may take end to end; MAX_BATCH_RETRIES is the number of retries of a batch that
+-- answered 404/429/5xx (a retry reuses the batch's jobs: the batch id is their idempotency key).
+--   https://docs.snowflake.com/en/release-notes/bcr-bundles/2025_02/bcr-1938
+-- MAX_BATCH_ROWS is small: every row is minutes of GPU work, and small batches spread the rows of one
+-- query over the gateway's concurrent requests (and so over the Whisper replicas); a file longer than a
+-- batch may take belongs in TRANSCRIBE_SUBMIT.
+-- CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE) sends the caller's user and role with every batch (headers
+-- sf-context-current-user, sf-context-current-role): jobs record who asked, reads are scoped to that user,
+-- and SPCS_WHISPER_ADMIN_ROLE is matched against the role. Every function sends them.
+--   https://docs.snowflake.com/en/sql-reference/sql/create-function-spcs
 CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR, language VARCHAR)
   RETURNS VARIANT
   SERVICE = WHISPER_GATEWAY
   ENDPOINT = api
   COMMENT = 'spcs-whisper: transcribe a staged audio/video file; returns {text, language, duration, segments}'
-  CONTEXT_HEADERS = (CURRENT_USER)
+  CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 8
+  MAX_BATCH_RETRIES = 3
   BATCH_TIMEOUT_SECS = 3600
   AS '/functions/transcribe';
 
@@ -44,8 +55,9 @@ CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR)
   SERVICE = WHISPER_GATEWAY
   ENDPOINT = api
   COMMENT = 'spcs-whisper: transcribe a staged audio/video file, language detected'
-  CONTEXT_HEADERS = (CURRENT_USER)
+  CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 8
+  MAX_BATCH_RETRIES = 3
   BATCH_TIMEOUT_SECS = 3600
   AS '/functions/transcribe';
 
@@ -57,7 +69,7 @@ CREATE OR REPLACE FUNCTION TRANSCRIBE_SUBMIT(source VARCHAR, language VARCHAR, t
   SERVICE = WHISPER_GATEWAY
   ENDPOINT = api
   COMMENT = 'spcs-whisper: submit a transcription job; returns {job_id, status}'
-  CONTEXT_HEADERS = (CURRENT_USER)
+  CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 100
   AS '/functions/submit';
 
@@ -68,8 +80,22 @@ CREATE OR REPLACE FUNCTION TRANSCRIPTION_STATUS(job_id VARCHAR)
   SERVICE = WHISPER_GATEWAY
   ENDPOINT = api
   COMMENT = 'spcs-whisper: status and progress of a transcription job'
+  CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 100
   AS '/functions/job_status';
+
+-- WHISPER_DRAIN(timeout_s): the first step of `make teardown`, for the deployer role (the gateway's
+-- SPCS_WHISPER_ADMIN_ROLE; no grant to analysts). The gateway claims no more jobs, lets the running ones finish
+-- for up to timeout_s, exports everything to the tables and answers {"drained", "running", "queued",
+-- "pending_exports"}; only a drained gateway's block volume is dropped (DROP SERVICE ... FORCE).
+CREATE OR REPLACE FUNCTION WHISPER_DRAIN(timeout_s NUMBER)
+  RETURNS VARIANT
+  SERVICE = WHISPER_GATEWAY
+  ENDPOINT = api
+  COMMENT = 'spcs-whisper: stop claiming jobs, finish and export what runs (before a teardown)'
+  CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
+  MAX_BATCH_ROWS = 1
+  AS '/functions/drain';
 
 -- Grants (uncomment and set the role once it exists; roles are created by the deploy scripts).
 -- Analysts need USAGE on each function signature, plus USAGE on the database and schema; reading the

@@ -1,7 +1,7 @@
 -- 07_services.sql: the three services: the Ray head (CPU pool), the Ray GPU workers (GPU pool,
 -- MIN/MAX_INSTANCES) and the gateway (CPU pool, public endpoint `api`). Re-runnable: services are
--- created once (IF NOT EXISTS), and the ALTER ... SET statements apply changed instance counts and the
--- warehouse from deploy/config.yaml without restarting anything. A changed specification or a new image
+-- created once (IF NOT EXISTS), and the ALTER ... SET statements apply changed instance counts (not the
+-- gateway's: see below) and the warehouse from deploy/config.yaml without restarting anything. A changed specification or a new image
 -- is applied by 09_upgrade_services.sql (`make upgrade`), not here.
 -- Run as the deployer role, after 07_secrets.sql and with the specs on the stage (`make deploy` does all):
 --   snow stage copy spec/<file>.yaml @WHISPER_SPECS --overwrite        (for each spec file)
@@ -34,6 +34,9 @@ ALTER SERVICE <% worker_service %> SET
   MAX_INSTANCES = <% worker_max_instances %>
   QUERY_WAREHOUSE = <% warehouse %>;
 
+-- The gateway has a block volume (its job queue): Snowflake refuses ALTER SERVICE ... SET MIN_INSTANCES /
+-- MAX_INSTANCES for a service with block volumes, so its instance count (exactly one) is set in CREATE only.
+--   https://docs.snowflake.com/en/developer-guide/snowpark-container-services/block-storage-volume
 CREATE SERVICE IF NOT EXISTS <% gateway_service %>
   IN COMPUTE POOL <% gateway_compute_pool %>
   FROM @<% spec_stage %> SPECIFICATION_FILE = '<% gateway_spec %>'
@@ -42,6 +45,4 @@ CREATE SERVICE IF NOT EXISTS <% gateway_service %>
   QUERY_WAREHOUSE = <% warehouse %>
   COMMENT = 'spcs-whisper: HTTP gateway (jobs, OpenAI-compatible API, service functions)';
 ALTER SERVICE <% gateway_service %> SET
-  MIN_INSTANCES = <% gateway_min_instances %>
-  MAX_INSTANCES = <% gateway_max_instances %>
   QUERY_WAREHOUSE = <% warehouse %>;

@@ -1,4 +1,4 @@
--- 99_teardown_data.sql: DESTRUCTIVE. After 99_teardown.sql, drops what holds data: the result tables and
+-- 99_teardown_data.sql: DESTRUCTIVE. After `make teardown` dropped the services and pools, drops what holds data: the result tables and
 -- views, the audio and model stages with their files, the spec stage, the image repository with its images,
 -- and the secrets. Only `make teardown DROP_DATA=1` runs it. The roles, the warehouse and the
 -- database stay (00_setup.sql made them with the admin role; drop them by hand if wanted).

@@ -28,6 +28,7 @@ from fastapi.responses import StreamingResponse
 from service.api.app import create_app
 from service.config import Settings
 from tests.harness import free_port, wait_ready
+from tests.integration.helpers import call_function
 from tests.snowflake.latency import AccountCosts, EmulatedAccount, Statement
 from tests.snowflake.outage import FlakySessions
 
@@ -202,7 +203,7 @@ def run_transcribe_function(rig: Rig, client: httpx.Client, rows: int = 8, timeo
     start = time.monotonic()
     data = [[i, f"@{STAGE}/call_{i:05d}.wav", "en"] for i in range(rows)]
     headers = {"sf-external-function-query-batch-id": f"load-{start}", "sf-context-current-user": "ANALYST"}
-    response = client.post("/functions/transcribe", json={"data": data}, headers=headers)
+    response = call_function(client, "/functions/transcribe", data, headers)
     assert response.status_code == 200, response.text
     answered_s = time.monotonic() - start
     values = [value for _, value in response.json()["data"]]

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from service.api import routes_batches, routes_functions, routes_health, routes_jobs, routes_openai, routes_web
 from service.api.errors import RequestContext, install_error_handlers
+from service.api.function_batches import FunctionBatches
 from service.config import Settings, get_settings
 from service.inference.client import InferenceClient
 from service.jobs.dispatcher import Dispatcher
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
         dispatcher = Dispatcher(store, client, settings, metrics, stages, translator)
         app.state.settings, app.state.store, app.state.dispatcher = settings, store, dispatcher
         app.state.stages = stages
+        app.state.function_batches = FunctionBatches(settings.data_dir / "function-batches")
+        app.state.function_batches.sweep()
         await dispatcher.start()
         log.info(
             "gateway up; Ray Serve app at %s; %s store; translation by %s",

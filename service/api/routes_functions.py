@@ -1,21 +1,34 @@
 """Snowflake service functions: `SELECT TRANSCRIBE('@STAGE/a.mp4', 'hi')` reaches these routes in batches.
 
 Protocol: request `{"data": [[row, arg1, ...], ...]}`, reply `{"data": [[row, value], ...]}` with every row in
-the same order. A row that cannot be done answers `{"error": {...}}` for that row only. 429 (saturated) and
-503 (still running) make Snowflake retry the batch; the batch id header makes the retry reuse its jobs.
+the same order. A row that cannot be done answers `{"error": {...}}` for that row only. 429 (saturated) makes
+Snowflake retry the batch; the batch id header makes the retry reuse its jobs.
+
+`TRANSCRIBE` follows the asynchronous protocol: when the rows are not done within `function_wait_s`, the POST
+answers 202 and Snowflake polls with GET (headers only, the same batch id) until a 200 carries the rows. No
+HTTP request stays open for long, and BATCH_TIMEOUT_SECS, which covers a batch's retries and polls together,
+is the only bound on how long a batch may take.
+https://docs.snowflake.com/en/sql-reference/external-functions-implementation
+https://docs.snowflake.com/en/sql-reference/external-functions-data-format
+https://docs.snowflake.com/en/release-notes/bcr-bundles/2025_02/bcr-1938 (retries, BATCH_TIMEOUT_SECS)
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from service.api.admission import accept_source, check_backlog
-from service.api.callers import caller, visible
+from service.api.callers import caller, is_admin, visible
 from service.api.errors import ApiError
+from service.api.function_batches import BatchRow
 from service.api.intake import JobOptions, json_fields
 from service.audio import AudioError
 from service.jobs.model import Job, JobStatus
@@ -24,6 +37,8 @@ from service.storage.sources import SourceError
 router = APIRouter(prefix="/functions", tags=["snowflake service functions"])
 MAX_ROWS = 1000
 BATCH_ID_HEADER = "sf-external-function-query-batch-id"
+QUERY_ID_HEADER = "sf-external-function-current-query-id"
+log = logging.getLogger(__name__)
 Row = tuple[int, list[Any]]
 
 FUNCTION_BODY = {
@@ -72,8 +87,7 @@ async def _submit(
     request: Request, row: int, source: Any, language: Any = None, translate_to: Any = None
 ) -> Job | dict:
     """A stage job for one row (reused when Snowflake retries the batch), or that row's error."""
-    batch_id = request.headers.get(BATCH_ID_HEADER)
-    key = f"sf:{request.url.path}:{batch_id}:{row}" if batch_id else None
+    key = _row_key(request, row, [source, language, translate_to])
     if not isinstance(source, str):
         return _row_error("invalid_source", "the source must be a string like '@STAGE/path/file.mp4'")
     try:
@@ -99,32 +113,97 @@ def _result(job: Job | None, transcript: dict[str, Any] | None) -> dict[str, Any
     return {"job_id": job.id, **{k: transcript.get(k) for k in keys}}
 
 
-@router.post("/transcribe", openapi_extra=FUNCTION_BODY)
-async def transcribe(request: Request) -> dict[str, Any]:
-    """`TRANSCRIBE(source, language)`: waits for every row's transcript (`{"text", "language", "duration",
-    "segments"}`); a row that fails answers `{"error": {"code", "message"}}`."""
-    rows = await _rows(request, 1, 2)
-    state = request.app.state
-    await check_backlog(state, len(rows), caller(request))
-    submitted = [await _submit(request, row, *args) for row, args in rows]
-    jobs = [job for job in submitted if isinstance(job, Job)]
-    timeout = state.settings.function_timeout_s
+def _row_key(request: Request, row: int, args: list[Any]) -> str | None:
+    """The idempotency key of a row's job: Snowflake's batch id (stable across its retries); without it, the
+    query id with the row's arguments; without either, none (not a call Snowflake made)."""
+    batch_id = request.headers.get(BATCH_ID_HEADER)
+    if batch_id:
+        return f"sf:{request.url.path}:{batch_id}:{row}"
+    query_id = request.headers.get(QUERY_ID_HEADER)
+    if query_id:
+        digest = hashlib.sha256(json.dumps(args, default=str).encode()).hexdigest()[:16]
+        return f"sf:{request.url.path}:q:{query_id}:{row}:{digest}"
+    return None
+
+
+def _batch_id(request: Request) -> str | None:
+    batch_id = request.headers.get(BATCH_ID_HEADER)
+    if not batch_id:
+        log.warning(
+            "%s %s without the %s header (query %s): retries are matched by query id, and the call waits "
+            "synchronously (no polling without a batch id)",
+            request.method,
+            request.url.path,
+            BATCH_ID_HEADER,
+            request.headers.get(QUERY_ID_HEADER, "unknown"),
+        )
+    return batch_id
+
+
+async def _answer(state: Any, batch: list[BatchRow], wait_s: float) -> list[list[Any]] | None:
+    """The batch's rows once every job finished within `wait_s`; None while some still run."""
+    job_ids = [r.job_id for r in batch if r.job_id]
     finished = await asyncio.gather(
-        *(state.dispatcher.wait_finished(job.id, timeout) for job in jobs), return_exceptions=True
+        *(state.dispatcher.wait_finished(job_id, wait_s) for job_id in job_ids), return_exceptions=True
     )
     if any(isinstance(f, TimeoutError) for f in finished):
-        raise ApiError(503, "still_running", "the batch's jobs are still running; retry", retry_after=10)
-    done = {job.id: f for job, f in zip(jobs, finished)}
+        return None
+    done = dict(zip(job_ids, finished))
     data = []
-    for (row, _), job in zip(rows, submitted):
-        if not isinstance(job, Job):
-            data.append([row, job])
+    for row in batch:
+        if row.job_id is None:
+            data.append([row.row, row.error])
             continue
-        final = done[job.id]
+        final = done[row.job_id]
         final = final if isinstance(final, Job) else None  # KeyError: deleted meanwhile
-        transcript = await state.store.transcript(job.id) if final else None
-        data.append([row, _result(final, transcript)])
+        transcript = await state.store.transcript(final.id) if final else None
+        data.append([row.row, _result(final, transcript)])
+    return data
+
+
+async def _reply(request: Request, batch_id: str, batch: list[BatchRow]) -> Any:
+    """200 with the rows, or 202 (Snowflake polls again with GET) while jobs still run."""
+    state = request.app.state
+    data = await _answer(state, batch, state.settings.function_wait_s)
+    if data is None:
+        running = sum(1 for r in batch if r.job_id)
+        return JSONResponse({"status": "running", "rows": len(batch), "jobs": running}, status_code=202)
+    state.function_batches.drop(request.url.path, batch_id)
     return {"data": data}
+
+
+@router.post("/transcribe", openapi_extra=FUNCTION_BODY, responses={202: {"description": "still running: poll"}})
+async def transcribe(request: Request) -> Any:
+    """`TRANSCRIBE(source, language)`: every row's transcript (`{"text", "language", "duration", "segments"}`);
+    a row that fails answers `{"error": {"code", "message"}}`. 202 when not done within `function_wait_s`:
+    Snowflake then polls `GET /functions/transcribe` with the same batch id."""
+    rows = await _rows(request, 1, 2)
+    state = request.app.state
+    batch_id = _batch_id(request)
+    await check_backlog(state, len(rows), caller(request))
+    batch = []
+    for row, args in rows:
+        job = await _submit(request, row, *args)
+        batch.append(BatchRow(row, job.id) if isinstance(job, Job) else BatchRow(row, error=job))
+    if batch_id is not None:
+        state.function_batches.save(request.url.path, batch_id, batch)
+        return await _reply(request, batch_id, batch)
+    data = await _answer(state, batch, state.settings.function_timeout_s)
+    if data is None:
+        raise ApiError(503, "still_running", "the batch's jobs are still running; retry", retry_after=10)
+    return {"data": data}
+
+
+@router.get("/transcribe", responses={202: {"description": "still running"}, 404: {"description": "unknown"}})
+async def transcribe_poll(request: Request) -> Any:
+    """Snowflake's poll of a batch answered 202: 202 again while its jobs run, then 200 with every row."""
+    batch_id = request.headers.get(BATCH_ID_HEADER)
+    if not batch_id:
+        raise ApiError(400, "missing_batch_id", f"a poll carries the {BATCH_ID_HEADER} header of its batch")
+    batch = request.app.state.function_batches.load(request.url.path, batch_id)
+    if batch is None:  # never seen, or answered already: Snowflake sends the batch again (its jobs are reused)
+        raise ApiError(404, "batch_not_found", "no batch with this id is being answered; send it again")
+    return await _reply(request, batch_id, batch)
 
 
 @router.post("/submit", openapi_extra=FUNCTION_BODY)
@@ -161,3 +240,40 @@ async def job_status(request: Request) -> dict[str, Any]:
             value["translation"] = translation["text"]
         data.append([row, value])
     return {"data": data}
+
+
+@router.post("/drain", openapi_extra=FUNCTION_BODY)
+async def drain(request: Request) -> dict[str, Any]:
+    """`WHISPER_DRAIN(timeout_s)`, before `make teardown` (admin users or role only): claim no more jobs, let
+    the running ones finish for up to `timeout_s`, export everything to the Snowflake tables, and answer
+    `{"drained", "running", "queued", "pending_exports"}`. `drained` is true only when nothing runs and nothing
+    waits to be exported: then the block volume may be dropped without losing anything that is not in the
+    tables (queued jobs are there as `queued`, and the next deployment takes them in again)."""
+    rows = await _rows(request, 1, 1)
+    state = request.app.state
+    if not is_admin(request):
+        error = _row_error("forbidden", "WHISPER_DRAIN is for the admin users and role (SPCS_WHISPER_ADMIN_*)")
+        return {"data": [[row, error] for row, _ in rows]}
+    try:
+        timeout = min(max(float(rows[0][1][0] or 0), 0.0), 3000.0)
+    except (TypeError, ValueError):
+        raise ApiError(400, "invalid_batch", "WHISPER_DRAIN(timeout_s) takes a number of seconds") from None
+    running = await state.dispatcher.drain(timeout)
+    flush = getattr(state.store, "flush", None)
+    try:
+        pending = await flush() if flush is not None else 0
+        error = None
+    except Exception as exc:  # Snowflake unreachable: what is pending stays on the block volume
+        pending = await state.store.exporter.pending()
+        error = f"{type(exc).__name__}: {exc}"[:300]
+    counts = await state.store.count_by_status()
+    value: dict[str, Any] = {
+        "drained": running == 0 and pending == 0,
+        "running": running,
+        "queued": counts.get("queued", 0),
+        "pending_exports": pending,
+    }
+    if error:
+        value["export_error"] = error
+    log.warning("drained for teardown: %s", value)
+    return {"data": [[row, value] for row, _ in rows]}

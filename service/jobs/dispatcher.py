@@ -51,6 +51,8 @@ class Dispatcher:
         self._watch_task: asyncio.Task[None] | None = None
         self.model_info: dict | None = None  # the Ray app's /ready answer; None while it is down
         self._inference_up = asyncio.Event()
+        self._claiming = asyncio.Event()  # cleared by drain(): no job is claimed until resume()
+        self._claiming.set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         # Segments of running jobs decoded so far (this process's attempts only; a restart starts over).
         self.partial: dict[str, list[dict[str, Any]]] = {}
@@ -112,6 +114,19 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    async def drain(self, timeout_s: float) -> int:
+        """Claim no more jobs and let the running ones finish, for up to `timeout_s`; how many still run. Queued
+        jobs stay queued (a later start, or `resume()`, runs them)."""
+        self._claiming.clear()
+        tasks = list(self._running.values())
+        if tasks and timeout_s > 0:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        return self.in_flight
+
+    def resume(self) -> None:
+        self._claiming.set()
+        self._wake.set()
+
     def cancel(self, job_id: str) -> None:
         """Stop a job's in-flight call (its status is already `cancelled` in the store)."""
         task = self._running.get(job_id)
@@ -136,6 +151,7 @@ class Dispatcher:
         idle = 0
         while True:
             await self._inference_up.wait()
+            await self._claiming.wait()
             await self._slots.acquire()
             job = None
             try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import sqlite3
@@ -26,7 +25,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service.jobs.model import Batch
@@ -41,7 +39,6 @@ from service.storage.snowflake_adopt import (
 from service.storage.snowflake_schema import (
     BATCHES,
     JOBS,
-    TABLES,
     TRANSCRIPTIONS,
     TRANSLATIONS,
     TableSpec,
@@ -50,7 +47,8 @@ from service.storage.snowflake_schema import (
     transcript_values,
     translation_values,
 )
-from service.storage.snowflake_session import is_local, is_session_gone
+from service.storage.snowflake_session import is_session_gone
+from service.storage.snowflake_tables import SchemaMismatch, prepare_tables
 from service.storage.sqlite_schema import row_to_job
 
 if TYPE_CHECKING:
@@ -62,7 +60,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-DDL_PATH = Path(__file__).resolve().parents[2] / "sql" / "01_tables.sql"
 MAX_BACKOFF_S = 300.0
 
 EXPORTS_SCHEMA = """
@@ -97,27 +94,6 @@ class Snapshot:
 
     marks: dict[str, list[Mark]] = field(default_factory=dict)
     rows: dict[str, list[list[Any]]] = field(default_factory=dict)
-
-
-def ddl_statements(path: Path = DDL_PATH) -> list[str]:
-    """The statements of sql/01_tables.sql, comments dropped."""
-    from snowflake.connector.util_text import split_statements
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run it by hand and set SPCS_WHISPER_SNOWFLAKE_CREATE_TABLES=false")
-    with path.open(encoding="utf-8") as handle:
-        text = handle.read()
-    statements = (s.strip().rstrip(";").strip() for s, _ in split_statements(io.StringIO(text), remove_comments=True))
-    return [s for s in statements if s]
-
-
-def create_tables(session: Session) -> None:
-    if is_local(session):  # the emulator runs no SQL text: empty typed frames make the tables
-        for spec in TABLES:
-            session.create_dataframe([], schema=spec.struct()).write.save_as_table(spec.name, mode="ignore")
-        return
-    for statement in ddl_statements():
-        session.sql(statement).collect()
 
 
 def _stamp(value: str | None) -> datetime | None:
@@ -229,15 +205,13 @@ class Exporter:
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     async def open(self) -> None:
-        if self.settings.snowflake_create_tables:
-            try:
-                await self._snowflake(create_tables)
-            except Exception as exc:  # the queue works without Snowflake; the export retries
-                log.warning("could not create the Snowflake tables (%s); the export will retry", exc)
-        try:  # before the dispatcher starts: an earlier release's unfinished jobs join the queue first
-            await self._adopt()
-        except Exception as exc:
-            log.warning("could not look for an earlier release's jobs (%s); the export will retry", exc)
+        try:  # before the dispatcher starts: the tables are as sql/01_tables.sql makes them, and an earlier
+            # release's unfinished jobs join the queue first
+            await self._prepare()
+        except SchemaMismatch:
+            raise  # refuse to start: `make deploy` (sql/01_tables.sql) must run first
+        except Exception as exc:  # the queue works without Snowflake; the export checks again before it writes
+            log.warning("Snowflake not reachable at start (%s); the export will check and retry", exc)
         self._wake.set()  # what an earlier process left
         self._task = asyncio.create_task(self._loop(), name="snowflake-export")
 
@@ -272,7 +246,7 @@ class Exporter:
         async with self._flushing:
             try:
                 if not self._adopted:
-                    await self._adopt()
+                    await self._prepare()
                 while True:
                     snap = await self.store._run(lambda c: read_snapshot(c, self.settings.export_max_rows))
                     if not snap.marks:
@@ -289,8 +263,10 @@ class Exporter:
             self.status.pending = await self.pending()
             return self.status.pending
 
-    async def _adopt(self) -> None:
-        """Once per data folder, before the first export: what an earlier release left (snowflake_adopt.py)."""
+    async def _prepare(self) -> None:
+        """Before the first export: the tables checked (never created or replaced on an account: DDL is
+        `make deploy`'s), then, once per data folder, what an earlier release left (snowflake_adopt.py)."""
+        await self._snowflake(prepare_tables)
         if not await self.store._run(adopted):
             inherited = Inherited()
             await self._snowflake(lambda s: read_snowflake(s, inherited))

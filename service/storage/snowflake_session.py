@@ -1,8 +1,12 @@
 """Where Snowpark sessions come from: the SPCS OAuth token, explicit settings, or a connections.toml name.
 
 `SessionProvider` hands out one cached session (thread-safe) to the store, the stage reader and the Cortex
-translator. Inside SPCS the token file rotates: when its content changed, the next `get()` opens a new
-session with the new token (the old one is closed a minute later, so a query running on it can finish).
+translator, and keeps it. Inside SPCS the token file is refreshed every few minutes, but a session opened with
+an older token stays valid, and closing a session cancels its queries in flight; so the token file is read
+again only when a new session must be opened: at the first use, and after an error that says the session is
+gone (`invalidate()`, e.g. 390112/390114). A replaced session is closed a minute later, so a query running on
+it in another thread can finish.
+https://docs.snowflake.com/en/developer-guide/snowpark-container-services/additional-considerations-services#connecting-to-snowflake-from-inside-a-container
 Snowpark is imported lazily: the gateway stays light when nothing uses Snowflake.
 """
 
@@ -108,7 +112,6 @@ class SessionProvider:
         self._factory = factory
         self._lock = threading.Lock()
         self._session: Session | None = None
-        self._token: str | None = None  # the SPCS token the current session was opened with
         self._retired: list[tuple[float, Session]] = []
 
     def _create(self) -> Session:
@@ -124,22 +127,10 @@ class SessionProvider:
         session.reduce_describe_query_enabled = True
         return session
 
-    def _rotated(self) -> str | None:
-        """The current SPCS token when sessions are made from it (so a new one means a new session)."""
-        if self.settings.snowflake_local_testing:
-            return None
-        return _token(self.settings)
-
     def get(self) -> Session:
         with self._lock:
-            token = self._rotated()
-            if self._session is not None and token != self._token:
-                log.info("SPCS token rotated: opening a new Snowflake session")
-                self._retired.append((time.monotonic(), self._session))
-                self._session = None
-            if self._session is None:
+            if self._session is None:  # the token file is read here only, when a session is opened
                 self._session = self._create()
-                self._token = token
             self._close_retired(RETIRE_AFTER_S)
             return self._session
 

@@ -60,6 +60,20 @@ def wait(client: httpx.Client, job_id: str, timeout: float = 300, poll: float = 
     raise TimeoutError(f"job {job_id} not finished after {timeout} s")
 
 
+def call_function(
+    client: httpx.Client, path: str, rows: list, headers: dict[str, str], timeout: float = 600, poll: float = 0.2
+) -> httpx.Response:
+    """A service-function batch as Snowflake sends it: POST the rows; while the answer is 202, poll with GET
+    and the same headers (the batch id among them) until another status comes."""
+    response = client.post(path, json={"data": rows}, headers=headers)
+    deadline = time.monotonic() + timeout
+    while response.status_code == 202:
+        assert time.monotonic() < deadline, f"batch still 202 after {timeout} s"
+        time.sleep(poll)
+        response = client.get(path, headers=headers)
+    return response
+
+
 def transcribe(client: httpx.Client, path: Path, timeout: float = 300, **fields: Any) -> tuple[dict, dict]:
     """Submit, wait, and return (job, json transcript)."""
     response = submit(client, path, **fields)

@@ -27,7 +27,7 @@ from snowflake.snowpark.mock._functions import MockedFunctionRegistry
 from service.api.app import create_app
 from service.config import Settings
 from tests.harness import Service, free_port, wait_ready
-from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, wait, wer
+from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, call_function, wait, wer
 from tests.snowflake.outage import FlakySessions
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
@@ -180,7 +180,7 @@ def wait_exported(snowflake: FlakySessions, job_id: str, timeout: float = 30) ->
 def test_the_transcribe_function_with_the_snowflake_store(client: httpx.Client, snowflake: FlakySessions) -> None:
     rows = [[0, "@AUDIO_FILES_STAGE/en_jfk_video.mp4", "en"], [1, "@AUDIO_FILES_STAGE/gone.mp4", "en"]]
     headers = {"sf-external-function-query-batch-id": "sf-batch-1", "sf-context-current-user": "ANALYST"}
-    data = client.post("/functions/transcribe", json={"data": rows}, headers=headers).json()["data"]
+    data = call_function(client, "/functions/transcribe", rows, headers).json()["data"]
     assert wer(MANIFEST_JFK, data[0][1]["text"]) == 0.0 and data[1][1]["error"]["code"] == "source_not_found"
     wait_exported(snowflake, data[0][1]["job_id"])
     assert len(table(snowflake, "TRANSCRIPTIONS", data[0][1]["job_id"])) == 1

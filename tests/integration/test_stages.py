@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.harness import Service, start_gateway, stop_gateway, wait_ready
-from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, wait, wer
+from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, call_function, wait, wer
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
 QUEUE_BOUND = 6
@@ -189,8 +189,7 @@ def test_unknown_batch_is_404(client: httpx.Client) -> None:
 
 
 def _function(client: httpx.Client, path: str, rows: list, batch_id: str) -> httpx.Response:
-    headers = {**HEADERS, "sf-external-function-query-batch-id": batch_id}
-    return client.post(path, json={"data": rows}, headers=headers)
+    return call_function(client, path, rows, {**HEADERS, "sf-external-function-query-batch-id": batch_id})
 
 
 def test_transcribe_function_answers_every_row_in_order(client: httpx.Client) -> None:

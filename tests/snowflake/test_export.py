@@ -22,9 +22,9 @@ from snowflake.snowpark.functions import lit
 from service.jobs.model import Job, JobStatus, new_job_id, now
 from service.storage import snowflake_export
 from service.storage.records import job_to_record
-from service.storage.snowflake_export import create_tables
 from service.storage.snowflake_schema import JOBS, TRANSCRIPTIONS, TRANSLATIONS, job_values, transcript_values
 from service.storage.snowflake_session import is_session_gone
+from service.storage.snowflake_tables import create_tables
 from tests.snowflake.outage import (
     HINDI,
     FlakySessions,

@@ -136,7 +136,10 @@ class _FakeSession:
         self.closed = True
 
 
-def test_provider_caches_and_reopens_after_token_rotation(tmp_path: Path) -> None:
+def test_provider_keeps_its_session_when_the_token_rotates(tmp_path: Path) -> None:
+    """Issue 13, rule 5: a rotated token file does not replace the session (closing it would cancel its queries
+    in flight, and a session opened with an older token stays valid); the file is read again only when a new
+    session must be opened, after the session is gone."""
     token = tmp_path / "token"
     token.write_text("t1")
     settings = _settings(tmp_path, snowflake_token_path=token, snowflake_host="h.snowflakecomputing.com")
@@ -149,13 +152,13 @@ def test_provider_caches_and_reopens_after_token_rotation(tmp_path: Path) -> Non
     provider = SessionProvider(settings, factory)
     first = provider.get()
     assert provider.get() is first and first.params["token"] == "t1"
-    token.write_text("t2")
+    token.write_text("t2")  # SPCS refreshed the file
+    for _ in range(3):
+        assert provider.get() is first and not first.closed
+    provider.invalidate()  # e.g. 390114: the session is gone; now the new token is read
     second = provider.get()
-    assert second is not first and second.params["token"] == "t2"
+    assert second is not first and second.params["token"] == "t2" and len(made) == 2
     assert not first.closed  # queries of other threads may still run on it for a while
-    provider.invalidate()
-    third = provider.get()
-    assert third is not second and len(made) == 3
     provider.close()
     assert all(s.closed for s in made)
 

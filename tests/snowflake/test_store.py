@@ -14,8 +14,8 @@ import sqlglot
 from sqlglot import exp
 
 from service.jobs.model import JobStatus
-from service.storage.snowflake_export import DDL_PATH, ddl_statements
 from service.storage.snowflake_schema import JOBS, TABLES, TRANSCRIPTIONS, TRANSLATIONS, VIEWS
+from service.storage.snowflake_tables import DDL_PATH, ddl_statements
 from tests.snowflake.outage import (
     HINDI,
     FlakySessions,

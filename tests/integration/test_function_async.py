@@ -1,0 +1,187 @@
+"""`TRANSCRIBE()` over files that take longer than any HTTP request may stay open: the asynchronous
+service-function protocol against the real gateway process (`spcs-whisper gateway`, SQLite store, real HTTP).
+
+The Ray app is a STAND-IN (tests/store_load.py: the same HTTP protocol, a fixed transcript after a set time),
+because what is under test is the protocol between Snowflake and the gateway, not Whisper. The client plays
+Snowflake: POST the batch, then GET with the same batch id while the answer is 202.
+https://docs.snowflake.com/en/sql-reference/external-functions-implementation
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import free_port, start_gateway, stop_gateway
+from tests.integration.helpers import call_function
+from tests.store_load import serving, standin_inference, write_stage
+
+pytestmark = pytest.mark.integration
+SECONDS = 3.0  # what the stand-in takes per file
+READ_TIMEOUT = 1.5  # no request may stay open longer than this (SPCS ingress, Snowflake's own timeouts)
+BATCH = "sf-external-function-query-batch-id"
+QUERY = "sf-external-function-current-query-id"
+USER = {"sf-context-current-user": "ANALYST"}
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_stage(tmp_path_factory.mktemp("stage"), 4)
+
+
+@pytest.fixture(scope="module")
+def inference() -> Iterator[str]:
+    with serving(standin_inference(SECONDS), free_port()) as url:
+        yield f"{url}/whisper"
+
+
+def _gateway(data: Path, stage: Path, inference: str) -> tuple[str, object, Path]:
+    log = data.parent / f"{data.name}.log"
+    url, process = start_gateway(
+        data,
+        inference,
+        log,
+        SPCS_WHISPER_STAGE_MOUNTS=f'{{"AUDIO_FILES_STAGE": "{stage}"}}',
+        SPCS_WHISPER_FUNCTION_WAIT_S="0.3",
+        SPCS_WHISPER_FUNCTION_TIMEOUT_S="30",
+        SPCS_WHISPER_ADMIN_ROLE="WHISPER_DEPLOYER",
+    )
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/readyz").status_code != 200:  # the dispatcher has seen the stand-in
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.2)
+    return url, process, log
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, stage: Path, inference: str) -> Iterator[tuple[str, Path]]:
+    url, process, log = _gateway(tmp_path_factory.mktemp("gateway") / "data", stage, inference)
+    yield url, log
+    stop_gateway(process)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(gateway: tuple[str, Path]) -> Iterator[httpx.Client]:
+    timeout = httpx.Timeout(READ_TIMEOUT, connect=5.0)
+    with httpx.Client(base_url=gateway[0], timeout=timeout) as c:
+        yield c
+
+
+def _rows() -> list[list]:
+    return [
+        [0, "@AUDIO_FILES_STAGE/call_00000.wav", "en"],
+        [1, "@AUDIO_FILES_STAGE/missing.wav", "en"],
+        [2, "@AUDIO_FILES_STAGE/call_00001.wav"],
+    ]
+
+
+def _jobs(client: httpx.Client) -> int:
+    return len(client.get("/v1/jobs", params={"limit": 200}).json()["jobs"])
+
+
+def test_a_batch_longer_than_any_request_is_answered_by_polling(client: httpx.Client) -> None:
+    headers = {**USER, BATCH: "async-1", QUERY: "q-1"}
+    start = time.monotonic()
+    first = client.post("/functions/transcribe", json={"data": _rows()}, headers=headers)
+    assert first.status_code == 202, first.text  # at once: the files take SECONDS each
+    assert time.monotonic() - start < READ_TIMEOUT
+    polls = 0
+    response = first
+    while response.status_code == 202:
+        time.sleep(0.2)
+        response = client.get("/functions/transcribe", headers=headers)
+        polls += 1
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - start >= SECONDS and polls >= 3
+    data = response.json()["data"]
+    assert [row for row, _ in data] == [0, 1, 2]
+    assert data[0][1]["text"] == "stand-in" and data[2][1]["text"] == "stand-in"
+    assert data[1][1]["error"]["code"] == "source_not_found"
+    # Answered: the batch is forgotten, a late poll is 404 (Snowflake would send the batch again).
+    assert client.get("/functions/transcribe", headers=headers).status_code == 404
+
+
+def test_a_retried_batch_reuses_its_jobs(client: httpx.Client) -> None:
+    headers = {**USER, BATCH: "async-2", QUERY: "q-2"}
+    before = _jobs(client)
+    first = client.post("/functions/transcribe", json={"data": _rows()}, headers=headers)
+    assert first.status_code == 202
+    assert _jobs(client) == before + 2
+    again = client.post("/functions/transcribe", json={"data": _rows()}, headers=headers)  # Snowflake's retry
+    assert again.status_code == 202 and _jobs(client) == before + 2
+    done = call_function(client, "/functions/transcribe", _rows(), headers)
+    assert done.status_code == 200 and _jobs(client) == before + 2
+    ids = [value.get("job_id") for _, value in done.json()["data"]]
+    assert ids[0] and ids[2] and ids[1] is None
+
+
+def test_without_a_batch_id_a_retry_starts_no_second_job(client: httpx.Client, gateway: tuple[str, Path]) -> None:
+    """Not what Snowflake sends, but logged and safe: the query id and the row's arguments name the job."""
+    headers = {**USER, QUERY: "q-no-batch"}
+    rows = [[0, "@AUDIO_FILES_STAGE/call_00002.wav", "en"]]
+    before = _jobs(client)
+    with httpx.Client(base_url=gateway[0], timeout=60) as patient:  # no polling without a batch id
+        first = patient.post("/functions/transcribe", json={"data": rows}, headers=headers)
+        retry = patient.post("/functions/transcribe", json={"data": rows}, headers=headers)
+    assert first.status_code == retry.status_code == 200, first.text
+    assert first.json()["data"][0][1]["job_id"] == retry.json()["data"][0][1]["job_id"]
+    assert _jobs(client) == before + 1
+    assert f"without the {BATCH} header" in gateway[1].read_text()
+
+
+def test_polls_need_a_known_batch_id(client: httpx.Client) -> None:
+    missing = client.get("/functions/transcribe", headers=USER)
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "missing_batch_id"
+    unknown = client.get("/functions/transcribe", headers={**USER, BATCH: "never-sent"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "batch_not_found"
+
+
+def test_a_batch_outlives_a_gateway_restart(tmp_path: Path, stage: Path, inference: str) -> None:
+    """The 202 went out, then the gateway restarted: Snowflake's next poll still gets every row."""
+    data = tmp_path / "data"
+    url, process, _ = _gateway(data, stage, inference)
+    headers = {**USER, BATCH: "async-restart", QUERY: "q-3"}
+    try:
+        with httpx.Client(base_url=url, timeout=READ_TIMEOUT) as client:
+            assert client.post("/functions/transcribe", json={"data": _rows()}, headers=headers).status_code == 202
+    finally:
+        stop_gateway(process)  # type: ignore[arg-type]
+    url, process, _ = _gateway(data, stage, inference)
+    try:
+        with httpx.Client(base_url=url, timeout=READ_TIMEOUT) as client:
+            response = client.get("/functions/transcribe", headers=headers)
+            while response.status_code == 202:
+                time.sleep(0.2)
+                response = client.get("/functions/transcribe", headers=headers)
+            assert response.status_code == 200, response.text
+            assert [value.get("text") for _, value in response.json()["data"]] == ["stand-in", None, "stand-in"]
+    finally:
+        stop_gateway(process)  # type: ignore[arg-type]
+
+
+def test_whisper_drain_finishes_running_jobs_and_claims_no_more(tmp_path: Path, stage: Path, inference: str) -> None:
+    """`SELECT WHISPER_DRAIN(60)`, the first step of `make teardown`: for the admin role only; the running job
+    finishes, nothing new is claimed, and the answer says whether the gateway may be dropped."""
+    url, process, _ = _gateway(tmp_path / "data", stage, inference)
+    deployer = {"sf-context-current-user": "OPS", "sf-context-current-role": "WHISPER_DEPLOYER", BATCH: "drain-1"}
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            job = client.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/call_00000.wav"}).json()["id"]
+            deadline = time.monotonic() + 30
+            while client.get(f"/v1/jobs/{job}").json()["status"] == "queued":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            analyst = client.post("/functions/drain", json={"data": [[0, 60]]}, headers={**USER, BATCH: "d-0"})
+            assert analyst.json()["data"][0][1]["error"]["code"] == "forbidden"
+            value = client.post("/functions/drain", json={"data": [[0, 60]]}, headers=deployer).json()["data"][0][1]
+            assert value == {"drained": True, "running": 0, "queued": 0, "pending_exports": 0}, value
+            assert client.get(f"/v1/jobs/{job}").json()["status"] == "succeeded"  # it finished, not cut short
+            later = client.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/call_00001.wav"}).json()["id"]
+            time.sleep(SECONDS + 1)
+            assert client.get(f"/v1/jobs/{later}").json()["status"] == "queued"  # kept for the next deployment
+    finally:
+        stop_gateway(process)  # type: ignore[arg-type]
