@@ -91,7 +91,6 @@ class Settings(BaseSettings):
     snowflake_schema: str | None = Field(None, validation_alias=_env("SNOWFLAKE_SCHEMA", "SNOWFLAKE_SCHEMA"))
     snowflake_connection_name: str | None = Field(None, description="a named connection in connections.toml")
     snowflake_token_path: Path = Field(Path("/snowflake/session/token"), description="SPCS OAuth token file")
-    snowflake_create_tables: bool = Field(True, description="create missing tables and views at start")
     snowflake_local_testing: bool = Field(False, description="use Snowpark's local emulator (development only)")
     export_interval_s: float = Field(
         1.0, ge=0, description="group commit: changed rows are exported to Snowflake at most this often"
@@ -126,8 +125,23 @@ class Settings(BaseSettings):
     translate_max_attempts: int = Field(4, ge=1)
 
     # Service functions (SQL -> service)
+    function_wait_s: float = Field(
+        10.0, ge=0, description="a service-function request waits this long for its rows, then answers 202 (polled)"
+    )
     function_timeout_s: float = Field(
-        3000.0, gt=0, description="longest /functions/transcribe waits (under Snowflake's BATCH_TIMEOUT_SECS)"
+        3000.0, gt=0, description="without Snowflake's batch id (no polling possible): longest a request waits"
+    )
+
+    # OpenAI-compatible routes (SPCS ingress closes a connection idle for 90 s: service/api/keepalive.py)
+    openai_keepalive_s: float = Field(
+        20.0,
+        ge=0,
+        lt=90,
+        description="a /v1/audio/* request waiting this long gets its 200 headers, then a whitespace keep-alive "
+        "this often until the result; 0 = off",
+    )
+    openai_max_wait_s: float = Field(
+        3600.0, gt=0, description="longest /v1/audio/* waits for its job; then the job link (202, or in the body)"
     )
 
     @property
