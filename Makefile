@@ -65,7 +65,8 @@ clean:
 #   make status | logs [WHICH=gateway|head|worker INSTANCE=0] | teardown [DROP_DATA=1] | render
 # Needs the Snowflake CLI (`snow`, connection flags in SNOW_FLAGS, e.g. SNOW_FLAGS='-c prod') and docker.
 # `make deploy` also needs SPCS_WHISPER_API_TOKEN in the environment: the gateway's bearer token, stored
-# in a Snowflake secret when that secret is first created. `make -n deploy` prints every step.
+# in a Snowflake secret when that secret is first created (read from the environment, never a command-line
+# argument), and snowflake.cloud of deploy/config.yaml must be the account's cloud. `make -n deploy` prints every step.
 # Run without -j: the deploy steps are ordered prerequisites.
 # =====================================================================================================
 .PHONY: images push deploy deploy-objects deploy-services upgrade status logs teardown render render-check
@@ -119,8 +120,12 @@ push:
 
 deploy: render-check deploy-objects push deploy-services
 
-# Roles, warehouse, database (admin role, inside 00), then the deployer's objects. 06 only with external access.
+# First the account's cloud: GPU instance families differ by cloud (GPU_NV_S is AWS only), so deploy.cloud stops here
+# unless CURRENT_REGION() is on snowflake.cloud of deploy/config.yaml; and the API token (needed by deploy-services).
+# Then roles, warehouse, database (admin role, inside 00), then the deployer's objects. 06 only with external access.
 deploy-objects:
+	$(SNOW) sql $(SNOW_FLAGS) -q "SELECT CURRENT_REGION() AS REGION" --format json | $(DEPLOY_PY) -m deploy.cloud
+	$(DEPLOY_PY) -m deploy.render --check-secrets
 	$(SNOW) sql $(SNOW_FLAGS) -f sql/00_setup.sql $(SQL_VARS)
 	$(SNOW) sql $(SNOW_CTX) -f sql/01_tables.sql
 	$(SNOW) sql $(SNOW_CTX) -f sql/02_stages.sql
@@ -128,11 +133,12 @@ deploy-objects:
 	$(SNOW) sql $(SNOW_CTX) -f sql/05_compute_pools.sql $(SQL_VARS)
 	if [ "$(EXTERNAL_ACCESS)" = true ]; then $(SNOW) sql $(SNOW_FLAGS) -f sql/06_external_access.sql $(SQL_VARS); fi
 
-# Secrets (the output would show their values), specs to the stage, services, then the SQL functions (bound to the gateway) and the grants.
+# Secrets: deploy.render fills sql/07_secrets.sql with $SPCS_WHISPER_API_TOKEN and a random Ray token and snow reads
+# it from stdin, so no value is ever a command-line argument (process list, shell history); the output, which shows
+# the statements, is discarded. Then specs to the stage, services, the SQL functions (bound to the gateway), grants.
 deploy-services: render-check
-	@test -n "$$SPCS_WHISPER_API_TOKEN" || { echo "set SPCS_WHISPER_API_TOKEN: the gateway's bearer token" >&2; exit 1; }
-	$(SNOW) sql $(SNOW_CTX) -f sql/07_secrets.sql $(SQL_VARS) -D "api_token=$$SPCS_WHISPER_API_TOKEN" \
-	  -D "ray_auth_token=$$($(DEPLOY_PY) -c 'import secrets; print(secrets.token_urlsafe(32))')" >/dev/null
+	$(DEPLOY_PY) -m deploy.render --check-secrets
+	$(DEPLOY_PY) -m deploy.render --secrets-sql | $(SNOW) sql $(SNOW_CTX) --stdin --enable-templating NONE >/dev/null
 	for f in $(SPEC_FILES); do $(SNOW) stage copy $$f @$(SPEC_STAGE) --overwrite $(SNOW_CTX) || exit 1; done
 	$(SNOW) sql $(SNOW_CTX) -f sql/07_services.sql $(SQL_VARS)
 	if [ "$(EXTERNAL_ACCESS)" = true ]; then $(SNOW) sql $(SNOW_CTX) -f sql/07_worker_external_access.sql $(SQL_VARS); fi
@@ -151,6 +157,41 @@ logs:
 	$(SNOW) spcs service logs $(call cfg,services.$(WHICH).name) --container-name $(call cfg,services.$(WHICH).container) \
 	  --instance-id $(INSTANCE) --num-lines $(LINES) $(SNOW_CTX)
 
+# Stop every credit, in an order that loses nothing (`make -n teardown` prints it): drain the gateway
+# (WHISPER_DRAIN: running jobs finish, everything is exported to the tables), drop the functions, the Ray
+# services and the GPU pool, then the gateway with its block volume (DROP SERVICE ... FORCE: Snowflake refuses
+# to drop a service with a block volume without it) and the CPU pool. Each step runs on its own and a failed
+# one is noted, never the end: the pools are dropped even when a service drop fails, and `make teardown` exits
+# non-zero at the end, naming the steps that failed. A gateway that did not drain keeps its block volume (and
+# the CPU pool it runs on) unless FORCE=1. https://docs.snowflake.com/en/sql-reference/sql/drop-service
+TEARDOWN_DIR ?= .teardown
+DRAIN_S      ?= 120
+FORCE        ?= 0
+HEAD          = $(eval HEAD := $(call cfg,services.head.name))$(HEAD)
+WORKER        = $(eval WORKER := $(call cfg,services.worker.name))$(WORKER)
+CPU_POOL      = $(eval CPU_POOL := $(call cfg,compute_pools.cpu.name))$(CPU_POOL)
+GPU_POOL      = $(eval GPU_POOL := $(call cfg,compute_pools.gpu.name))$(GPU_POOL)
+FAILED        = $(TEARDOWN_DIR)/failed
+
 teardown:
-	$(SNOW) sql $(SNOW_CTX) -f sql/99_teardown.sql $(SQL_VARS)
-	if [ "$(DROP_DATA)" = 1 ]; then $(SNOW) sql $(SNOW_CTX) -f sql/99_teardown_data.sql $(SQL_VARS); fi
+	rm -rf $(TEARDOWN_DIR) && mkdir -p $(TEARDOWN_DIR)
+	$(SNOW) sql $(SNOW_CTX) --format json -q "SELECT WHISPER_DRAIN($(DRAIN_S)) AS DRAIN" | $(DEPLOY_PY) -m deploy.drained && touch $(TEARDOWN_DIR)/drained || echo "drain the gateway" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIBE(VARCHAR, VARCHAR)" || echo "drop TRANSCRIBE(VARCHAR, VARCHAR)" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIBE(VARCHAR)" || echo "drop TRANSCRIBE(VARCHAR)" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIBE_SUBMIT(VARCHAR, VARCHAR, VARCHAR)" || echo "drop TRANSCRIBE_SUBMIT" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIPTION_STATUS(VARCHAR)" || echo "drop TRANSCRIPTION_STATUS" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS WHISPER_DRAIN(NUMBER)" || echo "drop WHISPER_DRAIN" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP SERVICE IF EXISTS $(WORKER)" || echo "drop $(WORKER)" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP SERVICE IF EXISTS $(HEAD)" || echo "drop $(HEAD)" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "ALTER COMPUTE POOL IF EXISTS $(GPU_POOL) STOP ALL" || echo "stop $(GPU_POOL)" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP COMPUTE POOL IF EXISTS $(GPU_POOL)" || echo "drop $(GPU_POOL)" >> $(FAILED)
+	if [ -e $(TEARDOWN_DIR)/drained ] || [ "$(FORCE)" = 1 ]; then \
+	  $(SNOW) sql $(SNOW_CTX) -q "DROP SERVICE IF EXISTS $(GATEWAY) FORCE" || echo "drop $(GATEWAY)" >> $(FAILED); \
+	  $(SNOW) sql $(SNOW_CTX) -q "ALTER COMPUTE POOL IF EXISTS $(CPU_POOL) STOP ALL" || echo "stop $(CPU_POOL)" >> $(FAILED); \
+	  $(SNOW) sql $(SNOW_CTX) -q "DROP COMPUTE POOL IF EXISTS $(CPU_POOL)" || echo "drop $(CPU_POOL)" >> $(FAILED); \
+	else \
+	  echo "kept $(GATEWAY) and $(CPU_POOL): the gateway did not drain, and its block volume holds work not yet in the tables; make teardown FORCE=1 drops them anyway" >&2; \
+	  echo "drop $(GATEWAY) (not drained)" >> $(FAILED); \
+	fi
+	if [ "$(DROP_DATA)" = 1 ]; then $(SNOW) sql $(SNOW_CTX) -f sql/99_teardown_data.sql $(SQL_VARS) || echo "drop data" >> $(FAILED); fi
+	@if [ -s $(FAILED) ]; then echo "teardown: these steps failed:" >&2; cat $(FAILED) >&2; exit 1; fi

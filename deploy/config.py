@@ -16,9 +16,20 @@ SQL_DIR = ROOT / "sql"
 
 IDENTIFIER = re.compile(r"[A-Z][A-Z0-9_]*")  # unquoted Snowflake identifier, as written in config.yaml
 SPCS_NAME = re.compile(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?")  # container, volume, endpoint names
-GPUS_PER_NODE = {"GPU_NV_XS": 1, "GPU_NV_S": 1, "GPU_NV_M": 4, "GPU_NV_L": 8}  # families with a known GPU count
-# Variables sql/07_services.sql takes from the caller, not from config.yaml: secret values (`make deploy` reads
-# them from the environment or generates them).
+# The GPU instance families of SPCS compute pools, by the account's cloud, with their GPUs per node. Each cloud has
+# its own: GPU_NV_S is AWS only, Azure has GPU_NV_XS/SM/2M/3M/SL, Google Cloud GPU_GCP_NV_*. The INSTANCE_FAMILY table
+# of CREATE COMPUTE POOL, https://docs.snowflake.com/en/sql-reference/sql/create-compute-pool, and of
+# https://docs.snowflake.com/en/developer-guide/snowpark-container-services/working-with-compute-pool (some are not in
+# every region of their cloud: SHOW COMPUTE POOL INSTANCE FAMILIES lists the account's own).
+GPU_FAMILIES: dict[str, dict[str, int]] = {
+    "aws": {"GPU_NV_S": 1, "GPU_NV_M": 4, "GPU_NV_L": 8},
+    "azure": {"GPU_NV_XS": 1, "GPU_NV_SM": 1, "GPU_NV_2M": 2, "GPU_NV_3M": 2, "GPU_NV_SL": 4},
+    "gcp": {"GPU_GCP_NV_L4_1_24G": 1, "GPU_GCP_NV_L4_4_24G": 4, "GPU_GCP_NV_A100_8_40G": 8},
+}
+CLOUDS = tuple(GPU_FAMILIES)  # snowflake.cloud of deploy/config.yaml
+GPUS_PER_NODE = {family: gpus for families in GPU_FAMILIES.values() for family, gpus in families.items()}
+# Variables sql/07_secrets.sql takes from the caller, not from config.yaml: secret values, which deploy/secrets_sql.py
+# fills in (from the environment, or generated), never `snow sql -D` (a command-line argument is visible to others).
 RUNTIME_SQL_VARS = ("api_token", "ray_auth_token")
 TEMPLATE = re.compile(r"<%\s*(\w+)\s*%>")  # Snowflake CLI template variable: <% name %>
 
@@ -161,13 +172,23 @@ def check(config: dict[str, Any]) -> None:
     for key in ("gateway", "head"):
         require(services[key]["max_instances"] == 1, f"services.{key} runs exactly one instance")
     require(bool(SPCS_NAME.fullmatch(services["gateway"]["endpoint"])), "services.gateway.endpoint is not valid")
+    cloud = sf.get("cloud")
+    require(cloud in GPU_FAMILIES, f"snowflake.cloud is {cloud!r}, not the account's cloud: {', '.join(CLOUDS)}")
+    families = GPU_FAMILIES[cloud]
+    for key, pool in pools.items():
+        family = pool["instance_family"]
+        if family.startswith("GPU") or key == services["worker"]["pool"]:
+            require(
+                family in families,
+                f"compute_pools.{key}.instance_family {family} is not a GPU instance family on {cloud} "
+                f"(snowflake.cloud); {cloud} has {', '.join(families)}",
+            )
     worker, gpu_pool = services["worker"], pools[services["worker"]["pool"]]
-    per_node = GPUS_PER_NODE.get(gpu_pool["instance_family"])
+    per_node = families[gpu_pool["instance_family"]]
     require(worker["gpus_per_instance"] >= 1, "services.worker.gpus_per_instance must be at least 1")
-    if per_node is not None:
-        require(worker["gpus_per_instance"] <= per_node, f"{gpu_pool['instance_family']} has {per_node} GPU(s)")
-        per_pool = gpu_pool["max_nodes"] * (per_node // worker["gpus_per_instance"])
-        require(worker["max_instances"] <= per_pool, "the GPU pool's max_nodes cannot hold max_instances workers")
+    require(worker["gpus_per_instance"] <= per_node, f"{gpu_pool['instance_family']} has {per_node} GPU(s)")
+    per_pool = gpu_pool["max_nodes"] * (per_node // worker["gpus_per_instance"])
+    require(worker["max_instances"] <= per_pool, "the GPU pool's max_nodes cannot hold max_instances workers")
     for pool in pools.values():
         require(1 <= pool["min_nodes"] <= pool["max_nodes"], f"compute pool {pool['name']}: need 1 <= min <= max")
     single = [v for k, v in ports.items() if k not in ("min_worker", "max_worker")]

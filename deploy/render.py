@@ -4,18 +4,22 @@ python -m deploy.render              write spec/gateway.yaml, spec/ray-head.yaml
 python -m deploy.render --check      exit 1 when a committed spec differs from a fresh render
 python -m deploy.render --get KEY    print one value (dotted path; lists space-separated, booleans true/false)
 python -m deploy.render --sql-vars   print `-D name=value ...` for `snow sql -f sql/NN_*.sql`
+python -m deploy.render --secrets-sql  print sql/07_secrets.sql with its values ($SPCS_WHISPER_API_TOKEN, a random Ray
+                                     token), for `| snow sql --stdin`: refuses to write to a terminal
+python -m deploy.render --check-secrets  exit 2 unless $SPCS_WHISPER_API_TOKEN is set and usable (prints nothing)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from deploy import specs
+from deploy import secrets_sql, specs
 from deploy.config import CONFIG_PATH, ROOT, SPEC_DIR, ConfigError, get, load, sql_vars
 
 HEADER = (
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--check", action="store_true", help="fail when spec/*.yaml is stale")
     group.add_argument("--get", metavar="KEY", help="print one config value, e.g. services.gateway.name")
     group.add_argument("--sql-vars", action="store_true", help="print the -D options for snow sql")
+    group.add_argument("--secrets-sql", action="store_true", help="print sql/07_secrets.sql filled, for snow --stdin")
+    group.add_argument("--check-secrets", action="store_true", help=f"fail unless ${secrets_sql.API_TOKEN_ENV} is set")
     args = parser.parse_args(argv)
     try:
         config = load()
@@ -77,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             print(_show(get(config, args.get)))
         elif args.sql_vars:
             print(" ".join(f"-D {k}={v}" for k, v in sql_vars(config).items()))
+        elif args.check_secrets:
+            secrets_sql.api_token(os.environ)
+        elif args.secrets_sql:
+            if sys.stdout.isatty():
+                print("deploy.render: --secrets-sql writes secrets: pipe it into `snow sql --stdin`", file=sys.stderr)
+                return 2
+            sys.stdout.write(secrets_sql.secrets_sql(config, os.environ))
         elif args.check:
             if names := stale():
                 print(f"stale: {', '.join('spec/' + n for n in names)}; run `make render`", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from service.storage.base import JobStore
 from service.storage.sqlite import SQLiteStore
 from service.storage.stages import StageReader
 from service.translate.base import Translator
+from service.translate.cortex_account import check_cortex_at_start
 
 log = logging.getLogger("spcs_whisper.gateway")
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries on top of the file itself
@@ -26,9 +28,10 @@ MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries on top of the file 
 
 def build_backends(
     settings: Settings, sessions: object | None = None
-) -> tuple[JobStore, StageReader, Translator | None]:
-    """The store, the stage reader and the Cortex translator the settings ask for. Snowpark is imported only
-    when Snowflake is used; `sessions` (a SessionProvider) may be passed in, e.g. a local-testing one."""
+) -> tuple[JobStore, StageReader, Translator | None, object | None]:
+    """The store, the stage reader, the Cortex translator the settings ask for, and the session provider they
+    share. Snowpark is imported only when Snowflake is used; `sessions` (a SessionProvider) may be passed in,
+    e.g. a local-testing one."""
     needs_snowflake = settings.store == "snowflake" or settings.effective_translate_method != "whisper"
     if needs_snowflake and sessions is None:
         from service.storage.snowflake_session import SessionProvider
@@ -46,7 +49,7 @@ def build_backends(
     else:
         store = SQLiteStore(settings.data_dir)
     stages = StageReader(settings.stage_mounts, sessions, temp_dir=settings.data_dir)  # type: ignore[arg-type]
-    return store, stages, translator
+    return store, stages, translator, sessions
 
 
 def create_app(settings: Settings | None = None, sessions: object | None = None) -> FastAPI:
@@ -54,7 +57,10 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store, stages, translator = build_backends(settings, sessions)
+        store, stages, translator, provider = build_backends(settings, sessions)
+        # Cortex's own account settings (AI_TRANSLATE or legacy TRANSLATE, cross-region inference for the
+        # COMPLETE model), checked in the background: a problem is logged with the statement that fixes it.
+        app.state.cortex_check = asyncio.create_task(check_cortex_at_start(settings, provider, translator))  # type: ignore[arg-type]
         await store.open()
         client = InferenceClient(settings.effective_serve_url, settings.request_timeout_s)
         dispatcher = Dispatcher(store, client, settings, metrics, stages, translator)

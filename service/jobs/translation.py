@@ -51,6 +51,7 @@ class TranslationStep:
                 text, method = transcript.get("text", ""), "none"
             elif self.translator is not None:
                 text = await self.translator.translate(transcript.get("text", ""), source_language, target)
+                method = self.translator.method  # the function it settled on (AI_TRANSLATE or its fallback)
             else:
                 text = await self._whisper(job, source_language)
         except (TranslationError, InferenceError) as exc:

@@ -94,7 +94,8 @@ def test_spec_has_required_fields_and_valid_names(key: str) -> None:
         assert e.get("protocol", "HTTP") in {"TCP", "HTTP"}
     for v in body["spec"].get("volumes", []):
         assert SPCS_NAME.fullmatch(v["name"]), v["name"]
-        assert v["source"] in {"local", "memory", "block"} or v["source"].startswith("@"), v
+        assert v["source"] in {"local", "memory", "block", "stage"}, v  # "@STAGE" is the deprecated stage form
+        assert v["source"] != "stage" or v["stageConfig"]["name"].startswith("@"), v
         assert v["source"] not in {"memory", "block"} or v.get("size"), f"{v['name']}: size is required"
 
 
@@ -112,8 +113,9 @@ def test_stage_volumes_name_stages_that_02_creates() -> None:
     stages = created(SQL_DIR / "02_stages.sql", {"STAGE"})
     for key in SPEC_NAMES:
         for v in spec(key)["spec"].get("volumes", []):
-            if v["source"].startswith("@"):
-                assert v["source"][1:] in stages, f"{key}: stage {v['source']} is not created by 02_stages.sql"
+            if v["source"] == "stage":
+                name = v["stageConfig"]["name"]
+                assert name[1:] in stages, f"{key}: stage {name} is not created by 02_stages.sql"
 
 
 def test_gpus_requested_equal_limits_and_match_ray() -> None:
@@ -192,12 +194,12 @@ def test_gateway_calls_the_serve_endpoint_of_the_head() -> None:
     assert url.path == ROUTE_PREFIX
 
 
-@pytest.mark.parametrize("key", ["gateway", "head"])
-def test_stage_mounts_setting_agrees_with_the_volume_mounts(key: str) -> None:
+def test_stage_mounts_setting_agrees_with_the_volume_mounts() -> None:
+    key = "gateway"  # the one container that reads stage files by their @STAGE/path names
     mounts = json.loads(container(key)["env"]["SPCS_WHISPER_STAGE_MOUNTS"])
-    sources = {v["name"]: v["source"] for v in spec(key)["spec"]["volumes"]}
+    sources = {v["name"]: v.get("stageConfig", {}).get("name", "") for v in spec(key)["spec"]["volumes"]}
     stages = {
-        sources[m["name"]][1:]: m["mountPath"] for m in container(key)["volumeMounts"] if sources[m["name"]][0] == "@"
+        sources[m["name"]][1:]: m["mountPath"] for m in container(key)["volumeMounts"] if sources[m["name"]][:1] == "@"
     }
     assert mounts == stages
     assert all(CONFIG["stages"][name] == path for name, path in mounts.items())
@@ -208,7 +210,8 @@ def test_model_is_on_a_stage_the_ray_nodes_mount() -> None:
     assert model == CONFIG["model"] == container("gateway")["env"]["SPCS_WHISPER_MODEL"]
     for key in ("head", "worker"):
         paths = [m["mountPath"] for m in container(key)["volumeMounts"]]
-        assert any(model.startswith(p + "/") for p in paths), f"{key} does not mount {model}"
+        loads = key == "worker"  # the Whisper replicas load the model, and they run on the GPU workers
+        assert any(model.startswith(p + "/") for p in paths) == loads, f"{key}: {paths}"
         assert container(key)["env"].get("HF_HUB_OFFLINE") == (
             "1" if not CONFIG["external_access"]["enabled"] else None
         )
@@ -239,7 +242,8 @@ def test_settings_env_vars_are_real_settings(key: str, monkeypatch: pytest.Monke
         monkeypatch.setenv(name, env[name])
     monkeypatch.chdir(tmp_path)  # no .env file
     settings = Settings()
-    assert settings.stage_mounts == {k: Path(v) for k, v in json.loads(env["SPCS_WHISPER_STAGE_MOUNTS"]).items()}
+    mounts = json.loads(env.get("SPCS_WHISPER_STAGE_MOUNTS", "{}"))
+    assert settings.stage_mounts == {k: Path(v) for k, v in mounts.items()}
     assert settings.model == CONFIG["model"]
     if key == "gateway":
         assert settings.store == "snowflake" and settings.host == "0.0.0.0"
@@ -333,8 +337,10 @@ def test_roles_and_grants_agree_with_config() -> None:
     granted = {
         g.args["securable"].sql("snowflake") for g in parse(SQL_DIR / "08_grants.sql") if isinstance(g, exp.Grant)
     }
-    functions = {f"{name}({', '.join(['VARCHAR'] * n)})" for name, n in service_functions()}
-    assert functions <= {g.upper() for g in granted}, "every SQL function is granted to the analyst role"
+    admin_only = {"WHISPER_DRAIN"}  # make teardown's first step: the deployer's, never granted to analysts
+    functions = {f"{name}({', '.join(['VARCHAR'] * n)})" for name, n in service_functions() if name not in admin_only}
+    assert functions <= {g.upper() for g in granted}, "every analyst SQL function is granted to the analyst role"
+    assert not any(name in g.upper() for g in granted for name in admin_only)
     objects = created(SQL_DIR / "01_tables.sql", {"TABLE", "VIEW"})
     assert set(objects) <= {g.upper() for g in granted}, "every result table and view is granted"
 
@@ -364,6 +370,9 @@ def test_config_check_rejects_inconsistent_configs() -> None:
         "c['snowflake']['database'] = 'whisper-db'",
         "c['model'] = 'openai/whisper-large-v3'",
         "c['services']['worker']['max_instances'] = 9",
+        "c['snowflake']['cloud'] = 'azure'",  # GPU_NV_S is AWS only
+        "c['snowflake']['cloud'] = 'oracle'",
+        "c['compute_pools']['gpu']['instance_family'] = 'GPU_NV_XS'",  # an Azure family, config says aws
     ]:
         with pytest.raises(ConfigError):
             check(broken(change))
@@ -381,7 +390,6 @@ def test_make_dry_run_deploy_shows_every_step() -> None:
         "04_image_repository",
         "05_compute_pools",
         "06_external_access",
-        "07_secrets",
         "07_services",
         "07_worker_external_access",
         "08_grants",
@@ -390,17 +398,16 @@ def test_make_dry_run_deploy_shows_every_step() -> None:
     for name in SPEC_NAMES.values():
         assert f"spec/{name}" in out, name
     assert "deploy.render --check" in out and "docker push" in out and "image-registry login" in out
-    order = [
-        out.index(f"sql/{n}.sql")
-        for n in ("00_setup", "04_image_repository", "07_secrets", "07_services", "03_service_functions", "08_grants")
-    ]
-    assert order == sorted(order), "scripts out of order"
-    assert out.index("docker push") < out.index("sql/07_services.sql"), "images are pushed before services start"
-    # The API token comes from the environment (never expanded into the printed command), and the output of the
-    # secrets script, which echoes its statements, is discarded.
+    steps = ["-m deploy.cloud", "sql/00_setup.sql", "sql/04_image_repository.sql", "sql/05_compute_pools.sql"]
+    steps += ["docker push", "--secrets-sql", "sql/07_services.sql", "sql/03_service_functions.sql"]
+    steps += ["sql/08_grants.sql"]
+    order = [out.index(step) for step in steps]
+    assert order == sorted(order), "steps out of order: the account's cloud first, images before services"
+    # sql/07_secrets.sql is filled in by deploy.render from the environment and read by snow from stdin (never -f
+    # with -D values); the output, which echoes the statements, is discarded (test_rule_secrets_and_gpu_family.py).
     commands = out.replace("\\\n", " ").splitlines()
-    (secrets,) = [c for c in commands if "sql/07_secrets.sql" in c]
-    assert '"api_token=$SPCS_WHISPER_API_TOKEN"' in secrets and secrets.rstrip().endswith(">/dev/null")
+    (secrets,) = [c for c in commands if "--secrets-sql" in c]
+    assert "--stdin" in secrets and secrets.rstrip().endswith(">/dev/null") and "SPCS_WHISPER_API_TOKEN" not in secrets
 
 
 def test_images_are_built_from_the_dockerfiles_in_docker() -> None:
@@ -422,7 +429,7 @@ def test_make_dry_run_of_the_other_deployment_targets() -> None:
         "sql/09_upgrade_services.sql",
         "list-containers",
         "spcs service logs",
-        "sql/99_teardown.sql",
+        "WHISPER_DRAIN",
         "sql/99_teardown_data.sql",
     ]:
         assert needle in run.stdout, needle

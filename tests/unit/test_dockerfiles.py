@@ -280,12 +280,52 @@ def pinned_image_problems(stages: list[Stage]) -> list[str]:
     return problems
 
 
+def entrypoint_script(stage: Stage) -> Path | None:
+    """The repository file a stage's exec-form ENTRYPOINT runs, when the stage COPYs it from the build context."""
+    entrypoints = stage.all("ENTRYPOINT")
+    try:
+        argv = json.loads(entrypoints[-1].args) if entrypoints else None
+    except json.JSONDecodeError:
+        return None
+    if not (isinstance(argv, list) and argv and isinstance(argv[0], str)):
+        return None
+    for copy in stage.all("COPY"):
+        if "--from" in copy.args:
+            continue
+        *sources, dest = [w for w in shlex.split(copy.args) if not w.startswith("--")]
+        for source in sources:
+            if argv[0] in {dest, f"{dest.rstrip('/')}/{Path(source).name}"}:
+                return ROOT / source
+    return None
+
+
+def privilege_drop(script: str) -> tuple[int, int] | None:
+    """The (uid, gid) a POSIX sh entrypoint switches to before running its command: its
+    `exec setpriv --reuid=U --regid=G ... "$@"` line, read as shell words (comments and continuations handled)."""
+    for line in script.replace("\\\n", " ").splitlines():
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        if words[:2] == ["exec", "setpriv"] and words[-1] == "$@":
+            options = dict(w.split("=", 1) for w in words[2:-1] if w.startswith("--") and "=" in w)
+            if "--reuid" in options and "--regid" in options:
+                return int(options["--reuid"]), int(options["--regid"])
+    return None
+
+
 def user_problems(stages: list[Stage]) -> list[str]:
+    """The final stage runs its command as a non-root user: a non-root USER, or no USER and an ENTRYPOINT script
+    that ends by dropping root (setpriv) before it execs the command (docker/gateway-entrypoint.sh)."""
     users = stages[-1].all("USER")
-    if not users:
-        return ["final stage has no USER: it would run as root"]
-    user = users[-1].args.split(":")[0]
-    return [f"line {users[-1].line}: final USER is {user}"] if user in {"root", "0"} else []
+    if users:
+        user = users[-1].args.split(":")[0]
+        return [f"line {users[-1].line}: final USER is {user}"] if user in {"root", "0"} else []
+    script = entrypoint_script(stages[-1])
+    drop = privilege_drop(script.read_text(encoding="utf-8")) if script is not None and script.is_file() else None
+    if drop is None:
+        return ["final stage has no USER and no ENTRYPOINT script that drops root: it would run as root"]
+    return [f"{script.name} switches to uid/gid {drop}: still root"] if 0 in drop else []
 
 
 def exec_form_problems(stages: list[Stage]) -> list[str]:
@@ -446,7 +486,9 @@ def test_gateway_image_has_no_inference_stack():
     extras_used = set().union(*(local_extras(s) or set() for p in installs for s in p.requirements))
     assert extras_used == GATEWAY_EXTRAS
     assert gateway_inference_problems(stages) == []
-    assert json.loads(stages[-1].all("ENTRYPOINT")[-1].args) == ["spcs-whisper", "gateway"]
+    # The entrypoint prepares /data as root, then runs CMD as uid 1000 (tests/unit/test_rule_image_user.py).
+    assert json.loads(stages[-1].all("CMD")[-1].args) == ["spcs-whisper", "gateway"]
+    assert entrypoint_script(stages[-1]) == DOCKER / "gateway-entrypoint.sh"
     # The extras' whole dependency closure, as installed here: no transitive dependency brings the stack in.
     try:
         closure = freezer.closure(extras=tuple(sorted(GATEWAY_EXTRAS)))
