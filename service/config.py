@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(2.0, ge=0)
     request_timeout_s: float = Field(3600.0, gt=0, description="longest a single job call to Ray Serve may take")
 
+    # Retention and disk (the data volume: uploads, the job queue)
+    audio_retention_days: float = Field(
+        7.0, ge=0, description="uploaded audio of finished jobs is deleted this long after they finished; 0 = keep"
+    )
+    job_retention_days: float = Field(
+        90.0, ge=0, description="finished jobs (rows, transcripts) are deleted locally this long after; 0 = keep"
+    )
+    retention_check_s: float = Field(3600.0, gt=0, description="how often the retention rules are applied")
+    min_free_disk_mb: float = Field(
+        1024.0, ge=0, description="below this much free space on the data volume new jobs are refused with 507"
+    )
+
     # Inference (Ray Serve)
     engine: Engine | None = Field(None, description="ctranslate2 on CPU, transformers on GPU when unset")
     model: str = Field("base", description="tiny.en | base | a CTranslate2 or Hugging Face checkpoint folder")

@@ -3,6 +3,7 @@ Uploads, stage files, URLs and batches all come through here, so every route enf
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -104,8 +105,29 @@ async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
         if audio is not None:
             audio.unlink(missing_ok=True)
         raise _refusal(full) from None
+    except BaseException:  # disk full, store down, cancelled: the job was not stored, so neither is its upload
+        if audio is not None:
+            audio.unlink(missing_ok=True)
+        raise
     state.dispatcher.wake()
     return job, False
+
+
+MB = 1024 * 1024
+
+
+def check_disk(state: Any, incoming_bytes: int = 0) -> None:
+    """507 before the data volume fills: the queue (SQLite) and uploads live there, and a full disk must
+    refuse new work rather than fail writes half way."""
+    settings = state.settings
+    free = shutil.disk_usage(settings.data_dir).free
+    if free - incoming_bytes < settings.min_free_disk_mb * MB:
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            f"the service's data volume is nearly full ({free // MB} MB free); retry later",
+            retry_after=300,
+        )
 
 
 async def _admission(state: Any, options: JobOptions, owner: str | None) -> tuple[Job | None, str]:
@@ -113,6 +135,7 @@ async def _admission(state: Any, options: JobOptions, owner: str | None) -> tupl
     model that will run it), after the model, translation and queue checks."""
     if existing := await _replay(state, options, owner):
         return existing, ""
+    check_disk(state)
     model = _checked_model(state, options)
     await check_backlog(state, owner=owner)
     return None, model
@@ -132,6 +155,7 @@ async def accept(request: Request, upload: UploadFile, options: JobOptions) -> t
     existing, model = await _admission(state, options, owner)
     if existing:
         return existing, True
+    check_disk(state, state.settings.max_upload_bytes)  # room for the largest upload, before it streams in
     path = state.store.incoming_path(uuid.uuid4().hex)
     size, info = await receive_upload(upload, path, state.settings)
     source = (upload.filename or "upload")[:500]
@@ -189,6 +213,7 @@ async def accept_batch(state: Any, request: BatchRequest, owner: str | None = No
     prefix = parse_stage_ref(request.stage, file=False)
     pattern = compile_pattern(request.pattern)
     model = _checked_model(state, request)
+    check_disk(state)
     files = await state.stages.list(prefix, pattern, state.settings.max_batch_files)
     if not files:
         raise ApiError(404, "no_matching_files", f"no file under {prefix} matches {request.pattern!r}")

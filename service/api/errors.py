@@ -47,7 +47,7 @@ def error_response(status: int, code: str, message: str, **details: Any) -> JSON
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id_var.get()}
     body.update(details)
     headers = {}  # x-request-id is added by RequestContext to every response
-    if status in (429, 503):
+    if status in (429, 503) or "retry_after" in details:
         headers["retry-after"] = str(details.get("retry_after", 5))
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 

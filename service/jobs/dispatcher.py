@@ -25,6 +25,10 @@ POLL_SECONDS = 1.0
 # query that keeps the warehouse awake. New jobs and due retries wake the loop at once.
 MAX_IDLE_POLL_SECONDS = 30.0
 WATCH_SECONDS = 5.0
+# The Ray app could not be reached or had no replica for the call: not the job's doing, so the attempt is
+# given back (a long outage never uses up a job's attempts); any other failure counts.
+OUTAGE_STATUSES = frozenset({502, 503, 504})
+OUTAGE_CODES = frozenset({"inference_unavailable"})
 PROGRESS_STEP = 0.02  # smallest progress change worth a store write
 
 
@@ -54,6 +58,8 @@ class Dispatcher:
         self._claiming = asyncio.Event()  # cleared by drain(): no job is claimed until resume()
         self._claiming.set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._outages: dict[str, int] = {}  # job id -> calls in a row that met a Ray outage (backoff)
+        self._retention_task: asyncio.Task[None] | None = None
         # Segments of running jobs decoded so far (this process's attempts only; a restart starts over).
         self.partial: dict[str, list[dict[str, Any]]] = {}
 
@@ -68,6 +74,7 @@ class Dispatcher:
         self._watch_task = asyncio.create_task(self._watch(), name="inference-watch")
         self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
         self._resume_task = asyncio.create_task(self._resume_translations(), name="resume-translations")
+        self._retention_task = asyncio.create_task(self._retention(), name="retention")
 
     def open_audio(self, job: Job) -> contextlib.AbstractAsyncContextManager:
         """The job's audio as a local file while the block runs."""
@@ -93,7 +100,7 @@ class Dispatcher:
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop taking work, let in-flight jobs finish for up to `drain_s`, then cut the rest short;
         those go back to the queue for the next start."""
-        for loop_task in (self._loop_task, self._resume_task):
+        for loop_task in (self._loop_task, self._resume_task, self._retention_task):
             if loop_task:
                 loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -228,22 +235,67 @@ class Dispatcher:
             await self._failed(job, exc.code, exc.message, permanent=exc.status < 500)
             return
         except InferenceError as exc:
-            await self._failed(job, exc.code, exc.message, exc.permanent)
+            if exc.code in OUTAGE_CODES or exc.status in OUTAGE_STATUSES:
+                await self._outage(job, exc.code, exc.message)
+            else:
+                await self._failed(job, exc.code, exc.message, exc.permanent)
             return
         except Exception as exc:  # a bug must fail one job, never the dispatcher
             log.exception("job %s crashed", job.id)
             await self._failed(job, "internal_error", repr(exc), permanent=False)
             return
+        self._outages.pop(job.id, None)
         started = job.started_at or now()
         transcript.setdefault("timings", {})["wall_s"] = round((now() - started).total_seconds(), 4)
         target = JobStatus.TRANSCRIBED if job.translate_to else JobStatus.SUCCEEDED
-        if not await self.store.save_transcript(job, transcript, target):
+        try:
+            saved = await self.store.save_transcript(job, transcript, target)
+        except Exception:  # disk full, a value the store refuses: back to the queue, never left running
+            log.exception("the transcript of job %s could not be stored", job.id)
+            message = "the transcript could not be stored; the job runs again"
+            try:
+                await self._failed(job, "result_not_stored", message, permanent=False)
+            except Exception:  # the store refuses every write: the next start requeues the job
+                log.exception("job %s could not be returned to the queue", job.id)
+            return
+        if not saved:
             log.info("job %s changed while running (cancelled?); result dropped", job.id)
             return
         self.metrics.audio_seconds.inc(transcript.get("duration") or 0.0)
         self.metrics.job_seconds.observe(transcript["timings"]["wall_s"])
         if not job.translate_to or await self.translation.run(replace(job, status=JobStatus.TRANSCRIBED)):
             self.metrics.finished.labels("succeeded").inc()
+
+    async def _outage(self, job: Job, code: str, message: str) -> None:
+        """Back to the queue with its attempt given back, retried with a growing delay (capped)."""
+        self.metrics.attempts_failed.labels(code).inc()
+        count = self._outages[job.id] = self._outages.get(job.id, 0) + 1
+        delay = min(self.settings.retry_backoff_s * 2 ** min(count - 1, 8), MAX_IDLE_POLL_SECONDS)
+        log.warning("job %s: Ray app not reachable (%s); retry in %.1f s, attempt not counted", job.id, code, delay)
+        await self.store.transition(
+            job,
+            JobStatus.QUEUED,
+            attempts=job.attempts - 1,
+            error_code=code,
+            error_message=message,
+            not_before=now() + timedelta(seconds=delay),
+        )
+        asyncio.get_running_loop().call_later(delay, self.wake)
+
+    async def _retention(self) -> None:
+        """Apply the retention settings every `retention_check_s` (local copies only)."""
+        settings = self.settings
+        while True:
+            stamp = now()
+            audio = stamp - timedelta(days=settings.audio_retention_days) if settings.audio_retention_days else None
+            rows = stamp - timedelta(days=settings.job_retention_days) if settings.job_retention_days else None
+            try:
+                files, jobs = await self.store.purge(rows, audio)
+                if files or jobs:
+                    log.info("retention: removed %d audio files and %d finished jobs", files, jobs)
+            except Exception:
+                log.exception("retention failed; tried again later")
+            await asyncio.sleep(settings.retention_check_s)
 
     async def _failed(self, job: Job, code: str, message: str, permanent: bool) -> None:
         self.metrics.attempts_failed.labels(code).inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,3 +114,6 @@ class JobStore(Protocol):
         """Where an upload is written before `add` makes it a job's audio (same filesystem: atomic rename)."""
 
     async def delete(self, job_id: str) -> None: ...
+    async def purge(self, rows_before: datetime | None, audio_before: datetime | None) -> tuple[int, int]:
+        """Retention, local only: audio of finished uploads before `audio_before`, finished jobs before
+        `rows_before`; returns (audio files, jobs) removed."""

@@ -64,6 +64,11 @@ class SnowflakeStore(SQLiteStore):
         )
         self._marked = True
 
+    def _purgeable(self) -> str:
+        # Retention deletes local copies only: never a job whose latest state is not in Snowflake yet, and
+        # never with a "deleted" mark (the tables are the analysts' record and keep it).
+        return " AND id NOT IN (SELECT id FROM exports)"
+
     async def _run(self, fn):  # type: ignore[no-untyped-def]
         try:
             return await super()._run(fn)

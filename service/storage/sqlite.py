@@ -112,11 +112,16 @@ class SQLiteStore(BlobFiles):
                 self._place_audio(audio, job.id)
             return job
 
+        # Cancelled or not (a client that went away), the worker thread finishes the transaction: its outcome,
+        # not the caller's, decides who owns the file. Committed: the job keeps its audio; not: the caller does.
+        write = asyncio.ensure_future(self._run(insert))
         try:
-            return await self._run(insert)
+            return await asyncio.shield(write)
         except BaseException:
-            if audio is not None:
-                self._return_audio(audio, job.id)  # the row did not commit
+            await asyncio.wait([write])
+            committed = not write.cancelled() and write.exception() is None
+            if audio is not None and not committed:
+                self._return_audio(audio, job.id)
             raise
 
     async def add_batch(self, batch: Batch, jobs: list[Job], bounds: Bounds | None = None) -> None:
@@ -324,6 +329,35 @@ class SQLiteStore(BlobFiles):
             ).fetchone()
         )
         return dict(row) if row else None
+
+    def _purgeable(self) -> str:
+        """Extra SQL condition on the jobs retention may delete (a subclass keeps rows not yet exported)."""
+        return ""
+
+    async def purge(self, rows_before: datetime | None, audio_before: datetime | None) -> tuple[int, int]:
+        """Retention, local only: the audio of finished upload jobs that finished before `audio_before`, and
+        the finished jobs (rows, transcripts, translations) that finished before `rows_before`. Returns
+        (audio files removed, jobs removed)."""
+        finished = "status IN ('succeeded', 'failed', 'cancelled') AND finished_at IS NOT NULL AND finished_at < ?"
+
+        def purge(conn: sqlite3.Connection) -> tuple[list[str], list[str]]:
+            audio, rows = [], []
+            if audio_before is not None:
+                sql = f"SELECT id FROM jobs WHERE source_kind = 'upload' AND {finished}"
+                audio = [r[0] for r in conn.execute(sql, (audio_before.isoformat(),))]
+            if rows_before is not None:
+                sql = f"DELETE FROM jobs WHERE {finished}{self._purgeable()} RETURNING id"
+                rows = [r[0] for r in conn.execute(sql, (rows_before.isoformat(),)).fetchall()]
+            return audio, rows
+
+        audio, rows = await self._run(purge)
+        removed = 0
+        for job_id in {*audio, *rows}:
+            path = self.audio_path(job_id)
+            if path.exists():
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed, len(rows)
 
     async def delete(self, job_id: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
