@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="tries per job before it fails")
     retry_backoff_s: float = Field(2.0, ge=0)
     request_timeout_s: float = Field(3600.0, gt=0, description="longest a single job call to Ray Serve may take")
+    max_json_mb: float = Field(
+        2.0, gt=0, description="largest JSON body (job, batch, service-function batch); larger: 413 as it streams"
+    )
+    max_long_polls: int = Field(
+        256, ge=1, description="GET /v1/jobs/{id}?wait= requests held open at once; beyond, 429 too_many_waiters"
+    )
+    max_url_downloads: int = Field(
+        4, ge=1, description="source URLs downloaded at once; beyond, 429 too_many_downloads"
+    )
 
     # Retention and disk (the data volume: uploads, the job queue)
     audio_retention_days: float = Field(
