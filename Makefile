@@ -144,6 +144,7 @@ deploy-services: render-check
 	if [ "$(EXTERNAL_ACCESS)" = true ]; then $(SNOW) sql $(SNOW_CTX) -f sql/07_worker_external_access.sql $(SQL_VARS); fi
 	$(SNOW) sql $(SNOW_CTX) -f sql/03_service_functions.sql
 	$(SNOW) sql $(SNOW_CTX) -f sql/08_grants.sql $(SQL_VARS)
+	$(SNOW) sql $(SNOW_FLAGS) -f sql/10_row_access.sql $(SQL_VARS)
 
 upgrade: render-check
 	for f in $(SPEC_FILES); do $(SNOW) stage copy $$f @$(SPEC_STAGE) --overwrite $(SNOW_CTX) || exit 1; done

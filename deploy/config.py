@@ -172,6 +172,9 @@ def check(config: dict[str, Any]) -> None:
     for key in ("gateway", "head"):
         require(services[key]["max_instances"] == 1, f"services.{key} runs exactly one instance")
     require(bool(SPCS_NAME.fullmatch(services["gateway"]["endpoint"])), "services.gateway.endpoint is not valid")
+    functions_endpoint = services["gateway"].get("functions_endpoint", "")
+    require(bool(SPCS_NAME.fullmatch(functions_endpoint)), "services.gateway.functions_endpoint is not valid")
+    require(functions_endpoint != services["gateway"]["endpoint"], "the gateway's two endpoints need two names")
     cloud = sf.get("cloud")
     require(cloud in GPU_FAMILIES, f"snowflake.cloud is {cloud!r}, not the account's cloud: {', '.join(CLOUDS)}")
     families = GPU_FAMILIES[cloud]

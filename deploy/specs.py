@@ -46,6 +46,7 @@ def gateway(config: dict[str, Any]) -> dict[str, Any]:
     env = {
         "SPCS_WHISPER_HOST": "0.0.0.0",
         "SPCS_WHISPER_PORT": str(ports["gateway"]),
+        "SPCS_WHISPER_FUNCTIONS_PORT": str(ports["functions"]),
         "SPCS_WHISPER_DATA_DIR": svc["data_volume"]["mount"],
         "SPCS_WHISPER_STORE": "snowflake",
         "SPCS_WHISPER_SNOWFLAKE_WAREHOUSE": sf["warehouse"],
@@ -65,13 +66,23 @@ def gateway(config: dict[str, Any]) -> dict[str, Any]:
         "secrets": [secret(config, config["secrets"]["api_token"], "SPCS_WHISPER_API_TOKEN")],
     }
     volumes = [{"name": "data", "source": "block", "size": svc["data_volume"]["size"]}]
+    # Two doors: `api` is public (SPCS ingress; the API token is required there), `functions` is not, so only
+    # Snowflake's service functions and services of the same owner reach it (the gateway answers /functions/*
+    # there only, and believes the caller's role only there). The service role grants USAGE on both: analysts
+    # use the web page and API through `api` and call the SQL functions bound to `functions`.
+    # https://docs.snowflake.com/en/developer-guide/snowpark-container-services/specification-reference
+    # https://docs.snowflake.com/en/developer-guide/snowpark-container-services/tutorials/advanced/tutorial-5-configure-test-service-role
+    endpoints = [
+        {"name": svc["endpoint"], "port": ports["gateway"], "public": True, "protocol": "HTTP"},
+        {"name": svc["functions_endpoint"], "port": ports["functions"], "public": False, "protocol": "HTTP"},
+    ]
     return {
         "spec": {
             "containers": [container],
-            "endpoints": [{"name": svc["endpoint"], "port": ports["gateway"], "public": True, "protocol": "HTTP"}],
+            "endpoints": endpoints,
             "volumes": volumes + stage_volumes(stages),
         },
-        "serviceRoles": [{"name": svc["service_role"], "endpoints": [svc["endpoint"]]}],
+        "serviceRoles": [{"name": svc["service_role"], "endpoints": [e["name"] for e in endpoints]}],
     }
 
 

@@ -53,7 +53,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 # /data holds the job queue (SQLite), uploaded audio and, with the Snowflake store, its export marks: the SPCS spec mounts
 # a volume there (no VOLUME here: it would only leave anonymous volumes behind with `docker run`).
 WORKDIR /app
-EXPOSE 8080
+EXPOSE 8080 8081
 # No USER: SPCS mounts a block volume on /data whose root directory is typically owned by root, and a block volume
 # takes no uid/gid in the service spec (stage volumes do). So the container starts as root, the entrypoint hands
 # /data to 1000:1000 when uid 1000 cannot write it, then drops to uid/gid 1000 (setpriv) and execs CMD; started as

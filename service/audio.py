@@ -2,6 +2,11 @@
 
 A leaf module: imported by the gateway (to probe uploads) and by the Ray decoder (to decode them).
 Every failure is a typed `AudioError` carrying a machine-readable code and an HTTP status.
+
+Everything is opened with an allow-list of demuxers (`ALLOWED_FORMATS`) and of protocols: FFmpeg would
+otherwise pick the `concat`, `hls` or `sdp` demuxer from a file's first bytes and follow the paths and URLs
+inside it (other uploads, local files, network streams). A refused container is refused before anything it
+names is opened, with one message whatever it names.
 """
 
 from __future__ import annotations
@@ -25,6 +30,26 @@ MAX_BAD_PACKETS = 3
 TRUNCATION_RATIO = 0.9
 
 FLOAT_CODECS = frozenset({"pcm_f32le", "pcm_f32be", "pcm_f64le", "pcm_f64be"})
+
+# Demuxers a client's bytes may be read with: audio and video containers that hold their media themselves.
+# FFmpeg matches any name of a demuxer ("mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm") against this list. Never
+# add a playlist, manifest, concat, session-description or image demuxer (hls, dash, concat, sdp, rtsp, tee,
+# image2, lavfi, ...): they open the files or URLs named inside the input.
+ALLOWED_FORMATS = (
+    "wav,w64,aiff,caf,au,mp3,flac,ogg,mov,mp4,m4a,3gp,matroska,webm,aac,loas,ac3,eac3,dts,amr,amrnb,amrwb,"
+    "asf,avi,mpegts,mpeg,flv,wv,ape,tta"
+)
+_ALLOWED = frozenset(ALLOWED_FORMATS.split(","))
+# Protocols: a path is read with `file` only; bytes and file objects need none (PyAV reads them itself), and a
+# whitelist that names no protocol keeps any nested open from happening at all.
+_PATH_PROTOCOLS = "file"
+_NO_PROTOCOLS = "none"
+REFUSED_CONTAINER = (
+    "not a recognised audio or video file (the container is not one the service reads: playlists, "
+    "concat lists, manifests and stream descriptions are refused)"
+)
+# Decoded samples handed out at a time by `AudioReader.blocks` when the caller does not say.
+BLOCK_SAMPLES = 60 * SAMPLE_RATE
 
 Source = str | Path | bytes | BinaryIO
 
@@ -71,7 +96,13 @@ class AudioInfo:
     duration: float | None  # declared by the container, seconds; None when unknown
 
 
+def allowed_format(name: str) -> bool:
+    """True when a demuxer name (as PyAV reports it, e.g. "mov,mp4,m4a,3gp,3g2,mj2") is on the allow-list."""
+    return any(part in _ALLOWED for part in name.split(","))
+
+
 def _open(source: Source) -> av.container.InputContainer:
+    protocols = _NO_PROTOCOLS
     if isinstance(source, bytes):
         if not source:
             raise EmptyAudio("the file is empty")
@@ -79,11 +110,18 @@ def _open(source: Source) -> av.container.InputContainer:
     elif isinstance(source, str | Path):
         if Path(source).stat().st_size == 0:
             raise EmptyAudio("the file is empty")
-        source = str(source)
+        source, protocols = str(source), _PATH_PROTOCOLS
+    options = {"format_whitelist": ALLOWED_FORMATS, "protocol_whitelist": protocols}
     try:
-        return av.open(source, mode="r", metadata_errors="ignore")
+        container = av.open(source, mode="r", metadata_errors="ignore", container_options=options)
+    except av.error.ArgumentError as exc:  # EINVAL: FFmpeg found a demuxer that is not on the allow-list
+        raise UnsupportedMedia(REFUSED_CONTAINER) from exc
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise UnsupportedMedia(f"not a recognised audio or video file ({exc.__class__.__name__})") from exc
+    if not allowed_format(container.format.name):  # the whitelist already refused it; never rely on one check
+        container.close()
+        raise UnsupportedMedia(REFUSED_CONTAINER)
+    return container
 
 
 def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.AudioStream:
@@ -141,28 +179,6 @@ def _frames(container: av.container.InputContainer, stream: av.audio.stream.Audi
 
 def _too_long(max_seconds: float) -> AudioTooLong:
     return AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
-
-
-def _decode_stream(
-    container: av.container.InputContainer, stream: av.audio.stream.AudioStream, max_seconds: float | None
-) -> np.ndarray:
-    """Decode the stream to 16 kHz mono float32, bounded in length while decoding."""
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks: list[np.ndarray] = []
-    total = 0
-    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
-    for frame in chain(_frames(container, stream), [None]):
-        if frame is not None:
-            frame.pts = None  # let the resampler keep its own clock across skipped packets
-        for out in resampler.resample(frame):
-            pcm = out.to_ndarray().reshape(-1)
-            chunks.append(pcm)
-            total += pcm.shape[0]
-        if limit is not None and total > limit:
-            raise _too_long(max_seconds)
-    if total == 0:
-        raise CorruptAudio("the audio stream holds no decodable samples")
-    return np.concatenate(chunks)
 
 
 def _scan_stream(
@@ -229,13 +245,77 @@ def _check_complete(decoded: float, info: AudioInfo) -> None:
         raise CorruptAudio(f"the file is truncated: {decoded:.1f} s decoded of {info.duration:.1f} s declared")
 
 
-def decode(source: Source, *, max_seconds: float | None = None) -> np.ndarray:
-    """Decode the first audio stream of any container to 16 kHz mono float32 in [-1, 1]."""
-    with _open(source) as container:
-        stream = _audio_stream(container)
-        info = _info(container, stream)
-        pcm = _decode_stream(container, stream, max_seconds)
+class AudioReader:
+    """The first audio stream of an opened file, decoded a block at a time to 16 kHz mono float32 in [-1, 1].
+
+    Memory stays at one block (plus FFmpeg's own buffers) whatever the file's length, so a long file can be cut
+    and transcribed while it decodes. Opening checks what the container declares (an audio track, a length
+    within `max_seconds`); the blocks check the decoded length, NaN/inf samples and, at the end, truncation."""
+
+    def __init__(self, source: Source, *, max_seconds: float | None = None) -> None:
+        self.max_seconds = max_seconds
+        self.samples = 0  # decoded so far, at 16 kHz
+        self._container = _open(source)
+        try:
+            self._stream = _audio_stream(self._container)
+            self.info = _info(self._container, self._stream)
+            declared = self.info.duration
+            if declared is not None and max_seconds is not None and declared > max_seconds:
+                raise AudioTooLong(f"audio is {declared:.0f} s, longer than the limit of {max_seconds:.0f} s")
+        except BaseException:
+            self._container.close()
+            raise
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def blocks(self, size: int = BLOCK_SAMPLES) -> Iterator[np.ndarray]:
+        """Blocks of `size` samples (the last one shorter), each a new array the caller may keep."""
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        limit = None if self.max_seconds is None else int(self.max_seconds * SAMPLE_RATE)
+        pending: list[np.ndarray] = []
+        held = 0
+        for frame in chain(_frames(self._container, self._stream), [None]):
+            if frame is not None:
+                frame.pts = None  # let the resampler keep its own clock across skipped packets
+            for out in resampler.resample(frame):
+                pcm = out.to_ndarray().reshape(-1)
+                pending.append(pcm)
+                held += pcm.shape[0]
+                self.samples += pcm.shape[0]
+            if limit is not None and self.samples > limit:
+                raise _too_long(self.max_seconds)
+            while held >= size:
+                joined = np.concatenate(pending)
+                pending = [joined[size:]] if held > size else []
+                held -= size
+                yield _finite(joined[:size])
+        if held:
+            yield _finite(np.concatenate(pending))
+        if self.samples == 0:
+            raise CorruptAudio("the audio stream holds no decodable samples")
+        _check_complete(self.seconds, self.info)
+
+
+def _finite(pcm: np.ndarray) -> np.ndarray:
     if not np.isfinite(pcm).all():
         raise CorruptAudio("the audio holds NaN or infinite samples")
-    _check_complete(pcm.shape[0] / SAMPLE_RATE, info)
     return np.clip(pcm, -1.0, 1.0, out=pcm)
+
+
+def decode(source: Source, *, max_seconds: float | None = None) -> np.ndarray:
+    """Decode the first audio stream of any container to 16 kHz mono float32 in [-1, 1], all of it at once
+    (the CLI and benchmarks; the service decodes with `AudioReader.blocks`)."""
+    with AudioReader(source, max_seconds=max_seconds) as reader:
+        blocks = list(reader.blocks())
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)

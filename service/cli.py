@@ -14,21 +14,15 @@ from service.config import Settings, get_settings
 
 
 def _gateway(settings: Settings) -> None:
-    import uvicorn
+    from service.api.app import gateway_server
 
-    from service.api.app import create_app
-
-    print(f"spcs-whisper gateway on http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        timeout_graceful_shutdown=30,
-        # Longer than any proxy's idle timeout (SPCS ingress, load balancers), so a client never reuses a
-        # keep-alive connection the gateway has just closed (a reset under load).
-        timeout_keep_alive=75,
+    server, sockets = gateway_server(settings)
+    print(
+        f"spcs-whisper gateway on http://{settings.host}:{settings.port} "
+        f"(service functions: port {settings.functions_port})",
+        flush=True,
     )
+    server.run(sockets=sockets)
 
 
 def _ray_app(settings: Settings) -> None:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Engine = Literal["ctranslate2", "transformers"]
 TranslateMethod = Literal["cortex-translate", "cortex-complete", "whisper"]
+# A stage allow-list entry: Snowflake's unquoted identifier rules (as service/storage/stages.py), optionally db.schema.
+StageName = Annotated[
+    str, StringConstraints(pattern=r"^@?[A-Za-z_][A-Za-z0-9_$]{0,254}(\.[A-Za-z_][A-Za-z0-9_$]{0,254}){0,2}$")
+]
 
 
 def _env(name: str, *fallbacks: str) -> AliasChoices:
@@ -34,8 +38,24 @@ class Settings(BaseSettings):
     # Gateway
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    functions_port: int = Field(
+        8081,
+        ge=1,
+        le=65535,
+        description="Snowflake's service functions (/functions/*) only, on a non-public endpoint; the public "
+        "port answers everything else",
+    )
+    keep_alive_s: float = Field(
+        75.0, gt=0, description="an idle connection, or one whose request head has not fully arrived, is closed"
+    )
+    request_read_timeout_s: float = Field(
+        60.0, gt=0, description="a request body that sends nothing for this long is cut off (408)"
+    )
+    max_header_kb: int = Field(32, ge=4, le=1024, description="largest request head (request line and headers)")
     data_dir: Path = Path("./data")
-    api_token: SecretStr | None = Field(None, description="when set, every route but /healthz and /readyz needs it")
+    api_token: SecretStr | None = Field(
+        None, description="when set, every route of the public port but /healthz, /readyz and the web page needs it"
+    )
     admin_users: list[str] = Field(default_factory=list, description="Snowflake users who see every job")
     admin_role: str | None = Field(None, description="callers with this Snowflake role see every job")
     max_upload_mb: float = Field(512.0, gt=0)
@@ -88,6 +108,15 @@ class Settings(BaseSettings):
     )
     batch_max_wait_s: float = Field(0.5, ge=0, description="...and at the latest this long after its first window")
     whisper_replicas: int = Field(1, ge=1)
+    decode_concurrency: int = Field(
+        4, ge=1, description="files one Decoder replica decodes at once; more wait for a slot, spooled to disk"
+    )
+    decode_windows_in_flight: int | None = Field(
+        None,
+        ge=1,
+        description="windows one Decoder replica has at Whisper at once, all jobs together (decoding pauses "
+        "beyond); unset: 2 × MAX_BATCH_SIZE × WHISPER_REPLICAS",
+    )
     whisper_num_gpus: float | None = Field(
         None, ge=0, description="GPUs per Whisper replica; unset: 1 when this node has a GPU, else 0"
     )
@@ -124,6 +153,15 @@ class Settings(BaseSettings):
         default_factory=dict, description='stage volume mounts, e.g. {"AUDIO_FILES_STAGE": "/stages/audio"}'
     )
     max_batch_files: int = Field(10_000, ge=1, description="most files one POST /v1/batches may match")
+    stage_allowlist: list[StageName] | dict[str, list[StageName]] | None = Field(
+        None,
+        description="the stages a caller may name (jobs, batches, service functions, the audio route): a list for "
+        'every caller, or {"*": [...], "<ROLE>": [...]} by the Snowflake role a service function sends (the public '
+        "port believes no role); unset: the mounted stages (STAGE_MOUNTS). Any other stage is 403 stage_not_allowed",
+    )
+    batch_match_timeout_s: float = Field(
+        10.0, gt=0, description="longest a batch's pattern may take over the stage's file names (then 422)"
+    )
 
     # URL sources (downloaded at submit; needs egress, i.e. an external access integration, in SPCS)
     url_allow_http: bool = Field(False, description="accept http:// sources, not only https://")

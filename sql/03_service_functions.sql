@@ -1,12 +1,21 @@
 -- 03_service_functions.sql: SQL functions that call the gateway service. Re-runnable (CREATE OR REPLACE).
 --
--- Names: the service is WHISPER_GATEWAY and its endpoint is `api` (the names the gateway's service
--- specification declares). They are written as plain identifiers because SERVICE = and ENDPOINT = take
--- object names, not expressions; to deploy under other names, replace WHISPER_GATEWAY / api below.
+-- Names: the service is WHISPER_GATEWAY and the functions call its endpoint `functions` (the names the
+-- gateway's service specification declares). They are written as plain identifiers because SERVICE = and
+-- ENDPOINT = take object names, not expressions; to deploy under other names, replace WHISPER_GATEWAY /
+-- functions below.
+-- `functions` is the gateway's second endpoint, NOT public: only Snowflake (these functions) and services of
+-- the same owner reach it, so no one on the internet can call the service-function routes, which need no API
+-- token (Snowflake sends none) and are the only place the gateway believes the caller's role. The gateway
+-- answers /functions/* on that port only, and everything else (the API, the web page) only on the public
+-- endpoint `api`, which requires the API token.
+--   https://docs.snowflake.com/en/developer-guide/snowpark-container-services/specification-reference
+--   https://docs.snowflake.com/en/developer-guide/snowpark-container-services/service-network-communications
 -- Run in the database and schema of the service, after the service exists:
 --   snow sql -f sql/03_service_functions.sql --database WHISPER_DB --schema PUBLIC
--- The role running this needs USAGE on the `api` endpoint (the service role that grants it, or ownership
--- of the service).
+-- The role running this needs USAGE on the `functions` endpoint (the service role that grants it, or
+-- ownership of the service).
+--   https://docs.snowflake.com/en/release-notes/bcr-bundles/2024_04/bcr-1611
 --
 -- Protocol (service functions): Snowflake POSTs batches {"data": [[row, arg1, ...], ...]} to the path in AS
 -- and expects {"data": [[row, value], ...]} back, every row, in order. It retries a batch on 429/5xx, with
@@ -34,12 +43,13 @@
 -- batch may take belongs in TRANSCRIBE_SUBMIT.
 -- CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE) sends the caller's user and role with every batch (headers
 -- sf-context-current-user, sf-context-current-role): jobs record who asked, reads are scoped to that user,
--- and SPCS_WHISPER_ADMIN_ROLE is matched against the role. Every function sends them.
+-- and SPCS_WHISPER_ADMIN_ROLE is matched against the role. Every function sends them: the gateway refuses
+-- (400) a service-function request that names no user, or names a user or role twice.
 --   https://docs.snowflake.com/en/sql-reference/sql/create-function-spcs
 CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR, language VARCHAR)
   RETURNS VARIANT
   SERVICE = WHISPER_GATEWAY
-  ENDPOINT = api
+  ENDPOINT = functions
   COMMENT = 'spcs-whisper: transcribe a staged audio/video file; returns {text, language, duration, segments}'
   CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 8
@@ -53,7 +63,7 @@ CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR, language VARCHAR)
 CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR)
   RETURNS VARIANT
   SERVICE = WHISPER_GATEWAY
-  ENDPOINT = api
+  ENDPOINT = functions
   COMMENT = 'spcs-whisper: transcribe a staged audio/video file, language detected'
   CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 8
@@ -67,7 +77,7 @@ CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR)
 CREATE OR REPLACE FUNCTION TRANSCRIBE_SUBMIT(source VARCHAR, language VARCHAR, translate_to VARCHAR)
   RETURNS VARIANT
   SERVICE = WHISPER_GATEWAY
-  ENDPOINT = api
+  ENDPOINT = functions
   COMMENT = 'spcs-whisper: submit a transcription job; returns {job_id, status}'
   CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 100
@@ -78,7 +88,7 @@ CREATE OR REPLACE FUNCTION TRANSCRIBE_SUBMIT(source VARCHAR, language VARCHAR, t
 CREATE OR REPLACE FUNCTION TRANSCRIPTION_STATUS(job_id VARCHAR)
   RETURNS VARIANT
   SERVICE = WHISPER_GATEWAY
-  ENDPOINT = api
+  ENDPOINT = functions
   COMMENT = 'spcs-whisper: status and progress of a transcription job'
   CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 100
@@ -91,7 +101,7 @@ CREATE OR REPLACE FUNCTION TRANSCRIPTION_STATUS(job_id VARCHAR)
 CREATE OR REPLACE FUNCTION WHISPER_DRAIN(timeout_s NUMBER)
   RETURNS VARIANT
   SERVICE = WHISPER_GATEWAY
-  ENDPOINT = api
+  ENDPOINT = functions
   COMMENT = 'spcs-whisper: stop claiming jobs, finish and export what runs (before a teardown)'
   CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 1

@@ -1,5 +1,5 @@
 -- 07_services.sql: the three services: the Ray head (CPU pool), the Ray GPU workers (GPU pool,
--- MIN/MAX_INSTANCES) and the gateway (CPU pool, public endpoint `api`). Re-runnable: services are
+-- MIN/MAX_INSTANCES) and the gateway (CPU pool, public endpoint `api`, service-function endpoint `functions`). Re-runnable: services are
 -- created once (IF NOT EXISTS), and the ALTER ... SET statements apply changed instance counts (not the
 -- gateway's: see below) and the warehouse from deploy/config.yaml without restarting anything. A changed specification or a new image
 -- is applied by 09_upgrade_services.sql (`make upgrade`), not here.

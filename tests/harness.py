@@ -18,6 +18,8 @@ import httpx
 
 ENGINES = ["ctranslate2", "transformers"]
 READY_TIMEOUT_S = 300
+# The gateway's second door: its service-function port, by the URL of its public port (start_gateway).
+FUNCTION_URLS: dict[str, str] = {}
 
 
 def free_port() -> int:
@@ -34,6 +36,7 @@ class Service:
     process: subprocess.Popen
     data_dir: Path
     log: Path
+    functions_url: str = ""  # the service-function port (/functions/* answer there only)
 
     def client(self, timeout: float = 60.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
@@ -43,12 +46,13 @@ class Service:
 
 
 def start_service(engine: str, data_dir: Path, cache: Path, log: Path, **env: str) -> Service:
-    port, serve_port = free_port(), free_port()
+    port, serve_port, functions_port = free_port(), free_port(), free_port()
     environ = {
         **os.environ,
         "SPCS_WHISPER_ENGINE": engine,
         "SPCS_WHISPER_MODEL": "base",
         "SPCS_WHISPER_PORT": str(port),
+        "SPCS_WHISPER_FUNCTIONS_PORT": str(functions_port),
         "SPCS_WHISPER_SERVE_PORT": str(serve_port),
         "SPCS_WHISPER_DATA_DIR": str(data_dir),
         "SPCS_WHISPER_CACHE_DIR": str(cache),
@@ -66,7 +70,13 @@ def start_service(engine: str, data_dir: Path, cache: Path, log: Path, **env: st
         start_new_session=True,
     )
     service = Service(
-        f"http://127.0.0.1:{port}", f"http://127.0.0.1:{serve_port}/whisper", engine, process, data_dir, log
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{serve_port}/whisper",
+        engine,
+        process,
+        data_dir,
+        log,
+        f"http://127.0.0.1:{functions_port}",
     )
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -93,11 +103,13 @@ def stop_service(service: Service) -> None:
 
 
 def start_gateway(data_dir: Path, serve_url: str, log: Path, **env: str) -> tuple[str, subprocess.Popen]:
-    """`spcs-whisper gateway` alone against `serve_url`; returns (url, process) once /healthz answers."""
+    """`spcs-whisper gateway` alone against `serve_url`; returns (url, process) once /healthz answers. The URL
+    is the public port's; `functions_url(url)` is its service-function port's."""
     port = free_port()
     environ = {
         **os.environ,
         "SPCS_WHISPER_PORT": str(port),
+        "SPCS_WHISPER_FUNCTIONS_PORT": str(free_port()),
         "SPCS_WHISPER_DATA_DIR": str(data_dir),
         "SPCS_WHISPER_SERVE_URL": serve_url,
         **env,
@@ -105,6 +117,7 @@ def start_gateway(data_dir: Path, serve_url: str, log: Path, **env: str) -> tupl
     out = log.open("w")
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "gateway"], env=environ, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
+    FUNCTION_URLS[url] = f"http://127.0.0.1:{environ['SPCS_WHISPER_FUNCTIONS_PORT']}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -114,6 +127,11 @@ def start_gateway(data_dir: Path, serve_url: str, log: Path, **env: str) -> tupl
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"gateway did not start:\n{log.read_text()[-3000:]}")
+
+
+def functions_url(url: str) -> str:
+    """The service-function port of the gateway whose public port is `url` (started by start_gateway)."""
+    return FUNCTION_URLS[url]
 
 
 def wait_ready(url: str, timeout: float = 20.0) -> None:

@@ -2,8 +2,11 @@
 
 Every case is `Case(name, build, status, code)`: `build(tmp)` returns the keyword arguments of
 `httpx.Client.post` (files/data/content/headers) and may write helper files under `tmp`. The expectations
-assume a gateway with `SPCS_WHISPER_MAX_UPLOAD_MB=2` and `SPCS_WHISPER_MAX_AUDIO_SECONDS=600` (and the default
-`PROBE_FULL_DECODE_MB`, so every small upload is fully decoded at submit time).
+assume a gateway with `SPCS_WHISPER_MAX_UPLOAD_MB=2` and `SPCS_WHISPER_MAX_AUDIO_SECONDS=600` (and the defaults
+of `PROBE_FULL_DECODE_MB`, so every small upload is fully decoded at submit time, and `MAX_JSON_MB`, 2).
+
+`accepted_but_inert()` lists inputs that are valid audio and are accepted, but carry something else as well
+(a page with a script): what the service stores must come back as audio, never as what the bytes also are.
 """
 
 from __future__ import annotations
@@ -64,6 +67,24 @@ def streamed_multipart(size: int) -> Request:
         yield b"\r\n--b--\r\n"
 
     return raw(chunks(), "multipart/form-data; boundary=b")
+
+
+def streamed_json(size: int) -> Request:
+    """A JSON job body of `size` bytes (a long prompt) sent in chunks, without Content-Length: the JSON limit
+    must hold while it streams, before it is read whole."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"source": "@AUDIO_FILES_STAGE/a.wav", "prompt": "'
+        for _ in range(size // 65536):
+            yield b"x" * 65536
+        yield b'"}'
+
+    return raw(chunks(), "application/json")
+
+
+def nested_json(depth: int, opener: bytes = b"[", closer: bytes = b"]", leaf: bytes = b"1") -> bytes:
+    """`{"source": [[[...1...]]]}`: valid JSON nested `depth` levels (a recursive parser's stack overflows)."""
+    return b'{"source": ' + opener * depth + leaf + closer * depth + b"}"
 
 
 # --- payloads ---------------------------------------------------------------------------------------------------
@@ -178,6 +199,20 @@ def zip_archive() -> bytes:
     return buf.getvalue()
 
 
+SCRIPT = b"<html><body><script>document.title = 'xss:' + localStorage.length;</script></body></html>"
+
+
+def script_wav() -> bytes:
+    """One silent second of WAV whose bytes also hold an HTML page with a script (in a RIFF LIST/INFO comment,
+    which players ignore): served as text/html it runs on the gateway's origin, where the page keeps the token."""
+    comment = SCRIPT + b"\0" * (2 - len(SCRIPT) % 2)  # NUL-terminated, even length
+    info = b"INFO" + b"ICMT" + struct.pack("<I", len(comment)) + comment
+    chunk = b"LIST" + struct.pack("<I", len(info)) + info
+    head, rest = SECOND[:36], SECOND[36:]  # RIFF header + fmt chunk, then the data chunk
+    body = head + chunk + rest
+    return body[:4] + struct.pack("<I", len(body) - 8) + body[8:]
+
+
 def mp4_ftyp_only() -> bytes:
     return struct.pack(">I4s4sI", 24, b"ftyp", b"M4A ", 0) + b"M4A isom"
 
@@ -186,6 +221,46 @@ ID3_NO_FRAMES = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4 header, tag size 0
 TEXT = b"this is a text file, not audio\n" * 100
 SECOND = wav(np.zeros(RATE, np.int16).tobytes())  # a valid, silent second: the options are what is wrong
 OVERSIZE = int((MAX_UPLOAD_MB + 0.5) * 1024 * 1024)
+
+
+# Files that name other files or streams: FFmpeg's concat, HLS, DASH and SDP demuxers would open what they name
+# (another upload beside this one, any local file, a network stream). Each takes the target to name.
+
+
+def ffconcat(target: str) -> bytes:
+    return f"ffconcat version 1.0\nfile '{target}'\n".encode()
+
+
+def hls(target: str) -> bytes:
+    return f"#EXTM3U\n#EXT-X-TARGETDURATION:20\n#EXTINF:11.0,\n{target}\n#EXT-X-ENDLIST\n".encode()
+
+
+def dash(target: str) -> bytes:
+    return (
+        '<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+        'profiles="urn:mpeg:dash:profile:isoff-on-demand:2011" mediaPresentationDuration="PT11S"><Period>'
+        '<AdaptationSet mimeType="audio/flac"><Representation id="a" bandwidth="64000">'
+        f"<BaseURL>{target}</BaseURL></Representation></AdaptationSet></Period></MPD>\n"
+    ).encode()
+
+
+def sdp(port: int = 5004) -> bytes:
+    """A session description: FFmpeg's sdp demuxer would listen for RTP on `port` (a network input)."""
+    return (f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio {port} RTP/AVP 0\n").encode()
+
+
+# (name, payload for a target): the reference kinds every opener must refuse, whatever the target is.
+REFERENCES: list[tuple[str, Callable[[str], bytes]]] = [
+    ("ffconcat", ffconcat),
+    ("ffconcat-subfile", lambda t: ffconcat(f"subfile,,start,0,end,0,,:{t}")),
+    ("ffconcat-tee", lambda t: ffconcat(f"tee:{t}")),
+    ("hls", hls),
+    ("hls-file-url", lambda t: hls(f"file://{t}" if t.startswith("/") else t)),
+    ("hls-subfile", lambda t: hls(f"subfile,,start,0,end,0,,:{t}")),
+    ("dash", dash),
+    ("sdp", lambda _t: sdp()),
+]
+JFK_PATH = str((DATA / "en_jfk.flac").resolve())  # a readable audio file at an absolute path
 
 
 # --- the corpus -------------------------------------------------------------------------------------------------
@@ -276,6 +351,56 @@ def corpus() -> list[Case]:
             "file_too_large",
         ),
         Case("oversize-streamed", lambda _: streamed_multipart(OVERSIZE), 413, "file_too_large"),
+        # JSON bodies: capped while they stream (MAX_JSON_MB), nesting checked before any parser recurses.
+        Case("json-50mb-streamed", lambda _: streamed_json(50 * 1024 * 1024), 413, "json_too_large"),
+        Case("json-nested-100k-arrays", lambda _: raw(nested_json(100_000), "application/json"), 400, "json_too_deep"),
+        Case(
+            "json-nested-50k-objects",
+            lambda _: raw(nested_json(50_000, b'{"a": ', b"}"), "application/json"),
+            400,
+            "json_too_deep",
+        ),
+        Case("json-nested-33", lambda _: raw(nested_json(33), "application/json"), 400, "json_too_deep"),
+        Case(
+            "json-unclosed-100k",
+            lambda _: raw(b'{"source": ' + b"[" * 100_000, "application/json"),
+            400,
+            "json_too_deep",
+        ),
+        Case(
+            "json-utf16",
+            lambda _: raw('{"source": "@S/a.wav"}'.encode("utf-16"), "application/json"),
+            400,
+            "invalid_json",
+        ),
+    ]
+    cases += [
+        # References to other files and streams (concat, playlists, manifests, session descriptions): refused for
+        # what the container is, before anything it names is opened.
+        _file("ffconcat-sibling.wav", lambda: ffconcat("job_0123456789abcdef"), 415, "unsupported_media"),
+        _file("ffconcat-absolute.wav", lambda: ffconcat(JFK_PATH), 415, "unsupported_media"),
+        _file(
+            "ffconcat-subfile.wav", lambda: ffconcat(f"subfile,,start,0,end,0,,:{JFK_PATH}"), 415, "unsupported_media"
+        ),
+        _file("ffconcat-tee.wav", lambda: ffconcat(f"tee:{JFK_PATH}"), 415, "unsupported_media"),
+        _file("hls-local-file.m3u8", lambda: hls(JFK_PATH), 415, "unsupported_media"),
+        _file("hls-file-url.m3u8", lambda: hls(f"file://{JFK_PATH}"), 415, "unsupported_media"),
+        _file("hls-subfile.m3u8", lambda: hls(f"subfile,,start,0,end,0,,:{JFK_PATH}"), 415, "unsupported_media"),
+        _file("dash-manifest.mpd", lambda: dash(JFK_PATH), 415, "unsupported_media"),
+        _file("sdp-rtp.sdp", sdp, 415, "unsupported_media"),
     ]
     assert len({c.name for c in cases}) == len(cases)
     return cases
+
+
+def accepted_but_inert() -> list[tuple[str, Callable[[], Request], str]]:
+    """(name, request, the Content-Type its stored audio must be served with): valid audio, accepted (202)."""
+    return [
+        ("script.wav-named.html", lambda: upload("x.html", script_wav()), "audio/wav"),
+        ("script.wav-named.svg", lambda: upload("x.svg", script_wav()), "audio/wav"),
+        ("script.wav-no-extension", lambda: upload("x", script_wav()), "audio/wav"),
+        ("script.wav-quoted-name", lambda: upload('a.wav"; filename="b.html', script_wav()), "audio/wav"),
+        ("m4a-named.html", lambda: upload("talk.html", jfk("m4a")), "video/mp4"),
+        ("m4a-named.m4a", lambda: upload("talk.m4a", jfk("m4a")), "audio/mp4"),
+        ("flac-named.js", lambda: upload("a.js", jfk("flac")), "audio/flac"),
+    ]

@@ -26,7 +26,7 @@ def tone(seconds: float, rate: int, channels: int, freq: float = 440.0) -> np.nd
     return np.stack([mono] * channels).astype(np.float32)
 
 
-def write_audio(path: Path, samples: np.ndarray, rate: int) -> Path:
+def write_audio(path: Path, samples: np.ndarray, rate: int, bitrate: int | None = None) -> Path:
     """Encode `samples` (channels × n, float32) into the container named by `path`'s extension."""
     fmt, codec, sample_fmt = CODECS[path.suffix.lstrip(".")]
     channels = samples.shape[0]
@@ -38,6 +38,8 @@ def write_audio(path: Path, samples: np.ndarray, rate: int) -> Path:
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.layout = "mono" if channels == 1 else "stereo"
+        if bitrate:
+            stream.bit_rate = bitrate
         step = 1024
         pts = 0
         for i in range(0, samples.shape[1], step):
@@ -71,4 +73,32 @@ def write_video_only(path: Path, seconds: float = 2.0) -> Path:
                 out.mux(packet)
         for packet in stream.encode(None):
             out.mux(packet)
+    return path
+
+
+def write_long_opus(
+    path: Path, seconds: float, speech: np.ndarray, every: float = 600.0, at: float = 100.0, bitrate: int = 8000
+) -> Path:
+    """`seconds` of faint noise with `speech` (16 kHz mono float32) starting `at` seconds into every `every`-second
+    stretch, as low-bitrate Ogg/Opus (16 kHz mono). One stretch is encoded, and its packets are written again and
+    again with shifted timestamps, so a 2-hour file takes seconds to make; a decoder sees one long Opus stream."""
+    rate = 16_000
+    unit = (np.random.default_rng(0).standard_normal(int(every * rate)) * 0.002).astype(np.float32)
+    start = int(at * rate)
+    unit[start : start + speech.shape[0]] += speech[: unit.shape[0] - start]
+    encoded = path.with_suffix(".unit.opus")
+    write_audio(encoded, unit.reshape(1, -1), rate, bitrate=bitrate)
+    with av.open(str(encoded)) as source:
+        packets = [(bytes(p), p.pts, p.duration) for p in source.demux(source.streams.audio[0]) if p.size]
+        template = source.streams.audio[0]
+        step = int(round(every / template.time_base))
+        with av.open(str(path), "w", format="ogg") as out:
+            stream = out.add_stream_from_template(template)
+            for rep in range(int(np.ceil(seconds / every))):
+                for data, pts, duration in packets:
+                    packet = av.Packet(data)
+                    packet.pts = packet.dts = pts + rep * step
+                    packet.duration, packet.time_base, packet.stream = duration, template.time_base, stream
+                    out.mux(packet)
+    encoded.unlink()
     return path

@@ -25,7 +25,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from service.api.app import create_app
+from service.api.app import create_app, gateway_server
 from service.config import Settings
 from tests.harness import free_port, wait_ready
 from tests.integration.helpers import call_function
@@ -92,11 +92,31 @@ def serving(app: Any, port: int) -> Iterator[str]:
         thread.join(timeout=60)
 
 
+@contextmanager
+def serving_gateway(config: Settings, sessions: Any = None) -> Iterator[tuple[str, str]]:
+    """The gateway in this process, as `spcs-whisper gateway` serves it: one app on two free ports, the public
+    one and the service functions' one. Yields (public URL, service-function URL)."""
+    config = config.model_copy(update={"port": free_port(), "functions_port": free_port()})
+    server, sockets = gateway_server(config, create_app(config, sessions=sessions), log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "gateway did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{config.port}", f"http://127.0.0.1:{config.functions_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
 @dataclass
 class Rig:
     url: str
     sessions: FlakySessions
     account: EmulatedAccount
+    functions_url: str = ""  # the service functions' port
 
     def snowflake_rows(self, table: str) -> list[dict[str, Any]]:
         """What the emulated account holds, read behind the service's back (not charged)."""
@@ -123,10 +143,10 @@ def store_rig(
             stage_mounts={STAGE: stage},
             **settings,
         )
-        with serving(create_app(config, sessions=sessions), free_port()) as url:
+        with serving_gateway(config, sessions) as (url, functions):
             wait_ready(url, 60)
             try:
-                yield Rig(url, sessions, account)
+                yield Rig(url, sessions, account, functions)
             finally:
                 account.close()
     sessions.close()
@@ -203,7 +223,8 @@ def run_transcribe_function(rig: Rig, client: httpx.Client, rows: int = 8, timeo
     start = time.monotonic()
     data = [[i, f"@{STAGE}/call_{i:05d}.wav", "en"] for i in range(rows)]
     headers = {"sf-external-function-query-batch-id": f"load-{start}", "sf-context-current-user": "ANALYST"}
-    response = call_function(client, "/functions/transcribe", data, headers)
+    with httpx.Client(base_url=rig.functions_url, timeout=client.timeout) as snowflake:  # Snowflake's own port
+        response = call_function(snowflake, "/functions/transcribe", data, headers)
     assert response.status_code == 200, response.text
     answered_s = time.monotonic() - start
     values = [value for _, value in response.json()["data"]]

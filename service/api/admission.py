@@ -19,7 +19,7 @@ from service.api.uploads import check_size, probe_file, probe_stored, receive_up
 from service.jobs.model import Batch, Job, new_batch_id, new_job_id, now
 from service.storage.base import Bounds, DuplicateIdempotencyKey, QueueFull
 from service.storage.remote import fetch_url
-from service.storage.stages import compile_pattern, parse_stage_ref
+from service.storage.stages import StageAllowlist, compile_pattern, parse_stage_ref
 
 
 def _check_model(options: JobOptions, info: dict | None, configured: str) -> str:
@@ -85,13 +85,12 @@ def _job(options: JobOptions, model: str, **fields: Any) -> Job:
 
 
 async def _replay(state: Any, options: JobOptions, owner: str | None) -> Job | None:
-    """The job an idempotency key already names; 409 when another user's job holds that key."""
+    """The job this caller's idempotency key already names. Keys belong to their owner: another user's key
+    names nothing here (no oracle of what others submitted, no squatting of their keys), a job without an owner
+    is never replayed to a user, nor a user's job to a caller without one."""
     if not options.idempotency_key:
         return None
-    job = await state.store.find_by_idempotency_key(options.idempotency_key)
-    if job is not None and owner is not None and job.owner not in (None, owner):
-        raise ApiError(409, "idempotency_key_in_use", "another caller used this idempotency key; choose another")
-    return job
+    return await state.store.find_by_idempotency_key(options.idempotency_key, owner)
 
 
 async def _add(state: Any, job: Job, audio: Any) -> tuple[Job, bool]:
@@ -178,6 +177,7 @@ async def accept_url(state: Any, url: str, options: JobOptions, owner: str | Non
         timeout_s=settings.url_timeout_s,
         allow_http=settings.url_allow_http,
         allowlist=settings.url_allowlist,
+        max_concurrent=settings.max_url_downloads,
     )
     info = await probe_stored(path, size, settings)
     display = urlsplit(final_url)._replace(query="", fragment="").geturl()[:500]
@@ -185,17 +185,24 @@ async def accept_url(state: Any, url: str, options: JobOptions, owner: str | Non
     return await _add(state, job, path)
 
 
-async def accept_source(state: Any, source: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
-    """A JSON `source`: `https://...` is downloaded, `@STAGE/path` is read from its stage when the job runs."""
+async def accept_source(
+    state: Any, source: str, options: JobOptions, owner: str | None = None, role: str | None = None
+) -> tuple[Job, bool]:
+    """A JSON `source`: `https://...` is downloaded, `@STAGE/path` is read from its stage when the job runs.
+    `role`: the caller's Snowflake role as callers.role believes it (None: only the allow-list's "*" entries)."""
     if source.lower().startswith(("https://", "http://")):
         return await accept_url(state, source, options, owner)
-    return await accept_stage_file(state, source, options, owner)
+    return await accept_stage_file(state, source, options, owner, role)
 
 
-async def accept_stage_file(state: Any, source: str, options: JobOptions, owner: str | None = None) -> tuple[Job, bool]:
-    """A job whose audio stays on its stage: checked (exists, size, and probed when the stage is mounted)
-    and stored; returns (job, replayed) like `accept`."""
+async def accept_stage_file(
+    state: Any, source: str, options: JobOptions, owner: str | None = None, role: str | None = None
+) -> tuple[Job, bool]:
+    """A job whose audio stays on its stage: allowed (the stage allow-list, before anything on the stage is
+    looked up), checked (exists, size, and probed when the stage is mounted) and stored; returns (job, replayed)
+    like `accept`."""
     ref = parse_stage_ref(source)
+    StageAllowlist.of(state.settings).check(ref, role)  # 403: never a deputy for stages the caller may not name
     existing, model = await _admission(state, options, owner)
     if existing:
         return existing, True
@@ -208,13 +215,19 @@ async def accept_stage_file(state: Any, source: str, options: JobOptions, owner:
     return await _add(state, job, None)
 
 
-async def accept_batch(state: Any, request: BatchRequest, owner: str | None = None) -> tuple[Batch, list[Job]]:
-    """One stage job per matching file, stored together (all or none); files are probed when they run."""
+async def accept_batch(
+    state: Any, request: BatchRequest, owner: str | None = None, role: str | None = None
+) -> tuple[Batch, list[Job]]:
+    """One stage job per matching file, stored together (all or none); files are probed when they run. The stage
+    must be on the allow-list; the pattern is RE2, matched off the event loop within BATCH_MATCH_TIMEOUT_S."""
     prefix = parse_stage_ref(request.stage, file=False)
+    StageAllowlist.of(state.settings).check(prefix, role)
     pattern = compile_pattern(request.pattern)
     model = _checked_model(state, request)
     check_disk(state)
-    files = await state.stages.list(prefix, pattern, state.settings.max_batch_files)
+    files = await state.stages.list(
+        prefix, pattern, state.settings.max_batch_files, timeout_s=state.settings.batch_match_timeout_s
+    )
     if not files:
         raise ApiError(404, "no_matching_files", f"no file under {prefix} matches {request.pattern!r}")
     await check_backlog(state, len(files), owner)

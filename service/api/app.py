@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from service.api import routes_batches, routes_functions, routes_health, routes_jobs, routes_openai, routes_web
 from service.api.errors import RequestContext, install_error_handlers
@@ -48,7 +51,9 @@ def build_backends(
         store: JobStore = SnowflakeStore(settings, sessions)  # type: ignore[arg-type]
     else:
         store = SQLiteStore(settings.data_dir)
-    stages = StageReader(settings.stage_mounts, sessions, temp_dir=settings.data_dir)  # type: ignore[arg-type]
+    db, schema = settings.snowflake_database, settings.snowflake_schema
+    home = f"{db}.{schema}" if db and schema else None
+    stages = StageReader(settings.stage_mounts, sessions, temp_dir=settings.data_dir, home=home)  # type: ignore[arg-type]
     return store, stages, translator, sessions
 
 
@@ -98,6 +103,9 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
         upload_limit_mb=settings.max_upload_mb,
         metrics=metrics,
         api_token=settings.api_token.get_secret_value() if settings.api_token else None,
+        functions_port=settings.functions_port,
+        read_timeout_s=settings.request_read_timeout_s,
+        max_header_bytes=settings.max_header_kb * 1024,
     )
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
@@ -106,3 +114,62 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
     app.include_router(routes_functions.router)
     app.include_router(routes_web.router)
     return app
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, whose keep-alive timer also covers a connection's wait for a request head.
+
+    uvicorn (0.54) arms that timer only once a response is complete, and cancels it on the next byte received:
+    a connection that sends nothing, or half a request head and then nothing (slowloris), would stay open for
+    ever. Here the timer is armed as the connection opens and runs until a whole request head has arrived (h11_impl
+    cancels it on the Request event), so an idle connection or a half-sent head is closed after `keep_alive_s`.
+    The head's size is bounded by h11's incomplete-event limit (`max_header_kb`, else 400), a body that stalls by
+    RequestContext (`request_read_timeout_s`, 408): uvicorn itself has no timeout for either."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)  # the timer keeps running until handle_events has a whole request head
+        self.handle_events()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket as uvicorn binds one (uvicorn.Config.bind_socket)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def gateway_server(
+    settings: Settings, app: FastAPI | None = None, log_level: str = "info"
+) -> tuple[uvicorn.Server, list[socket.socket]]:
+    """One uvicorn server (one app, one lifespan: one store, one dispatcher) and its two listening sockets: the
+    public port (`port`) and the service functions' port (`functions_port`). RequestContext tells the doors apart
+    by the local port of each connection. Run it with `server.run(sockets=sockets)`."""
+    if settings.functions_port == settings.port:
+        raise ValueError("SPCS_WHISPER_FUNCTIONS_PORT must differ from SPCS_WHISPER_PORT (two doors, two ports)")
+    config = uvicorn.Config(
+        app if app is not None else create_app(settings),
+        log_level=log_level,
+        http=BoundedH11Protocol,
+        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
+        # Longer than a proxy's usual idle timeout (load balancers), so a client rarely reuses a keep-alive
+        # connection the gateway has just closed (a reset under load); also bounds a request head's arrival.
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=30,
+    )
+    public = _listen(settings.host, settings.port)
+    try:
+        functions = _listen(settings.host, settings.functions_port)
+    except OSError:
+        public.close()
+        raise
+    return uvicorn.Server(config), [public, functions]

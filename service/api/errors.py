@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.callers import DOOR, FUNCTIONS_DOOR, PUBLIC_DOOR, ROLE_HEADER, USER_HEADER
 from service.audio import AudioError
 from service.metrics import Metrics
 from service.storage.base import StoreUnavailable
@@ -28,11 +30,13 @@ HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "file_too_large",
     415: "unsupported_media",
     422: "validation_error",
     429: "too_many_requests",
+    431: "headers_too_large",
     503: "unavailable",
 }
 
@@ -107,15 +111,42 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, message)
 
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/"})  # probes and the web page need no token (its fetches do)
-# Snowflake calls service functions without our token; SPCS itself authenticates those calls (only roles
-# granted the endpoint's service role reach them), so the token guards the HTTP API only.
-OPEN_PREFIXES = ("/functions/", "/web/")
+class BodyStalled(HTTPException):
+    """Raised from inside `receive` when the request body sends nothing for `request_read_timeout_s`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body sent nothing for {seconds:g} s")
+
+
+# The public port: probes and the web page (and its two files) need no token; the page's own requests send it.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/web/app.js", "/web/style.css"})
+FUNCTIONS_PREFIX = "/functions/"  # the functions port answers these paths only, the public port never
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+USER, ROLE = USER_HEADER.encode(), ROLE_HEADER.encode()
+MAX_USER_BYTES = 256  # Snowflake identifiers have at most 255 characters
+
+
+def _door(scope: Scope, functions_port: int | None) -> str:
+    """Which door a request came in by: the local port its connection reached (uvicorn sets `server` from the
+    listening socket), never anything the client sends."""
+    server = scope.get("server")
+    port = server[1] if server and len(server) > 1 else None
+    return FUNCTIONS_DOOR if functions_port is not None and port == functions_port else PUBLIC_DOOR
 
 
 class RequestContext:
-    """ASGI middleware: request ids, the API token, metrics, and a body size limit enforced while the body
-    streams in."""
+    """ASGI middleware: request ids, the two doors, the API token, the caller headers, metrics, and a body
+    size limit and read timeout enforced while the body streams in.
+
+    Two doors: the gateway listens on `port` (SPCS's public endpoint) and `functions_port` (a non-public
+    endpoint, which only Snowflake's service functions and services of the same owner reach:
+    https://docs.snowflake.com/en/developer-guide/snowpark-container-services/specification-reference,
+    https://docs.snowflake.com/en/developer-guide/snowpark-container-services/service-network-communications).
+    `/functions/*` answer on the functions port only, everything else on the public port only. The public port
+    needs the API token but for OPEN_PATHS; the functions port needs no token (Snowflake sends none; SPCS lets
+    only roles granted the endpoint's service role call the functions) but every request must name its user
+    (CONTEXT_HEADERS), and only there is the role header believed (callers.py). A user or role header sent
+    twice is refused (400), never believed: which one would a proxy, Starlette or we have picked?"""
 
     def __init__(
         self,
@@ -124,11 +155,55 @@ class RequestContext:
         metrics: Metrics,
         api_token: str | None = None,
         upload_limit_mb: float | None = None,
+        functions_port: int | None = None,
+        read_timeout_s: float | None = None,
+        max_header_bytes: int | None = None,
     ) -> None:
-        """`max_body_bytes` is the file limit plus room for form fields; `upload_limit_mb` is what users are told."""
+        """`max_body_bytes` is the file limit plus room for form fields; `upload_limit_mb` is what users are told.
+        `functions_port` None: one door (tests of the public routes only)."""
         self.app, self.max_body_bytes, self.metrics = app, max_body_bytes, metrics
         self.limit_mb = upload_limit_mb if upload_limit_mb is not None else max_body_bytes / 1024 / 1024
         self.expected = f"Bearer {api_token}".encode() if api_token else None
+        self.functions_port, self.read_timeout_s = functions_port, read_timeout_s
+        self.max_header_bytes = max_header_bytes  # h11 bounds a head still arriving; this one that has arrived
+
+    def _refusal(self, scope: Scope) -> Any:
+        """The response that refuses the request before the app sees it, or None."""
+        door, path, raw = scope[DOOR], scope["path"], scope["headers"]
+        if (door == FUNCTIONS_DOOR) != path.startswith(FUNCTIONS_PREFIX):
+            return error_response(404, "not_found", "no such route on this port")
+        if self.max_header_bytes is not None and sum(len(n) + len(v) + 4 for n, v in raw) > self.max_header_bytes:
+            return error_response(431, "headers_too_large", f"the request's headers pass {self.max_header_bytes} bytes")
+        users = [value for name, value in raw if name == USER]
+        roles = [value for name, value in raw if name == ROLE] if door == FUNCTIONS_DOOR else []
+        if len(users) > 1 or len(roles) > 1:
+            return error_response(400, "ambiguous_caller", "the Sf-Context-Current-* headers may appear once each")
+        if users and len(users[0].strip()) > MAX_USER_BYTES:
+            return error_response(400, "invalid_caller", "Sf-Context-Current-User is longer than a Snowflake name")
+        if door == FUNCTIONS_DOOR:
+            if not (users and users[0].strip()):
+                return error_response(
+                    400,
+                    "missing_user",
+                    "service functions are declared with CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE); "
+                    "this request names no user (Sf-Context-Current-User)",
+                )
+            return None
+        if any(name == ROLE for name, _ in raw):  # the public port never believes a role: SPCS ingress sends
+            scope["headers"] = [(name, value) for name, value in raw if name != ROLE]  # none, so a client did
+        if self.expected is not None and path not in OPEN_PATHS:
+            # `X-Api-Key: <token>` too: behind SPCS's public endpoint, `Authorization` carries Snowflake's own
+            # token (`Snowflake Token="..."`), so the API token needs a header of its own there.
+            headers = dict(raw)
+            bearer = hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
+            keyed = hmac.compare_digest(b"Bearer " + headers.get(b"x-api-key", b""), self.expected)
+            if not (bearer or keyed):
+                response = error_response(
+                    401, "unauthorized", "send the API token as `Authorization: Bearer <token>` or `X-Api-Key: <token>`"
+                )
+                response.headers["www-authenticate"] = "Bearer"
+                return response
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,53 +212,63 @@ class RequestContext:
         headers = dict(scope["headers"])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         request_id_var.set(rid)
-        limit = self.max_body_bytes
+        scope[DOOR] = _door(scope, self.functions_port)
+        limit, read_timeout = self.max_body_bytes, self.read_timeout_s
         too_large = f"the upload exceeds the limit of {self.limit_mb:g} MB"
         received = 0
-        started = False
+        body_done = stalled = started = False
         status = 500
         begun = time.perf_counter()
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done, stalled
+            if body_done or read_timeout is None:  # after the body: a wait for the disconnect, however long
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout(read_timeout):
+                        message = await receive()
+                except TimeoutError:
+                    stalled = True
+                    raise BodyStalled(read_timeout) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLarge(too_large)
+                body_done = body_done or not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def tracked_send(message: Message) -> None:
             nonlocal started, status
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
-                message.setdefault("headers", []).append((b"x-request-id", rid.encode("latin-1")))
+                extra = message.setdefault("headers", [])
+                extra.append((b"x-request-id", rid.encode("latin-1")))
+                if stalled:  # the rest of a stalled body will not be read: this connection cannot be reused
+                    extra.append((b"connection", b"close"))
             await send(message)
 
-        path = scope["path"]
-        if self.expected is not None and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES):
-            # `X-Api-Key: <token>` too: behind SPCS's public endpoint, `Authorization` carries Snowflake's own
-            # token (`Snowflake Token="..."`), so the API token needs a header of its own there.
-            bearer = hmac.compare_digest(headers.get(b"authorization", b""), self.expected)
-            keyed = hmac.compare_digest(b"Bearer " + headers.get(b"x-api-key", b""), self.expected)
-            if not (bearer or keyed):
-                response = error_response(
-                    401, "unauthorized", "send the API token as `Authorization: Bearer <token>` or `X-Api-Key: <token>`"
-                )
-                response.headers["www-authenticate"] = "Bearer"
-                await response(scope, receive, tracked_send)
-                return
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await error_response(413, "file_too_large", too_large)(scope, receive, tracked_send)
-            return
         try:
-            await self.app(scope, limited_receive, tracked_send)
-        except BodyTooLarge:
-            if not started:
+            if (refusal := self._refusal(scope)) is not None:
+                await refusal(scope, receive, tracked_send)
+                return
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
                 await error_response(413, "file_too_large", too_large)(scope, receive, tracked_send)
+                return
+            try:
+                await self.app(scope, limited_receive, tracked_send)
+            except BodyTooLarge:
+                if not started:
+                    await error_response(413, "file_too_large", too_large)(scope, receive, tracked_send)
+            except BodyStalled as exc:
+                if not started:
+                    await error_response(408, "request_timeout", exc.detail)(scope, receive, tracked_send)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.request_seconds.labels(scope["method"], route, str(status)).observe(
-                time.perf_counter() - begun
-            )
+            # Bounded labels: a standard method or OTHER, and the route's template (never the raw path).
+            method = scope["method"] if scope["method"] in STANDARD_METHODS else "OTHER"
+            route = getattr(scope.get("route"), "path", None)
+            route = route if isinstance(route, str) and route.startswith("/") else "unmatched"
+            self.metrics.request_seconds.labels(method, route, str(status)).observe(time.perf_counter() - begun)

@@ -5,7 +5,9 @@ Shared by the job, batch, function and OpenAI-compatible routes; `admission.py` 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -14,10 +16,13 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, BodyTooLarge
 from service.languages import normalise_language
 
 MAX_FIELD_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # a job body nests 1 level, a service-function batch 3
+DEFAULT_JSON_BYTES = 2 * 1024 * 1024  # without settings (an app built without its lifespan)
+SMALL_JSON_BYTES = 64 * 1024  # checked and parsed in well under a millisecond
 
 
 def multipart_body(required: list[str], properties: dict[str, dict]) -> dict[str, Any]:
@@ -62,15 +67,80 @@ class BatchRequest(JobOptions):
     pattern: str = Field(".*", max_length=500, examples=[".*[.]mp4"])
 
 
-async def json_fields(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object (400 when it is not JSON, 422 when it is not an object)."""
+_STRING = re.compile(rb'"[^"]*"')  # once escapes are gone; linear: no quote inside, nothing to backtrack
+_OTHER_BYTES = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
+
+
+def nesting_problem(body: bytes, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why the JSON text `body` (UTF-8) must not be parsed: nested deeper than `limit`, or brackets that do
+    not match; None when neither. Cheap and linear, at C speed: escape pairs and strings are dropped, the
+    brackets left are stripped of innermost pairs at most `limit` times. Exact for valid JSON (its
+    backslashes are all inside strings), and for the valid prefix of invalid JSON, which is all a parser reads."""
+    text = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = _STRING.sub(b"", text).translate(_AS_SQUARE, _OTHER_BYTES)
+    too_deep = f"it nests arrays and objects deeper than {limit} levels"
+    run = b"[" * (limit + 1)  # so many opening brackets in a row: too deep at once (the usual attack)
+    for _ in range(limit):
+        if not brackets:
+            return None
+        if run in brackets:
+            return too_deep
+        inner = brackets.replace(b"[]", b"")
+        if len(inner) == len(brackets):
+            return "its brackets do not match"
+        brackets = inner
+    return too_deep if brackets else None
+
+
+def _json_limit(request: Request) -> int:
+    settings = getattr(request.app.state, "settings", None)
+    return int(settings.max_json_mb * 1024 * 1024) if settings is not None else DEFAULT_JSON_BYTES
+
+
+async def json_body(request: Request) -> bytes:
+    """The request body, refused with 413 once it is known to exceed the JSON limit: by its Content-Length,
+    else while it streams in (never read whole first)."""
+    limit = _json_limit(request)
+    too_large = ApiError(
+        413, "json_too_large", f"the JSON body exceeds the limit of {limit / 1024 / 1024:g} MB (MAX_JSON_MB)"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
     try:
-        body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except BodyTooLarge:  # the gateway's upload limit, when it is the smaller one
+        raise too_large from None
+    return bytes(body)
+
+
+async def json_fields(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object: 413 when larger than the JSON limit, 400 when it is not UTF-8 JSON
+    or nests deeper than MAX_JSON_DEPTH (checked before parsing), 422 when it is not an object."""
+    raw = await json_body(request)
+    # A large body (up to MAX_JSON_MB) is checked and parsed off the event loop; a small one is not worth a thread.
+    body = parse_json(raw) if len(raw) <= SMALL_JSON_BYTES else await asyncio.to_thread(parse_json, raw)
     if not isinstance(body, dict):
         raise ApiError(422, "validation_error", "the body must be a JSON object")
     return body
+
+
+def parse_json(raw: bytes) -> Any:
+    """UTF-8 JSON text to Python, with its nesting checked before the parser sees it (400 otherwise)."""
+    if problem := nesting_problem(raw):
+        code = "json_too_deep" if problem.startswith("it nests") else "invalid_json"
+        raise ApiError(400, code, f"the body is not acceptable JSON: {problem}")
+    try:
+        return json.loads(raw.decode("utf-8-sig"))
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:  # not reached after the check above: the parser's stack is never the limit
+        raise ApiError(400, "json_too_deep", "the body nests arrays and objects too deeply") from None
 
 
 def validated(model: type[BaseModel], fields: dict[str, Any]) -> Any:

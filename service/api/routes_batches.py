@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.admission import accept_batch
-from service.api.callers import caller, visible
+from service.api.callers import caller, role, visible
 from service.api.errors import ApiError
 from service.api.intake import BatchRequest, json_fields, validated
 from service.api.schemas import BatchView
@@ -60,9 +60,11 @@ def batch_view(batch: Batch, jobs: list[Job]) -> BatchView:
 )
 async def create_batch(request: Request) -> JSONResponse:
     """`{"stage": "@AUDIO_FILES_STAGE", "pattern": ".*[.]mp4", "language": "hi", "translate_to": "en"}` →
-    one job per matching file, all stored before the 202."""
+    one job per matching file, all stored before the 202. The stage must be on the stage allow-list (403
+    `stage_not_allowed`); the pattern is RE2 (422 `invalid_pattern` for what RE2 lacks, `pattern_timeout` past
+    BATCH_MATCH_TIMEOUT_S)."""
     body = validated(BatchRequest, await json_fields(request))
-    batch, jobs = await accept_batch(request.app.state, body, caller(request))
+    batch, jobs = await accept_batch(request.app.state, body, caller(request), role(request))
     view = batch_view(batch, jobs).model_dump(mode="json")
     return JSONResponse(view, status_code=202, headers={"location": f"/v1/batches/{batch.id}"})
 

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from service.api.admission import accept_source, check_backlog
-from service.api.callers import caller, is_admin, visible
+from service.api.callers import caller, is_admin, role, visible
 from service.api.errors import ApiError
 from service.api.function_batches import BatchRow
 from service.api.intake import JobOptions, json_fields
@@ -92,10 +92,12 @@ async def _submit(
         return _row_error("invalid_source", "the source must be a string like '@STAGE/path/file.mp4'")
     try:
         options = JobOptions(language=_text(language), translate_to=_text(translate_to) or None, idempotency_key=key)
-        job, _ = await accept_source(request.app.state, source, options, caller(request))
+        job, _ = await accept_source(request.app.state, source, options, caller(request), role=role(request))
     except ValidationError as exc:
         return _row_error("validation_error", "; ".join(e["msg"] for e in exc.errors()))
     except (SourceError, AudioError) as exc:
+        if getattr(exc, "status", None) == 429:
+            raise ApiError(429, exc.code, exc.message, retry_after=5) from None  # the whole batch is retried
         return _row_error(exc.code, exc.message)
     except ApiError as exc:
         if exc.status in (429, 503):
@@ -140,8 +142,10 @@ def _batch_id(request: Request) -> str | None:
     return batch_id
 
 
-async def _answer(state: Any, batch: list[BatchRow], wait_s: float) -> list[list[Any]] | None:
-    """The batch's rows once every job finished within `wait_s`; None while some still run."""
+async def _answer(request: Request, batch: list[BatchRow], wait_s: float) -> list[list[Any]] | None:
+    """The batch's rows once every job finished within `wait_s`; None while some still run. A row whose job
+    is not the caller's (a batch id sent by another user) answers job_not_found, as TRANSCRIPTION_STATUS does."""
+    state = request.app.state
     job_ids = [r.job_id for r in batch if r.job_id]
     finished = await asyncio.gather(
         *(state.dispatcher.wait_finished(job_id, wait_s) for job_id in job_ids), return_exceptions=True
@@ -155,7 +159,7 @@ async def _answer(state: Any, batch: list[BatchRow], wait_s: float) -> list[list
             data.append([row.row, row.error])
             continue
         final = done[row.job_id]
-        final = final if isinstance(final, Job) else None  # KeyError: deleted meanwhile
+        final = final if isinstance(final, Job) and visible(request, final) else None  # KeyError: deleted
         transcript = await state.store.transcript(final.id) if final else None
         data.append([row.row, _result(final, transcript)])
     return data
@@ -164,7 +168,7 @@ async def _answer(state: Any, batch: list[BatchRow], wait_s: float) -> list[list
 async def _reply(request: Request, batch_id: str, batch: list[BatchRow]) -> Any:
     """200 with the rows, or 202 (Snowflake polls again with GET) while jobs still run."""
     state = request.app.state
-    data = await _answer(state, batch, state.settings.function_wait_s)
+    data = await _answer(request, batch, state.settings.function_wait_s)
     if data is None:
         running = sum(1 for r in batch if r.job_id)
         return JSONResponse({"status": "running", "rows": len(batch), "jobs": running}, status_code=202)
@@ -188,7 +192,7 @@ async def transcribe(request: Request) -> Any:
     if batch_id is not None:
         state.function_batches.save(request.url.path, batch_id, batch)
         return await _reply(request, batch_id, batch)
-    data = await _answer(state, batch, state.settings.function_timeout_s)
+    data = await _answer(request, batch, state.settings.function_timeout_s)
     if data is None:
         raise ApiError(503, "still_running", "the batch's jobs are still running; retry", retry_after=10)
     return {"data": data}
@@ -265,7 +269,8 @@ async def drain(request: Request) -> dict[str, Any]:
         error = None
     except Exception as exc:  # Snowflake unreachable: what is pending stays on the block volume
         pending = await state.store.exporter.pending()
-        error = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("WHISPER_DRAIN: the export failed: %s", exc)
+        error = f"{type(exc).__name__} (details in the gateway's log)"
     counts = await state.store.count_by_status()
     value: dict[str, Any] = {
         "drained": running == 0 and pending == 0,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.errors import error_response
+from service.api.errors import error_response, request_id_var
 from service.api.schemas import ExportHealth, Health, Readiness
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz", response_model=Health)
@@ -29,15 +31,16 @@ async def readyz(request: Request) -> JSONResponse:
     try:
         await state.store.ping()
         store = "ok"
-    except Exception as exc:  # any store failure means not ready
-        store = f"error: {exc!r}"
+    except Exception:  # any store failure means not ready; its details (paths, hosts) go to the log only
+        log.warning("readiness: the store does not answer (request %s)", request_id_var.get(), exc_info=True)
+        store = "unavailable"
     info = state.dispatcher.model_info
     inference = "ok" if info else "unavailable"
     export = _export(state.store)
     body = Readiness(
         status="ready" if store == "ok" and info else "not_ready",
         store=store,
-        snowflake_export=ExportHealth(**export.__dict__) if export else None,
+        snowflake_export=_export_health(export) if export else None,
         inference=inference,
         engine=(info or {}).get("engine"),
         model=(info or {}).get("model"),
@@ -46,6 +49,16 @@ async def readyz(request: Request) -> JSONResponse:
     if body.status != "ready":
         return error_response(503, "not_ready", f"store: {store}; inference: {inference}", retry_after=5)
     return JSONResponse(body.model_dump())
+
+
+def _export_health(export: Any) -> ExportHealth:
+    """The export's state for an open endpoint: the kind of its last error, never its text (Snowflake's errors
+    name the account, hosts and statements; the log has them)."""
+    health = ExportHealth(**export.__dict__)
+    if health.last_error:
+        kind = health.last_error.split(":", 1)[0].strip()[:80]
+        health.last_error = f"{kind} (the gateway's log has the details)"
+    return health
 
 
 def _export(store: object) -> Any:

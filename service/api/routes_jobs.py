@@ -11,17 +11,62 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from service.api.admission import accept, accept_source
-from service.api.callers import caller, owner_filter, visible
+from service.api.callers import caller, owner_filter, role, visible
 from service.api.errors import ApiError
 from service.api.intake import JobOptions, SourceJob, json_fields, multipart, multipart_body, validated
 from service.api.schemas import JobList, JobView, TranslationView
+from service.api.uploads import container_of
 from service.formats import FORMATS, render
 from service.jobs.model import InvalidTransition, Job, JobStatus
-from service.storage.stages import parse_stage_ref
+from service.storage.stages import StageAllowlist, parse_stage_ref
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MAX_WAIT_S = 60.0  # longest long poll: below common proxy idle timeouts
 WAIT_DOC = "long poll: answer once the job has finished (succeeded, failed, cancelled) or after this many seconds"
+WAITERS_RETRY_S = 5  # Retry-After of a long poll refused because too many are open
+
+# The audio route answers with the type of the container PyAV found, never the client's file name: a file named
+# `x.html` whose bytes hold `<script>` must not become a page on this origin (where the web page keeps the token).
+# container (every demuxer of service.audio.ALLOWED_FORMATS) -> (type, extension, other types a file name may
+# choose within that container).
+AUDIO_TYPES: dict[str, tuple[str, str, frozenset[str]]] = {
+    "wav": ("audio/wav", "wav", frozenset({"audio/x-wav", "audio/wave"})),
+    "w64": ("audio/x-w64", "w64", frozenset()),
+    "mp3": ("audio/mpeg", "mp3", frozenset()),
+    "flac": ("audio/flac", "flac", frozenset({"audio/x-flac"})),
+    "ogg": ("audio/ogg", "ogg", frozenset({"video/ogg", "audio/opus"})),
+    "aac": ("audio/aac", "aac", frozenset()),
+    "loas": ("audio/mp4a-latm", "latm", frozenset()),
+    "dts": ("audio/vnd.dts", "dts", frozenset()),
+    "ac3": ("audio/ac3", "ac3", frozenset()),
+    "eac3": ("audio/eac3", "eac3", frozenset()),
+    "aiff": ("audio/aiff", "aiff", frozenset({"audio/x-aiff"})),
+    "caf": ("audio/x-caf", "caf", frozenset()),
+    "amr": ("audio/amr", "amr", frozenset()),
+    "amrnb": ("audio/amr", "amr", frozenset()),
+    "amrwb": ("audio/amr-wb", "awb", frozenset()),
+    "au": ("audio/basic", "au", frozenset()),
+    "wv": ("audio/x-wavpack", "wv", frozenset()),
+    "ape": ("audio/x-ape", "ape", frozenset()),
+    "tta": ("audio/x-tta", "tta", frozenset()),
+    "mov,mp4,m4a,3gp,3g2,mj2": (
+        "video/mp4",
+        "mp4",
+        frozenset({"audio/mp4", "audio/x-m4a", "video/quicktime", "video/3gpp", "video/3gpp2", "audio/3gpp"}),
+    ),
+    "matroska,webm": ("video/webm", "webm", frozenset({"audio/webm", "video/x-matroska", "audio/x-matroska"})),
+    "asf": ("video/x-ms-asf", "asf", frozenset({"audio/x-ms-wma", "video/x-ms-wmv"})),
+    "avi": ("video/x-msvideo", "avi", frozenset()),
+    "mpeg": ("video/mpeg", "mpg", frozenset({"audio/mpeg"})),
+    "mpegts": ("video/mp2t", "ts", frozenset()),
+    "flv": ("video/x-flv", "flv", frozenset()),
+}
+UNKNOWN_AUDIO = ("application/octet-stream", "bin")
+AUDIO_HEADERS = {
+    "x-content-type-options": "nosniff",  # no browser guesses HTML from the bytes
+    "content-security-policy": "default-src 'none'; sandbox",  # and if one rendered it: no script, no origin
+    "cache-control": "private, no-cache",
+}
 
 SUBMIT_SCHEMA = multipart_body(
     ["file"],
@@ -85,10 +130,22 @@ async def get_job(
 ) -> JobView:
     job = await _job_or_404(request, job_id)
     if wait > 0 and not job.status.terminal:
+        state = request.app.state
+        held, limit = getattr(state, "long_polls", 0), state.settings.max_long_polls
+        if held >= limit:  # each held poll is a connection and a periodic store read: bounded, and refused
+            raise ApiError(  # with 429 rather than answered at once (which would make a poll loop spin)
+                429,
+                "too_many_waiters",
+                f"{held} long polls are open (limit {limit}, MAX_LONG_POLLS); retry later or poll without `wait`",
+                retry_after=WAITERS_RETRY_S,
+            )
+        state.long_polls = held + 1
         try:
-            job = await request.app.state.dispatcher.wait_finished(job_id, wait)
+            job = await state.dispatcher.wait_finished(job_id, wait)
         except (TimeoutError, KeyError):  # time's up (its state now), or deleted meanwhile (404)
             job = await _job_or_404(request, job_id)
+        finally:
+            state.long_polls -= 1
     return JobView.of(job)
 
 
@@ -133,6 +190,8 @@ async def get_audio(request: Request, job_id: str) -> FileResponse:
     state = request.app.state
     if job.source_kind == "stage":
         ref = parse_stage_ref(job.source)
+        # Re-checked on every download: a job accepted under an older, wider allow-list serves nothing now.
+        StageAllowlist.of(state.settings).check(ref, role(request))
         local = state.stages.local_path(ref)
         if local is None:
             raise ApiError(404, "audio_unavailable", f"{ref} is on a stage this gateway does not mount")
@@ -140,8 +199,20 @@ async def get_audio(request: Request, job_id: str) -> FileResponse:
         local = state.store.audio_path(job.id)
     if not local.is_file():
         raise ApiError(404, "audio_unavailable", "the job's audio is no longer stored")
-    media_type = mimetypes.guess_type(job.source)[0] or "application/octet-stream"
-    return FileResponse(local, media_type=media_type)
+    media_type, ext = audio_type(await container_of(local), job.source)
+    stem = job.source.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:100] or job.id
+    return FileResponse(local, media_type=media_type, filename=f"{name}.{ext}", headers=AUDIO_HEADERS)
+
+
+def audio_type(container: str | None, source: str) -> tuple[str, str]:
+    """(Content-Type, file extension) for audio in `container` (PyAV's name; None: not recognised). The
+    source's name may pick a type only among those of that container (an `.m4a` is served as audio/mp4)."""
+    if container not in AUDIO_TYPES:
+        return UNKNOWN_AUDIO
+    default, ext, others = AUDIO_TYPES[container]
+    guessed = mimetypes.guess_type(source)[0]
+    return (guessed if guessed in others else default), ext
 
 
 @router.get("/{job_id}/translation", response_model=TranslationView)

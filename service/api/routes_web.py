@@ -11,14 +11,31 @@ from service.api.errors import ApiError
 
 WEB_DIR = Path(__file__).parent / "web"
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}  # the only files served under /web/
-NO_CACHE = {"cache-control": "no-cache"}
+NO_CACHE = {"cache-control": "no-cache", "x-content-type-options": "nosniff"}
+# The page keeps the API token (localStorage), so only its own files may run or style it: no inline script or
+# style (index.html has none), fetches to this origin only, audio from here or from blobs it fetched itself
+# (with the token), the favicon a `data:` URL; no framing, no <base>, forms post nowhere else.
+CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "img-src 'self' data:",
+        "media-src 'self' blob:",
+        "form-action 'self'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+PAGE_HEADERS = {**NO_CACHE, "content-security-policy": CSP, "referrer-policy": "no-referrer"}
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/", response_class=HTMLResponse)
 async def index() -> HTMLResponse:
-    return HTMLResponse((WEB_DIR / "index.html").read_text(encoding="utf-8"), headers=NO_CACHE)
+    return HTMLResponse((WEB_DIR / "index.html").read_text(encoding="utf-8"), headers=PAGE_HEADERS)
 
 
 @router.get("/web/{name}")

@@ -9,13 +9,14 @@ import asyncio
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
 from starlette.datastructures import UploadFile
 
 from service.api.errors import ApiError
-from service.audio import AudioInfo, EmptyAudio, probe
+from service.audio import AudioError, AudioInfo, EmptyAudio, probe
 from service.config import Settings
 
 CHUNK = 1024 * 1024
@@ -71,6 +72,28 @@ def _store_upload(upload: UploadFile, target: Path, settings: Settings) -> tuple
         target.unlink(missing_ok=True)
         raise
     return size, _checked(target, size, settings)
+
+
+@lru_cache(maxsize=1024)  # a player's Range requests ask again and again; a changed file has a new key
+def _container(path: str, _mtime_ns: int, _size: int) -> str | None:
+    try:
+        return probe(path).container  # the header and the first second: what the file really is
+    except AudioError:
+        return None
+
+
+def _container_now(path: Path) -> str | None:
+    try:
+        stat = path.stat()
+        return _container(str(path), stat.st_mtime_ns, stat.st_size)
+    except OSError:  # removed meanwhile
+        return None
+
+
+async def container_of(path: Path) -> str | None:
+    """PyAV's name for the container of a stored file (e.g. `wav`, `mov,mp4,m4a,3gp,3g2,mj2`), or None when
+    PyAV does not take it for audio; a quick look (header, first second) on the intake pool, remembered."""
+    return await _on_intake_pool(_container_now, path)
 
 
 async def probe_file(path: Path, size: int, settings: Settings) -> AudioInfo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,9 @@ from typing import Any
 import httpx
 
 CHUNK = 1024 * 1024
+log = logging.getLogger(__name__)
+# What a job's error says when the Ray app fails: its URL, hosts and tracebacks stay in the gateway's log.
+UNREACHABLE = "the inference service could not be reached; the job is retried"
 ProgressCallback = Callable[[float, list[dict[str, Any]]], Awaitable[None]]  # fraction done, new segments
 
 
@@ -42,7 +46,8 @@ class InferenceClient:
         try:
             response = await self._http.get(f"{self.url}/ready", timeout=5.0)
         except httpx.HTTPError as exc:
-            raise InferenceError("inference_unavailable", f"Ray Serve does not answer: {exc!r}", False) from exc
+            log.info("Ray Serve at %s does not answer: %r", self.url, exc)
+            raise InferenceError("inference_unavailable", UNREACHABLE, False) from exc
         if response.status_code != 200:
             raise InferenceError("inference_unavailable", f"Ray Serve answered {response.status_code}", False)
         return response.json()
@@ -72,18 +77,41 @@ class InferenceClient:
                     elif event["event"] == "result":
                         return event["transcript"]
                     elif event["event"] == "error":
-                        raise InferenceError(event.get("code", "inference_failed"), event.get("message", ""), False)
+                        raise _stream_error(event)
         except httpx.HTTPError as exc:
-            raise InferenceError("inference_unavailable", f"Ray Serve call failed: {exc!r}", False) from exc
+            log.warning("Ray Serve call to %s failed: %r", self.url, exc)
+            raise InferenceError("inference_unavailable", UNREACHABLE, False) from exc
         raise InferenceError("inference_failed", "the Ray Serve stream ended without a result", False)
 
 
+def _stream_error(event: dict[str, Any]) -> InferenceError:
+    """An error event of the stream: the input's own errors (e.g. corrupt_audio) keep their message; an
+    `inference_failed` carries the Ray app's repr of an exception (actor names, node addresses), which stays in
+    the log."""
+    code, message = str(event.get("code") or "inference_failed"), str(event.get("message", ""))[:500]
+    if code == "inference_failed":
+        log.warning("Ray Serve failed while transcribing: %s", str(event.get("message"))[:2000])
+        message = "the inference service failed while transcribing"
+    # The Decoder finds some input errors only part-way through decoding (a truncated or over-long file): it
+    # sends their 4xx status, and a retry would fail the same way.
+    status = event.get("status")
+    status = status if isinstance(status, int) else None
+    return InferenceError(code, message, status is not None and 400 <= status < 500, status)
+
+
 def _error(response: httpx.Response) -> InferenceError:
-    code, message = "inference_failed", response.text[:500]
+    """The Ray app's own error (`{"error": {"code", "message"}}`, e.g. corrupt audio) for a 4xx; anything else
+    (Ray Serve's plain-text 500 holds a traceback, a proxy's page its addresses) is logged, and the job's error
+    says only the status."""
+    status = response.status_code
+    code, message = "inference_failed", None
     try:
         error = response.json()["error"]
-        code, message = error["code"], error["message"]
+        code, message = str(error["code"]), str(error["message"])[:500]
     except (ValueError, KeyError, TypeError):
         pass
-    permanent = 400 <= response.status_code < 500 and response.status_code not in (404, 408, 429)
-    return InferenceError(code, message, permanent, response.status_code)
+    if message is None or status >= 500:
+        log.warning("Ray Serve answered %s: %s", status, response.text[:2000])
+        message = f"the inference service answered {status}"
+    permanent = 400 <= status < 500 and status not in (404, 408, 429)
+    return InferenceError(code, message, permanent, status)

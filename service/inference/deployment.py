@@ -3,16 +3,26 @@ deployment that batches 30 s windows from all requests (`batcher.Batcher`).
 
 HTTP (under the app's route prefix, `/whisper` by default):
   POST /transcribe?language=&task=&word_timestamps=&beam_size=&prompt=&temperature=   body: the file bytes
-       -> 4xx JSON error for bad input, else NDJSON: {"event": "progress", "fraction"}... then
-          {"event": "result", "transcript": {...}} (or {"event": "error", ...})
+       -> 4xx JSON error for input refused on opening, else NDJSON: {"event": "progress", "fraction"}... then
+          {"event": "result", "transcript": {...}} (or {"event": "error", "code", "message", "status"})
   GET  /ready   model, engine and batching facts once the model is loaded
+
+Memory is bounded, not proportional to the audio's length: a body is spooled to a temporary file, decoded and
+cut in steps (`stream.py`) while its windows go to Whisper; at most `decode_concurrency` files decode at once per
+replica (the others wait, on disk), and at most `decode_windows_in_flight` windows of all jobs together are at
+Whisper (decoding waits beyond). A job whose request goes away (the gateway cancelled it, or the client
+disconnected) stops decoding.
 """
 
 import asyncio
 import copy
 import json
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,16 +32,61 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from service.audio import SAMPLE_RATE, AudioError, decode
+from service.audio import SAMPLE_RATE, AudioError, AudioInfo
 from service.config import Settings, gpu_present
 from service.inference.batcher import Batcher
+from service.inference.stream import BodyTooLarge, Steps, Tick, WindowSource, spool
 from service.inference.types import DecodeOptions, Task, WindowResult
-from service.inference.windows import MAX_FOLLOW_UPS, cut, stitch, tail_start
+from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start
 from service.languages import normalise_language
+
+log = logging.getLogger("ray.serve")
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class _EventStream(StreamingResponse):
+    """NDJSON events whose job resources (decode slot, open file, spooled body) are released however the
+    response ends: finished, failed, or cancelled because the request went away, even before it started."""
+
+    def __init__(self, content: AsyncIterator[str], release: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(content, media_type="application/x-ndjson")
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            finally:
+                await asyncio.shield(self._release())
+
+
+class _Job:
+    """One request's decode: its spooled body, its source and steps, its slot; `release` runs once."""
+
+    def __init__(self, path: Path, steps: Steps, slots: asyncio.Semaphore, cleanups: set[asyncio.Task]) -> None:
+        self.path, self.steps, self._slots, self._cleanups = path, steps, slots, cleanups
+        self._release: asyncio.Task | None = None
+
+    def release(self) -> asyncio.Task:
+        """Close the source (after the step in flight), remove the body, free the slot: in a task of its own,
+        so a cancellation of the request cannot interrupt it."""
+        if self._release is None:
+            self._release = asyncio.ensure_future(self._released())
+            self._cleanups.add(self._release)
+            self._release.add_done_callback(self._cleanups.discard)
+        return self._release
+
+    async def _released(self) -> None:
+        try:
+            await self.steps.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+            self._slots.release()
 
 
 @serve.deployment
@@ -89,6 +144,13 @@ class Decoder:
         self.whisper = whisper
         self.settings = Settings(**settings)
         self._info: dict[str, Any] | None = None
+        self._slots = asyncio.Semaphore(self.settings.decode_concurrency)
+        self._cleanups: set[asyncio.Task] = set()
+        settings = self.settings
+        self.in_flight_limit = settings.decode_windows_in_flight or (
+            2 * settings.max_batch_size * settings.whisper_replicas
+        )
+        self._window_budget = asyncio.Semaphore(self.in_flight_limit)
 
     async def _model_info(self) -> dict[str, Any]:
         if self._info is None:
@@ -131,17 +193,28 @@ class Decoder:
         info = await self._model_info()
         if not info["multilingual"] and (lang not in (None, "en") or task == "translate"):
             return _error(422, "unsupported_language", f"model {info['model']} is English-only")
-        body = await request.body()
         try:
-            audio = await asyncio.to_thread(decode, body, max_seconds=self.settings.max_audio_seconds)
+            path = await spool(request.stream(), self.settings.max_upload_bytes)
+        except BodyTooLarge as exc:
+            return _error(413, "file_too_large", str(exc))
+        source = WindowSource(path, vad=self.settings.vad, max_seconds=self.settings.max_audio_seconds)
+        job = _Job(path, Steps(source), self._slots, self._cleanups)
+        try:
+            waited = time.perf_counter()
+            await self._slots.acquire()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        try:
+            waited = time.perf_counter() - waited
+            log.info("decode slot after %.2fs (%d per replica)", waited, self.settings.decode_concurrency)
+            audio_info = await job.steps.open()
         except AudioError as exc:
+            await asyncio.shield(job.release())
             return _error(exc.status, exc.code, exc.message)
-        decoded = time.perf_counter()
-        windows = await asyncio.to_thread(cut, audio, self.settings.vad)
-        cut_done = time.perf_counter()
-        probability = None
-        if lang is None and windows.audio:
-            lang, probability = await self.whisper.detect_language.remote(windows.audio[0])
+        except BaseException:
+            await asyncio.shield(job.release())
+            raise
         options = DecodeOptions(
             language=lang or "en",
             task=task,
@@ -150,51 +223,143 @@ class Decoder:
             initial_prompt=prompt or None,
             temperature=temperature,
         )
-        duration = audio.shape[0] / SAMPLE_RATE
+        events = self._events(job, source, audio_info, options, lang, info, started, waited)
+        return _EventStream(events, job.release)
 
-        async def events() -> AsyncIterator[str]:
-            """NDJSON: a `progress` line as each window (with its tails) is done, then the `result`."""
-            pieces: list[tuple[float, WindowResult]] = []
-            done_speech = 0.0
-            try:
-                jobs = [self._timed_window(a, o, options) for a, o in zip(windows.audio, windows.offsets)]
-                for finished in asyncio.as_completed(jobs):
-                    seconds, window_pieces = await finished
+    async def _events(
+        self,
+        job: _Job,
+        source: WindowSource,
+        audio_info: AudioInfo,
+        options: DecodeOptions,
+        lang: str | None,
+        info: dict[str, Any],
+        started: float,
+        waited: float,
+    ) -> AsyncIterator[str]:
+        """NDJSON: a `progress` line as each window (with its tails) is done and as decoding moves on, then the
+        `result`. A window goes to Whisper once the replica's window budget (`in_flight_limit` windows, all jobs
+        together) has room, and the job decodes on only while it has no window waiting: decoding keeps pace
+        with Whisper. The decode slot is given back as soon as the last window is cut."""
+        pieces: list[tuple[float, WindowResult]] = []
+        ready: deque[Window] = deque()  # decoded windows not yet sent (waiting for the language, or room)
+        running: set[asyncio.Task] = set()
+        step: asyncio.Task | None = None
+        grant: asyncio.Task | None = None  # a unit of the window budget, asked for the next ready window
+        budget = self._window_budget
+        decoding, detect = True, lang is None
+        probability = None
+        done_speech = reported = 0.0
+        first_sent = last_done = None
+
+        def fraction() -> float:
+            total = source.windows.seconds
+            if decoding:  # the speech still to come, estimated from the share of the audio decoded so far
+                declared = audio_info.duration
+                share = source.seconds / declared if declared else 0.0
+                total = total / share if share > 0 else float("inf") if declared else total
+                return min(done_speech / total if total else 0.0, 0.99)
+            return done_speech / total if total else 1.0
+
+        def progress(segments: list[dict]) -> str | None:
+            nonlocal reported
+            value = round(min(max(fraction(), reported), 1.0), 4)
+            if not segments and value <= reported:
+                return None
+            reported = value
+            return json.dumps({"event": "progress", "fraction": value, "segments": segments}) + "\n"
+
+        try:
+            while True:
+                if detect and (ready or not decoding):
+                    if ready:
+                        lang, probability = await self.whisper.detect_language.remote(ready[0].audio)
+                        options = replace(options, language=lang or "en")
+                    detect = False
+                if not detect and ready and grant is None:
+                    grant = asyncio.ensure_future(budget.acquire())
+                if step is None and decoding and not ready:
+                    step = asyncio.ensure_future(job.steps.next())
+                waiting = running | {t for t in (step, grant) if t is not None}
+                if not waiting:
+                    break
+                finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                lines: list[str | None] = []
+                if grant is not None and grant in finished:
+                    grant, window = None, ready.popleft()
+                    first_sent = first_sent or time.perf_counter()
+                    task = asyncio.ensure_future(self._timed_window(window.audio, window.offset, options))
+                    task.add_done_callback(lambda _: budget.release())  # finished, failed or cancelled
+                    running.add(task)
+                if step is not None and step in finished:
+                    item, step = step.result(), None  # AudioError: the file broke part-way
+                    if item is None:
+                        decoding = False
+                        job.release()  # the slot goes to the next file; this job's windows are all cut
+                    elif isinstance(item, Tick):
+                        lines.append(progress([]))
+                    else:
+                        ready.append(item)
+                for task in finished & running:
+                    running.discard(task)
+                    seconds, window_pieces = task.result()
+                    last_done = time.perf_counter()
                     pieces += window_pieces
                     done_speech += seconds
-                    fraction = done_speech / windows.seconds if windows.seconds else 1.0
                     # This window's text on the original timeline (stitch shifts in place: give it copies).
                     partial = [
                         {"start": s["start"], "end": s["end"], "text": s["text"]}
-                        for s in stitch(copy.deepcopy(window_pieces), windows.speech)
+                        for s in stitch(copy.deepcopy(window_pieces), source.windows.speech)
                     ]
-                    event = {"event": "progress", "fraction": round(min(fraction, 1.0), 4), "segments": partial}
-                    yield json.dumps(event) + "\n"
-                segments = stitch(pieces, windows.speech)
-            except Exception as exc:  # a replica died mid-way: the gateway retries the whole job
-                yield json.dumps({"event": "error", "code": "inference_failed", "message": repr(exc)}) + "\n"
-                return
-            done = time.perf_counter()
-            transcript = {
-                "text": " ".join(s["text"] for s in segments),
-                "language": lang,  # None when auto-detection found no speech to detect from
-                "language_probability": probability,
-                "duration": round(duration, 3),
-                "speech_seconds": round(windows.seconds, 3),
-                "segments": segments,
-                "engine": info["engine"],
-                "model": info["model"],
-                "timings": {
-                    "decode_s": round(decoded - started, 4),
-                    "vad_s": round(cut_done - decoded, 4),
-                    "inference_s": round(done - cut_done, 4),
-                    "total_s": round(done - started, 4),
-                    "whisper_nodes": sorted({r.node for _, r in pieces if r.node}),  # Ray nodes that decoded it
-                },
-            }
-            yield json.dumps({"event": "result", "transcript": transcript}) + "\n"
-
-        return StreamingResponse(events(), media_type="application/x-ndjson")
+                    lines.append(progress(partial))
+                for line in lines:
+                    if line is not None:
+                        yield line
+            segments = stitch(pieces, source.windows.speech)
+        except AudioError as exc:  # found while decoding: the input's fault, not worth a retry
+            yield json.dumps({"event": "error", "code": exc.code, "message": exc.message, "status": exc.status}) + "\n"
+            return
+        except Exception as exc:  # a replica died mid-way: the gateway retries the whole job
+            yield json.dumps({"event": "error", "code": "inference_failed", "message": repr(exc)}) + "\n"
+            return
+        finally:
+            if grant is not None:  # a budget unit asked for and not used
+                if grant.done() and not grant.cancelled():
+                    budget.release()
+                else:
+                    grant.cancel()
+            for task in running | ({step} if step is not None else set()):
+                task.cancel()
+            if decoding or running:  # cancelled (the request went away) or failed part-way
+                declared = f"{audio_info.duration:.0f} s" if audio_info.duration else "unknown"
+                log.info(
+                    "transcription stopped before its end: decoded %.0f s of %s, %d windows cancelled",
+                    source.seconds,
+                    declared,
+                    len(running),
+                )
+            await asyncio.shield(job.release())
+        done = time.perf_counter()
+        transcript = {
+            "text": " ".join(s["text"] for s in segments),
+            "language": lang,  # None when auto-detection found no speech to detect from
+            "language_probability": probability,
+            "duration": round(source.seconds, 3),
+            "speech_seconds": round(source.windows.seconds, 3),
+            "segments": segments,
+            "engine": info["engine"],
+            "model": info["model"],
+            "timings": {
+                "slot_wait_s": round(waited, 4),  # waiting for one of the replica's decode slots
+                "decode_s": round(source.decode_s, 4),  # decoding and VAD overlap inference: CPU time of each
+                "vad_s": round(source.vad_s, 4),
+                "inference_s": round((last_done or done) - (first_sent or done), 4),
+                "total_s": round(done - started, 4),
+                "peak_buffered_s": round(source.peak_buffered / SAMPLE_RATE, 3),
+                "whisper_nodes": sorted({r.node for _, r in pieces if r.node}),  # Ray nodes that decoded it
+            },
+        }
+        yield json.dumps({"event": "result", "transcript": transcript}) + "\n"
 
     async def _timed_window(
         self, audio: np.ndarray, offset: float, options: DecodeOptions

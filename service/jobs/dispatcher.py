@@ -240,9 +240,11 @@ class Dispatcher:
             else:
                 await self._failed(job, exc.code, exc.message, exc.permanent)
             return
-        except Exception as exc:  # a bug must fail one job, never the dispatcher
+        except Exception:  # a bug must fail one job, never the dispatcher
             log.exception("job %s crashed", job.id)
-            await self._failed(job, "internal_error", repr(exc), permanent=False)
+            # The exception's text stays in the log: it may hold internal addresses, paths or values.
+            message = f"internal error in job {job.id} (attempt {job.attempts}); the details are in the gateway's log"
+            await self._failed(job, "internal_error", message, permanent=False)
             return
         self._outages.pop(job.id, None)
         started = job.started_at or now()

@@ -77,8 +77,10 @@ class TranslationStep:
 
     async def _failed(self, job: Job, method: str, exc: Exception) -> None:
         self.metrics.translations.labels(method, "failed").inc()
-        message = getattr(exc, "message", None) or repr(exc)
-        log.warning("translation of job %s failed (%s): %s", job.id, method, message)
+        # A TranslationError/InferenceError message is written for callers; anything else is a bug whose details
+        # (repr, addresses) belong in the log only.
+        message = getattr(exc, "message", None) or "an internal error (details in the gateway's log)"
+        log.warning("translation of job %s failed (%s): %r", job.id, method, exc)
         if await self.store.transition(
             job,
             JobStatus.FAILED,

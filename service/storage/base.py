@@ -11,7 +11,7 @@ from service.jobs.model import Batch, Job, JobStatus
 
 
 class DuplicateIdempotencyKey(Exception):
-    """Another job already holds this idempotency key; `job` is that job."""
+    """Another job of the same owner already holds this idempotency key; `job` is that job."""
 
     def __init__(self, job: Job) -> None:
         super().__init__(f"idempotency key already used by {job.id}")
@@ -71,7 +71,10 @@ class JobStore(Protocol):
         """The batch's jobs, in the order they were created."""
 
     async def get(self, job_id: str) -> Job | None: ...
-    async def find_by_idempotency_key(self, key: str) -> Job | None: ...
+    async def find_by_idempotency_key(self, key: str, owner: str | None) -> Job | None:
+        """The job `owner` submitted with this idempotency key (owner None: a job without an owner). Keys are
+        unique per owner only: another owner's job never matches."""
+
     async def list(
         self, status: JobStatus | None, limit: int, before: tuple[str, str] | None, owner: str | None = None
     ) -> list[Job]:

@@ -5,7 +5,9 @@ then the host is resolved here and refused if any address is internal (loopback,
 multicast, reserved, unspecified, carrier-grade NAT, IPv4-mapped forms of these, cloud metadata) unless the
 allowlist names the host or the address. The request then goes to the vetted IP itself, with the original
 `Host` header and TLS SNI/certificate checks against the hostname, so a second DNS answer cannot redirect it
-(DNS rebinding). Size and total time are bounded while streaming; the target file is removed on any failure."""
+(DNS rebinding). Size and total time are bounded while streaming; the target file is removed on any failure.
+At most `max_url_downloads` run at once (each holds a connection, a file and up to its time limit): one more is
+refused at once with 429 `too_many_downloads`, not queued behind them."""
 
 from __future__ import annotations
 
@@ -16,13 +18,14 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from service.config import get_settings
 from service.storage.sources import SourceError
 
 MAX_URL_CHARS = 2048
@@ -41,7 +44,32 @@ HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 
 
 class FetchError(SourceError):
-    """A source URL that is malformed or forbidden (422), names nothing (404), or is too large (413)."""
+    """A source URL that is malformed or forbidden (422), names nothing (404), is too large (413), or comes
+    while every download slot is taken (429)."""
+
+
+class _Slots:
+    """Downloads in progress, process-wide (every route's URL sources come through `fetch_url`)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+    @contextlib.contextmanager
+    def take(self, limit: int) -> Iterator[None]:
+        if self.active >= limit:  # checked and taken with no await between: one event loop, no race
+            raise FetchError(
+                429,
+                "too_many_downloads",
+                f"{self.active} source URLs are downloading (limit {limit}, MAX_URL_DOWNLOADS); retry later",
+            )
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+
+
+DOWNLOADS = _Slots()
 
 
 @dataclass(frozen=True)
@@ -218,14 +246,30 @@ async def fetch_url(
     allowlist: Sequence[str] = (),
     resolver: Resolver | None = None,
     ssl_context: ssl.SSLContext | None = None,
+    max_concurrent: int | None = None,
 ) -> tuple[int, str]:
     """Download `url` into `target` under the rules above; returns (bytes written, final URL after redirects).
 
     `resolver` has `loop.getaddrinfo`'s signature (the default); `ssl_context` replaces the default trust store
-    (certifi). `timeout_s` bounds everything: resolution, connects, redirects and the whole download."""
+    (certifi). `timeout_s` bounds everything: resolution, connects, redirects and the whole download.
+    `max_concurrent` (default: the `max_url_downloads` setting) bounds downloads at once: 429 beyond."""
     target = Path(target)
     policy = _policy(allow_http, allowlist)
     resolve = resolver or asyncio.get_running_loop().getaddrinfo
+    limit = max_concurrent if max_concurrent is not None else get_settings().max_url_downloads
+    with DOWNLOADS.take(limit):
+        return await _fetch_bounded(url, target, max_bytes, timeout_s, policy, resolve, ssl_context)
+
+
+async def _fetch_bounded(
+    url: str,
+    target: Path,
+    max_bytes: int,
+    timeout_s: float,
+    policy: _Policy,
+    resolve: Resolver,
+    ssl_context: ssl.SSLContext | None,
+) -> tuple[int, str]:
     try:
         async with asyncio.timeout(timeout_s):
             try:

@@ -15,7 +15,15 @@ from service.jobs.model import Batch, Job, JobStatus, check_transition, now
 from service.storage.base import Bounds, DuplicateIdempotencyKey
 from service.storage.blobs import BlobFiles
 from service.storage.records import DATETIME_FIELDS, transcript_fields
-from service.storage.sqlite_schema import INDEXES, MIGRATIONS, SCHEMA, job_to_row, row_to_job
+from service.storage.sqlite_schema import (
+    IDEMPOTENCY_WHERE,
+    INDEXES,
+    MIGRATIONS,
+    SCHEMA,
+    job_to_row,
+    row_to_job,
+    scope_idempotency_keys,
+)
 
 T = TypeVar("T")
 ACTIVE_SQL = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
@@ -64,6 +72,8 @@ class SQLiteStore(BlobFiles):
             for name, declaration in MIGRATIONS:
                 if name not in present:
                     conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
+            if scope_idempotency_keys(conn):  # keys were unique across owners: the table was rebuilt
+                conn.executescript(SCHEMA)  # its indexes went with the old table
             conn.executescript(INDEXES)
             self._schema(conn)
             conn.isolation_level = "DEFERRED"
@@ -88,7 +98,7 @@ class SQLiteStore(BlobFiles):
         try:
             conn.execute(f"INSERT INTO jobs ({columns}) VALUES ({marks})", row)
         except sqlite3.IntegrityError:
-            existing = conn.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (job.idempotency_key,)).fetchone()
+            existing = SQLiteStore._by_idempotency_key(conn, job.idempotency_key, job.owner)
             if existing is None:
                 raise
             raise DuplicateIdempotencyKey(row_to_job(existing)) from None
@@ -166,8 +176,14 @@ class SQLiteStore(BlobFiles):
         row = await self._run(lambda c: c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
         return row_to_job(row) if row else None
 
-    async def find_by_idempotency_key(self, key: str) -> Job | None:
-        row = await self._run(lambda c: c.execute("SELECT * FROM jobs WHERE idempotency_key = ?", (key,)).fetchone())
+    @staticmethod
+    def _by_idempotency_key(conn: sqlite3.Connection, key: str | None, owner: str | None) -> sqlite3.Row | None:
+        if key is None:
+            return None
+        return conn.execute(f"SELECT * FROM jobs WHERE {IDEMPOTENCY_WHERE}", (owner or "", key)).fetchone()
+
+    async def find_by_idempotency_key(self, key: str, owner: str | None) -> Job | None:
+        row = await self._run(lambda c: self._by_idempotency_key(c, key, owner))
         return row_to_job(row) if row else None
 
     async def list(

@@ -1,6 +1,12 @@
-"""Audio on Snowflake stages: `@STAGE/path` references, checked against Snowflake's identifier rules, read
-through a stage volume mount when the spec mounts the stage (`SPCS_WHISPER_STAGE_MOUNTS`), else streamed
-with Snowpark (`session.file.get_stream`)."""
+"""Audio on Snowflake stages: `@STAGE/path` references, checked against Snowflake's identifier rules and the stage
+allow-list, read through a stage volume mount when the spec mounts the stage (`SPCS_WHISPER_STAGE_MOUNTS`), else
+streamed with Snowpark (`session.file.get_stream`).
+
+The gateway reads stages with its service role, which may read more than any caller should: every route that
+names a stage (jobs, batches, service functions, the audio route) first asks `StageAllowlist.check`, so a caller
+reaches only the stages the deployment lists (default: the mounted ones), never any stage the service role can
+read (a confused deputy). Batch patterns are RE2 expressions (linear time: no catastrophic backtracking), matched
+in a worker thread under a time bound, never on the event loop."""
 
 from __future__ import annotations
 
@@ -10,10 +16,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import re2
 
 from service.storage.sources import SourceError
 
@@ -23,6 +32,8 @@ STAGE_NAME = re.compile(rf"{IDENTIFIER}(?:\.{IDENTIFIER}){{0,2}}")
 MAX_PATH_CHARS = 1024
 MAX_PATTERN_CHARS = 500
 COPY_CHUNK = 1024 * 1024
+EVERY_ROLE = "*"  # the allow-list entry that holds for every caller
+MATCH_CHECK_EVERY = 256  # file names matched between two looks at the clock
 
 
 class StageError(SourceError):
@@ -62,14 +73,120 @@ def parse_stage_ref(text: str, *, file: bool = True) -> StageRef:
     return StageRef(name.upper(), "/".join(parts))
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """A LIST-style PATTERN (a regular expression matched against the whole relative path)."""
+@dataclass(frozen=True)
+class StageAllowlist:
+    """The stages callers may name: `everyone` for every caller, `by_role` for callers with that Snowflake role
+    (as service functions send it; callers.role). Names are compared fully qualified (db.schema.stage) when the
+    service's database and schema are known, so `@WHISPER_DB.PUBLIC.AUDIO_FILES_STAGE` is `@AUDIO_FILES_STAGE`
+    there, and `@OTHER_DB.S.AUDIO_FILES_STAGE` never is."""
+
+    everyone: frozenset[str] = frozenset()
+    by_role: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    database: str | None = None
+    schema: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        configured: Iterable[str] | Mapping[str, Iterable[str]] | None,
+        mounts: Iterable[str] = (),
+        database: str | None = None,
+        schema: str | None = None,
+    ) -> StageAllowlist:
+        """From the STAGE_ALLOWLIST setting: None (the mounted stages, for every caller), a list (every caller)
+        or a mapping of role (or "*") to stages."""
+        if configured is None:
+            configured = list(mounts)
+        if not isinstance(configured, Mapping):
+            configured = {EVERY_ROLE: list(configured)}
+        empty = cls(database=database.upper() if database else None, schema=schema.upper() if schema else None)
+        names = {
+            (role if role == EVERY_ROLE else role.upper()): frozenset(empty.qualified(s.lstrip("@")) for s in stages)
+            for role, stages in configured.items()
+        }
+        everyone = names.pop(EVERY_ROLE, frozenset())
+        return cls(everyone, names, empty.database, empty.schema)
+
+    @classmethod
+    def of(cls, settings: Any) -> StageAllowlist:
+        return cls.build(
+            settings.stage_allowlist, settings.stage_mounts, settings.snowflake_database, settings.snowflake_schema
+        )
+
+    def qualified(self, stage: str) -> str:
+        """`STAGE` -> `DB.SCHEMA.STAGE` and `SCHEMA.STAGE` -> `DB.SCHEMA.STAGE`, as far as the service's database
+        and schema are known (upper case: unquoted identifiers)."""
+        parts = stage.upper().split(".")
+        if len(parts) == 1 and self.schema:
+            parts.insert(0, self.schema)
+        if len(parts) == 2 and self.database:
+            parts.insert(0, self.database)
+        return ".".join(parts)
+
+    def allows(self, stage: str, role: str | None = None) -> bool:
+        name = self.qualified(stage)
+        return name in self.everyone or bool(role and name in self.by_role.get(role.upper(), ()))
+
+    def check(self, ref: StageRef, role: str | None = None) -> None:
+        """403 for a stage off the list, before anything on it is looked up (its existence is not revealed)."""
+        if not self.allows(ref.stage, role):
+            raise StageError(
+                403,
+                "stage_not_allowed",
+                f"stage @{ref.stage} is not on this service's stage allow-list (SPCS_WHISPER_STAGE_ALLOWLIST)",
+            )
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a client's bad pattern is a 422, not a line on the gateway's stderr
+    return options
+
+
+RE2_OPTIONS = _re2_options()
+
+
+def compile_pattern(pattern: str) -> Any:
+    """A LIST-style PATTERN (a regular expression matched against the whole relative path), compiled with RE2:
+    matching takes time linear in the name (https://github.com/google/re2/wiki/WhyRE2), so no pattern can
+    backtrack for minutes. RE2 has no backreferences or lookaround; such a pattern is a 422. The pattern is not handed
+    to Snowflake's `LIST ... PATTERN` for unmounted stages: LIST applies it to its own names, which start with the
+    stage's name (https://docs.snowflake.com/en/sql-reference/sql/list), so the same pattern would select other files
+    than on a mount; both listings are matched here, alike."""
     if len(pattern) > MAX_PATTERN_CHARS:
         raise StageError(422, "invalid_pattern", f"the pattern is longer than {MAX_PATTERN_CHARS} characters")
     try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise StageError(422, "invalid_pattern", f"the pattern is not a valid regular expression: {exc}") from None
+        return re2.compile(pattern, options=RE2_OPTIONS)
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: RE2 takes UTF-8
+        raise StageError(422, "invalid_pattern", "the pattern is not valid Unicode text") from None
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise StageError(
+            422,
+            "invalid_pattern",
+            f"the pattern is not a valid RE2 regular expression (no backreferences or lookaround): {reason}",
+        ) from None
+
+
+def match_names(names: list[str], pattern: Any, timeout_s: float | None = None) -> list[str]:
+    """The names `pattern` fully matches, sorted; StageError 422 when matching outlasts `timeout_s`. Blocking: run
+    it in a worker thread."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    matched = []
+    for i, name in enumerate(names):
+        if deadline is not None and i % MATCH_CHECK_EVERY == MATCH_CHECK_EVERY - 1 and time.monotonic() > deadline:
+            raise StageError(
+                422,
+                "pattern_timeout",
+                f"matching the pattern over {len(names)} files took longer than {timeout_s:g} s "
+                "(BATCH_MATCH_TIMEOUT_S); use a narrower prefix or a simpler pattern",
+            )
+        try:
+            if pattern.fullmatch(name):
+                matched.append(name)
+        except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogate-escaped): no stage path can name it
+            continue
+    return sorted(matched)
 
 
 class Sessions(Protocol):
@@ -79,10 +196,17 @@ class Sessions(Protocol):
 class StageReader:
     """Finds, lists and opens stage files; mounts first, Snowpark for stages that are not mounted."""
 
-    def __init__(self, mounts: dict[str, Path], sessions: Sessions | None = None, temp_dir: Path | None = None):
+    def __init__(
+        self,
+        mounts: dict[str, Path],
+        sessions: Sessions | None = None,
+        temp_dir: Path | None = None,
+        home: str | None = None,
+    ):
         self.mounts = {name.upper(): Path(path) for name, path in mounts.items()}
         self.sessions = sessions
         self.temp_dir = temp_dir
+        self.home = home.upper() if home else None  # "DB.SCHEMA" of the service: where unqualified mounts live
 
     def local_path(self, ref: StageRef) -> Path | None:
         """The file on its stage's mount (StageError 404 when missing there); None when the stage is not mounted."""
@@ -95,7 +219,14 @@ class StageReader:
         return path
 
     def _mount(self, ref: StageRef) -> Path | None:
-        return self.mounts.get(ref.stage) or self.mounts.get(ref.stage.rsplit(".", 1)[-1])
+        """The mount of the stage `ref` names: by its name as written, or, for a qualified name, only when it
+        qualifies the service's own database and schema (`@OTHER_DB.S.AUDIO_FILES_STAGE` is another stage)."""
+        if ref.stage in self.mounts:
+            return self.mounts[ref.stage]
+        qualifier, _, name = ref.stage.rpartition(".")
+        if qualifier and self.home and qualifier in (self.home, self.home.rpartition(".")[2]):
+            return self.mounts.get(name)
+        return None
 
     def _local(self, mount: Path, ref: StageRef) -> Path:
         root = mount.resolve()
@@ -119,9 +250,10 @@ class StageReader:
                 return size
         raise StageError(404, "source_not_found", f"{ref} does not exist")
 
-    async def list(self, prefix: StageRef, pattern: re.Pattern[str], limit: int) -> list[StageRef]:
-        """Files under `prefix` whose path relative to the stage fully matches `pattern`, sorted by path;
-        StageError 422 when more than `limit` match."""
+    async def list(self, prefix: StageRef, pattern: Any, limit: int, timeout_s: float | None = None) -> list[StageRef]:
+        """Files under `prefix` whose path relative to the stage fully matches `pattern` (compile_pattern), sorted
+        by path; StageError 422 when more than `limit` match, or when matching outlasts `timeout_s`. The matching
+        runs in a worker thread: the event loop keeps answering meanwhile."""
         mount = self._mount(prefix)
         if mount is not None:
             root = self._local(mount, StageRef(prefix.stage))
@@ -134,7 +266,7 @@ class StageReader:
         else:
             names = [name for name, _ in await self._list_remote(prefix)]
             names = [n for n in names if not prefix.path or n.startswith(prefix.path.rstrip("/") + "/")]
-        matched = sorted(n for n in names if pattern.fullmatch(n))
+        matched = await asyncio.to_thread(match_names, names, pattern, timeout_s)
         if len(matched) > limit:
             raise StageError(422, "too_many_files", f"{len(matched)} files match; at most {limit} per batch")
         return [StageRef(prefix.stage, n) for n in matched]

@@ -3,7 +3,8 @@ service-function protocol against the real gateway process (`spcs-whisper gatewa
 
 The Ray app is a STAND-IN (tests/store_load.py: the same HTTP protocol, a fixed transcript after a set time),
 because what is under test is the protocol between Snowflake and the gateway, not Whisper. The client plays
-Snowflake: POST the batch, then GET with the same batch id while the answer is 202.
+Snowflake: POST the batch, then GET with the same batch id while the answer is 202, on the gateway's
+service-function port (the public port answers the HTTP API only).
 https://docs.snowflake.com/en/sql-reference/external-functions-implementation
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import free_port, start_gateway, stop_gateway
+from tests.harness import free_port, functions_url, start_gateway, stop_gateway
 from tests.integration.helpers import call_function
 from tests.store_load import serving, standin_inference, write_stage
 
@@ -66,8 +67,16 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, stage: Path, inference: st
 
 @pytest.fixture
 def client(gateway: tuple[str, Path]) -> Iterator[httpx.Client]:
+    """Snowflake's side: the service-function port."""
     timeout = httpx.Timeout(READ_TIMEOUT, connect=5.0)
-    with httpx.Client(base_url=gateway[0], timeout=timeout) as c:
+    with httpx.Client(base_url=functions_url(gateway[0]), timeout=timeout) as c:
+        yield c
+
+
+@pytest.fixture
+def public(gateway: tuple[str, Path]) -> Iterator[httpx.Client]:
+    """The HTTP API (no token configured, no user named: every job)."""
+    with httpx.Client(base_url=gateway[0], timeout=30) as c:
         yield c
 
 
@@ -105,31 +114,31 @@ def test_a_batch_longer_than_any_request_is_answered_by_polling(client: httpx.Cl
     assert client.get("/functions/transcribe", headers=headers).status_code == 404
 
 
-def test_a_retried_batch_reuses_its_jobs(client: httpx.Client) -> None:
+def test_a_retried_batch_reuses_its_jobs(client: httpx.Client, public: httpx.Client) -> None:
     headers = {**USER, BATCH: "async-2", QUERY: "q-2"}
-    before = _jobs(client)
+    before = _jobs(public)
     first = client.post("/functions/transcribe", json={"data": _rows()}, headers=headers)
     assert first.status_code == 202
-    assert _jobs(client) == before + 2
+    assert _jobs(public) == before + 2
     again = client.post("/functions/transcribe", json={"data": _rows()}, headers=headers)  # Snowflake's retry
-    assert again.status_code == 202 and _jobs(client) == before + 2
+    assert again.status_code == 202 and _jobs(public) == before + 2
     done = call_function(client, "/functions/transcribe", _rows(), headers)
-    assert done.status_code == 200 and _jobs(client) == before + 2
+    assert done.status_code == 200 and _jobs(public) == before + 2
     ids = [value.get("job_id") for _, value in done.json()["data"]]
     assert ids[0] and ids[2] and ids[1] is None
 
 
-def test_without_a_batch_id_a_retry_starts_no_second_job(client: httpx.Client, gateway: tuple[str, Path]) -> None:
+def test_without_a_batch_id_a_retry_starts_no_second_job(public: httpx.Client, gateway: tuple[str, Path]) -> None:
     """Not what Snowflake sends, but logged and safe: the query id and the row's arguments name the job."""
     headers = {**USER, QUERY: "q-no-batch"}
     rows = [[0, "@AUDIO_FILES_STAGE/call_00002.wav", "en"]]
-    before = _jobs(client)
-    with httpx.Client(base_url=gateway[0], timeout=60) as patient:  # no polling without a batch id
+    before = _jobs(public)
+    with httpx.Client(base_url=functions_url(gateway[0]), timeout=60) as patient:  # no polling without a batch id
         first = patient.post("/functions/transcribe", json={"data": rows}, headers=headers)
         retry = patient.post("/functions/transcribe", json={"data": rows}, headers=headers)
     assert first.status_code == retry.status_code == 200, first.text
     assert first.json()["data"][0][1]["job_id"] == retry.json()["data"][0][1]["job_id"]
-    assert _jobs(client) == before + 1
+    assert _jobs(public) == before + 1
     assert f"without the {BATCH} header" in gateway[1].read_text()
 
 
@@ -146,13 +155,13 @@ def test_a_batch_outlives_a_gateway_restart(tmp_path: Path, stage: Path, inferen
     url, process, _ = _gateway(data, stage, inference)
     headers = {**USER, BATCH: "async-restart", QUERY: "q-3"}
     try:
-        with httpx.Client(base_url=url, timeout=READ_TIMEOUT) as client:
+        with httpx.Client(base_url=functions_url(url), timeout=READ_TIMEOUT) as client:
             assert client.post("/functions/transcribe", json={"data": _rows()}, headers=headers).status_code == 202
     finally:
         stop_gateway(process)  # type: ignore[arg-type]
     url, process, _ = _gateway(data, stage, inference)
     try:
-        with httpx.Client(base_url=url, timeout=READ_TIMEOUT) as client:
+        with httpx.Client(base_url=functions_url(url), timeout=READ_TIMEOUT) as client:
             response = client.get("/functions/transcribe", headers=headers)
             while response.status_code == 202:
                 time.sleep(0.2)
@@ -169,15 +178,18 @@ def test_whisper_drain_finishes_running_jobs_and_claims_no_more(tmp_path: Path, 
     url, process, _ = _gateway(tmp_path / "data", stage, inference)
     deployer = {"sf-context-current-user": "OPS", "sf-context-current-role": "WHISPER_DEPLOYER", BATCH: "drain-1"}
     try:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60) as client, httpx.Client(base_url=functions_url(url)) as sql:
             job = client.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/call_00000.wav"}).json()["id"]
             deadline = time.monotonic() + 30
             while client.get(f"/v1/jobs/{job}").json()["status"] == "queued":
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            analyst = client.post("/functions/drain", json={"data": [[0, 60]]}, headers={**USER, BATCH: "d-0"})
+            analyst = sql.post("/functions/drain", json={"data": [[0, 60]]}, headers={**USER, BATCH: "d-0"})
             assert analyst.json()["data"][0][1]["error"]["code"] == "forbidden"
-            value = client.post("/functions/drain", json={"data": [[0, 60]]}, headers=deployer).json()["data"][0][1]
+            # The role header counts on the service-function port only: through the public port, 404.
+            assert client.post("/functions/drain", json={"data": [[0, 60]]}, headers=deployer).status_code == 404
+            value = sql.post("/functions/drain", json={"data": [[0, 60]]}, headers=deployer, timeout=60).json()
+            value = value["data"][0][1]
             assert value == {"drained": True, "running": 0, "queued": 0, "pending_exports": 0}, value
             assert client.get(f"/v1/jobs/{job}").json()["status"] == "succeeded"  # it finished, not cut short
             later = client.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/call_00001.wav"}).json()["id"]

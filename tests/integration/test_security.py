@@ -1,4 +1,5 @@
-"""With an API token configured, every route but the health probes and the service functions needs it."""
+"""With an API token configured, every route of the public port but the health probes and the web page needs it;
+the service functions answer on their own port only (tests/integration/test_security_access.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.harness import free_port, start_gateway, stop_gateway
+from tests.harness import free_port, functions_url, start_gateway, stop_gateway
 from tests.integration.helpers import DATA, submit
 
 
@@ -36,8 +37,13 @@ def test_api_token_guards_everything_but_health(tmp_path: Path) -> None:
                 assert response.json()["error"]["code"] == "unauthorized"
                 assert response.headers["www-authenticate"] == "Bearer"
             assert submit(anonymous, DATA / "en_jfk.m4a").status_code == 401
-            # Service functions: Snowflake sends no bearer token (SPCS authenticates those callers itself).
-            status = anonymous.post("/functions/job_status", json={"data": [[0, "job_x"]]})
+            # Service functions are not on the public port at all...
+            assert anonymous.post("/functions/job_status", json={"data": [[0, "job_x"]]}).status_code == 404
+        # ...but on their own (non-public) port, where Snowflake sends no bearer token and SPCS authenticates
+        # the callers itself; every request names its user (CONTEXT_HEADERS).
+        with httpx.Client(base_url=functions_url(url), timeout=30) as snowflake:
+            user = {"sf-context-current-user": "ANALYST"}
+            status = snowflake.post("/functions/job_status", json={"data": [[0, "job_x"]]}, headers=user)
             assert status.status_code == 200 and status.json()["data"][0][1]["error"]["code"] == "job_not_found"
         with httpx.Client(base_url=url, timeout=30, headers={"authorization": "Bearer wrong"}) as wrong:
             assert wrong.get("/v1/jobs").status_code == 401

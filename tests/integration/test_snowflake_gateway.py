@@ -12,23 +12,21 @@ all the same, and that their rows arrive once when Snowflake answers again.
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from snowflake.snowpark.functions import col
 from snowflake.snowpark.mock import ColumnEmulator, patch
 from snowflake.snowpark.mock._functions import MockedFunctionRegistry
 
-from service.api.app import create_app
 from service.config import Settings
-from tests.harness import Service, free_port, wait_ready
+from tests.harness import FUNCTION_URLS, Service, functions_url, wait_ready
 from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, call_function, wait, wer
 from tests.snowflake.outage import FlakySessions
+from tests.store_load import serving_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
 STANDIN_TAG = "[stand-in cortex {source}->{target}] "
@@ -77,15 +75,10 @@ def gateway(
         export_retry_s=0.2,
         retry_backoff_s=0.2,
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, sessions=snowflake), port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url, 60)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=60)
+    with serving_gateway(settings, snowflake) as (url, functions):  # both ports: the API and the functions'
+        FUNCTION_URLS[url] = functions
+        wait_ready(url, 60)
+        yield url
 
 
 @pytest.fixture
@@ -180,7 +173,8 @@ def wait_exported(snowflake: FlakySessions, job_id: str, timeout: float = 30) ->
 def test_the_transcribe_function_with_the_snowflake_store(client: httpx.Client, snowflake: FlakySessions) -> None:
     rows = [[0, "@AUDIO_FILES_STAGE/en_jfk_video.mp4", "en"], [1, "@AUDIO_FILES_STAGE/gone.mp4", "en"]]
     headers = {"sf-external-function-query-batch-id": "sf-batch-1", "sf-context-current-user": "ANALYST"}
-    data = call_function(client, "/functions/transcribe", rows, headers).json()["data"]
+    with httpx.Client(base_url=functions_url(str(client.base_url).rstrip("/")), timeout=300) as sql:
+        data = call_function(sql, "/functions/transcribe", rows, headers).json()["data"]
     assert wer(MANIFEST_JFK, data[0][1]["text"]) == 0.0 and data[1][1]["error"]["code"] == "source_not_found"
     wait_exported(snowflake, data[0][1]["job_id"])
     assert len(table(snowflake, "TRANSCRIPTIONS", data[0][1]["job_id"])) == 1

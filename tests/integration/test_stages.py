@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import Service, start_gateway, stop_gateway, wait_ready
+from tests.harness import Service, functions_url, start_gateway, stop_gateway, wait_ready
 from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, call_function, wait, wer
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
@@ -69,6 +69,13 @@ def client(gateway: str) -> Iterator[httpx.Client]:
         yield c
 
 
+@pytest.fixture
+def sql(gateway: str) -> Iterator[httpx.Client]:
+    """Snowflake's service functions: the gateway's functions port (not the public one)."""
+    with httpx.Client(base_url=functions_url(gateway), timeout=300) as c:
+        yield c
+
+
 def test_a_stage_file_becomes_a_job(client: httpx.Client) -> None:
     response = client.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/en_jfk_video.mp4", "language": "en"})
     assert response.status_code == 202, response.text
@@ -102,7 +109,7 @@ def test_translation_into_the_language_already_spoken_keeps_the_text(client: htt
     ("body", "status", "code"),
     [
         ({"source": "@AUDIO_FILES_STAGE/missing.mp3"}, 404, "source_not_found"),
-        ({"source": "@OTHER_STAGE/a.mp3"}, 404, "stage_not_found"),
+        ({"source": "@OTHER_STAGE/a.mp3"}, 403, "stage_not_allowed"),  # not mounted, so not on the allow-list
         ({"source": "@AUDIO_FILES_STAGE/../etc/passwd"}, 422, "invalid_source"),
         ({"source": "@AUDIO_FILES_STAGE/calls/../../x.mp3"}, 422, "invalid_source"),
         ({"source": "@AUDIO_FILES_STAGE"}, 422, "invalid_source"),
@@ -189,7 +196,10 @@ def test_unknown_batch_is_404(client: httpx.Client) -> None:
 
 
 def _function(client: httpx.Client, path: str, rows: list, batch_id: str) -> httpx.Response:
-    return call_function(client, path, rows, {**HEADERS, "sf-external-function-query-batch-id": batch_id})
+    """A batch as Snowflake sends it, to the functions port of the gateway `client` talks to."""
+    url = functions_url(str(client.base_url).rstrip("/"))
+    with httpx.Client(base_url=url, timeout=client.timeout) as snowflake:
+        return call_function(snowflake, path, rows, {**HEADERS, "sf-external-function-query-batch-id": batch_id})
 
 
 def test_transcribe_function_answers_every_row_in_order(client: httpx.Client) -> None:
@@ -234,7 +244,7 @@ def test_submit_then_status_functions(client: httpx.Client) -> None:
     rows = [[0, "@AUDIO_FILES_STAGE/en_jfk.flac", "en", "en"], [1, "@NOPE/a.mp3", "en", None]]
     data = _function(client, "/functions/submit", rows, "batch-0003").json()["data"]
     job_id = data[0][1]["job_id"]
-    assert data[0][1]["status"] == "queued" and data[1][1]["error"]["code"] == "stage_not_found"
+    assert data[0][1]["status"] == "queued" and data[1][1]["error"]["code"] == "stage_not_allowed"
     wait(client, job_id)
     status = _function(client, "/functions/job_status", [[0, job_id], [1, "job_missing"]], "batch-0004").json()
     value = status["data"][0][1]
@@ -247,8 +257,8 @@ def test_submit_then_status_functions(client: httpx.Client) -> None:
     "body",
     [{"rows": []}, {"data": "x"}, {"data": [["zero", "@A/b.mp3"]]}, {"data": [[0]]}, {"data": [[0, "a", "b", "c"]]}],
 )
-def test_malformed_function_batches_are_400(client: httpx.Client, body: dict) -> None:
-    response = client.post("/functions/transcribe", json=body, headers=HEADERS)
+def test_malformed_function_batches_are_400(sql: httpx.Client, body: dict) -> None:
+    response = sql.post("/functions/transcribe", json=body, headers=HEADERS)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] in ("invalid_batch", "validation_error")
 
@@ -275,7 +285,7 @@ def test_a_hindi_batch_completes_with_translations(client: httpx.Client) -> None
         assert letters and sum(c.isascii() for c in letters) >= 0.9 * len(letters), translation
 
 
-def test_callers_see_only_their_own_jobs(client: httpx.Client) -> None:
+def test_callers_see_only_their_own_jobs(client: httpx.Client, sql: httpx.Client) -> None:
     """In SPCS the ingress names the Snowflake user in Sf-Context-Current-User; jobs are scoped to it."""
     alice, bob = {"sf-context-current-user": "ALICE"}, {"sf-context-current-user": "BOB"}
     created = client.post(
@@ -289,15 +299,20 @@ def test_callers_see_only_their_own_jobs(client: httpx.Client) -> None:
     assert client.delete(f"/v1/jobs/{job_id}", headers=bob).status_code == 404
     assert job_id not in [j["id"] for j in client.get("/v1/jobs", headers=bob).json()["jobs"]]
     assert job_id in [j["id"] for j in client.get("/v1/jobs", headers=alice).json()["jobs"]]
-    # Bob cannot take over Alice's idempotency key either.
+    # Idempotency keys are per owner: Bob's "a1" is his own job, and says nothing of Alice's.
     again = client.post(
         "/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/en_jfk.m4a", "idempotency_key": "a1"}, headers=bob
     )
-    assert again.status_code == 409 and again.json()["error"]["code"] == "idempotency_key_in_use"
-    status = client.post("/functions/job_status", json={"data": [[0, job_id]]}, headers=bob).json()
+    assert again.status_code == 202 and again.json()["owner"] == "BOB" and again.json()["id"] != job_id
+    status = sql.post("/functions/job_status", json={"data": [[0, job_id]]}, headers=bob).json()
     assert status["data"][0][1]["error"]["code"] == "job_not_found"
-    # An admin user, or a caller with the admin role, sees every job.
-    for admin in ({"sf-context-current-user": "OPS"}, {**bob, "sf-context-current-role": "whisper_admin"}):
-        assert client.get(f"/v1/jobs/{job_id}", headers=admin).status_code == 200
-        assert job_id in [j["id"] for j in client.get("/v1/jobs", headers=admin).json()["jobs"]]
+    # An admin user sees every job; so does the admin role, where Snowflake sends it (service functions), but a
+    # role header on the public port is the client's own claim and grants nothing.
+    admin = {"sf-context-current-user": "OPS"}
+    assert client.get(f"/v1/jobs/{job_id}", headers=admin).status_code == 200
+    assert job_id in [j["id"] for j in client.get("/v1/jobs", headers=admin).json()["jobs"]]
+    claimed = {**bob, "sf-context-current-role": "whisper_admin"}
+    assert client.get(f"/v1/jobs/{job_id}", headers=claimed).status_code == 404
+    status = sql.post("/functions/job_status", json={"data": [[0, job_id]]}, headers=claimed).json()
+    assert status["data"][0][1]["job_id"] == job_id
     assert wait(client, job_id)["status"] == "succeeded"

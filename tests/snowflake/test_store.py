@@ -128,7 +128,7 @@ def test_values_are_data_never_sql(tmp_path: Path, sessions: FlakySessions, nast
         job = await add_job(store, key=nasty, owner=nasty, prompt=nasty)
         stored = await store.get(job.id)
         assert stored is not None and (stored.idempotency_key, stored.owner, stored.prompt) == (nasty, nasty, nasty)
-        assert (await store.find_by_idempotency_key(nasty)).id == job.id
+        assert (await store.find_by_idempotency_key(nasty, nasty)).id == job.id
         assert [j.id for j in await store.list(None, 10, None, owner=nasty)] == [job.id]
         assert await store.count_active(nasty) == 1
         assert await store.get(other.id) is not None  # nothing else was touched

@@ -57,34 +57,35 @@ def test_the_harness_serialises_dml_per_table_and_refuses_past_twenty_waiters() 
     """The EMULATED lock model itself: UPDATEs on one table run one at a time and the 21st waiter fails
     with 000625; another table is not blocked; SELECTs do not wait for locks."""
     session = Session.SessionBuilder().config("local_testing", True).create()
-    account = EmulatedAccount(session, AccountCosts(select_s=0.01, dml_s=0.1, metadata_s=0.0))
+    dml_s = 0.2
+    account = EmulatedAccount(session, AccountCosts(select_s=0.01, dml_s=dml_s, metadata_s=0.0))
     schema = StructType([StructField("K", StringType()), StructField("V", LongType())])
     for name in ("A", "B"):
         session.create_dataframe([["x", 0]], schema=schema).write.save_as_table(name, mode="append")
     errors: list[Exception] = []
+    start_line = threading.Barrier(27)  # every statement is issued at once, as by 27 concurrent clients
+    finished: dict[str, float] = {}
 
-    def update(table: str) -> None:
+    def update(table: str, name: str) -> None:
+        start_line.wait()
         try:
             session.table(table).update({"V": lit(1)}, col("K") == "x")
         except SnowparkSQLException as exc:
             errors.append(exc)
+        finished[name] = time.monotonic()
 
-    threads = [threading.Thread(target=update, args=("A",)) for _ in range(26)]
+    threads = [threading.Thread(target=update, args=("A", f"a{i}")) for i in range(26)]
+    threads.append(threading.Thread(target=update, args=("B", "b")))
     start = time.monotonic()
     for thread in threads:
         thread.start()
-        time.sleep(0.001)
-    other = threading.Thread(target=update, args=("B",))
-    other.start()
-    other.join()
-    b_done = time.monotonic() - start
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - start
+    elapsed = max(finished.values()) - start
     assert errors and all(e.sql_error_code == 625 for e in errors), errors
     ran = 26 - len(errors)
-    assert ran >= 21 and elapsed >= ran * 0.1 * 0.9  # one at a time
-    assert b_done < 0.5  # table B did not queue behind table A
+    assert ran >= 21 and elapsed >= ran * dml_s * 0.9  # one at a time
+    assert finished["b"] - start < elapsed / 3  # table B did not queue behind table A
     updates = [s for s in account.since() if s.verb == "UPDATE" and s.table == "A"]
     assert len(updates) == ran
     account.close()

@@ -4,6 +4,7 @@ VARIANT columns, rows as Snowflake holds them, the export) is tested beside its 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -66,20 +67,78 @@ def test_add_moves_audio_and_persists(kind: str, tmp_path: Path, sessions: Flaky
 
 
 @pytest.mark.parametrize("kind", STORES)
-def test_idempotency_key_is_unique(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+def test_idempotency_key_is_unique_per_owner(kind: str, tmp_path: Path, sessions: FlakySessions) -> None:
+    """A key names one job of its owner; other owners (and jobs without one) have keys of their own."""
+
     async def test(store: Any) -> None:
-        first = await add_job(store, key="k1")
+        first = await add_job(store, key="k1", owner="ALICE")
         with pytest.raises(DuplicateIdempotencyKey) as dup:
-            await add_job(store, key="k1")
+            await add_job(store, key="k1", owner="ALICE")
         assert dup.value.job.id == first.id
         assert len(list(store.blob_dir.glob(".incoming-*"))) == 1  # the refused upload stays with the caller
-        assert (await store.find_by_idempotency_key("k1")).id == first.id
-        assert await store.find_by_idempotency_key("k2") is None
+        assert (await store.find_by_idempotency_key("k1", "ALICE")).id == first.id
+        assert await store.find_by_idempotency_key("k2", "ALICE") is None
+        # Another owner's key: not found (no oracle), and free for them (no squatting).
+        assert await store.find_by_idempotency_key("k1", "BOB") is None
+        assert await store.find_by_idempotency_key("k1", None) is None
+        bobs = await add_job(store, key="k1", owner="BOB")
+        anonymous = await add_job(store, key="k1")
+        assert len({first.id, bobs.id, anonymous.id}) == 3
+        assert (await store.find_by_idempotency_key("k1", "BOB")).id == bobs.id
+        assert (await store.find_by_idempotency_key("k1", None)).id == anonymous.id
+        with pytest.raises(DuplicateIdempotencyKey) as dup:
+            await add_job(store, key="k1")
+        assert dup.value.job.id == anonymous.id
         await add_job(store)  # jobs without a key never collide
         await add_job(store)
-        assert await store.count_active() == 3
+        assert await store.count_active() == 5
 
     _with_store(kind, tmp_path, sessions, test)
+
+
+OLD_JOBS_TABLE = """CREATE TABLE jobs (
+    id TEXT PRIMARY KEY, source TEXT NOT NULL, language TEXT, task TEXT NOT NULL, word_timestamps INTEGER NOT NULL,
+    model TEXT NOT NULL, status TEXT NOT NULL, submitted_at TEXT NOT NULL, started_at TEXT, finished_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0, not_before TEXT, error_code TEXT, error_message TEXT, audio_seconds REAL,
+    bytes INTEGER NOT NULL, idempotency_key TEXT UNIQUE, timings TEXT NOT NULL DEFAULT '{}')"""
+
+
+@pytest.mark.parametrize("kind", STORES)
+def test_a_database_with_global_idempotency_keys_is_rebuilt_per_owner(
+    kind: str, tmp_path: Path, sessions: FlakySessions
+) -> None:
+    """A queue written before per-owner keys (the column was UNIQUE across owners): opened, its jobs and their
+    transcripts are all there, and keys are per owner from then on."""
+    with sqlite3.connect(tmp_path / "jobs.sqlite3") as old:
+        old.execute(OLD_JOBS_TABLE)
+        old.execute(
+            "CREATE TABLE transcripts (job_id TEXT PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE, text TEXT"
+            " NOT NULL, language TEXT, duration REAL, segments TEXT NOT NULL, body TEXT NOT NULL,"
+            " created_at TEXT NOT NULL)"
+        )
+        old.execute(
+            "INSERT INTO jobs (id, source, task, word_timestamps, model, status, submitted_at, bytes, idempotency_key)"
+            " VALUES ('job_old', 'a.wav', 'transcribe', 0, 'base', 'succeeded', '2026-01-01T00:00:00+00:00', 5, 'k1')"
+        )
+        old.execute("INSERT INTO transcripts VALUES ('job_old', 'hi', 'en', 1.0, '[]', '{\"text\": \"hi\"}', 'x')")
+
+    async def test(store: Any) -> None:
+        assert (await store.get("job_old")).status == JobStatus.SUCCEEDED
+        assert (await store.transcript("job_old")) == {"text": "hi"}
+        assert (await store.find_by_idempotency_key("k1", None)).id == "job_old"
+        assert (await add_job(store, key="k1", owner="ALICE")).owner == "ALICE"  # no longer taken
+        with pytest.raises(DuplicateIdempotencyKey):
+            await add_job(store, key="k1")
+        assert [j.id for j in await store.list(JobStatus.SUCCEEDED, 10, None)] == ["job_old"]
+
+    _with_store(kind, tmp_path, sessions, test)
+    _with_store(kind, tmp_path, sessions, _reopened)
+
+
+async def _reopened(store: Any) -> None:
+    """A second open finds the rebuilt table as it left it (nothing rebuilt twice, nothing lost)."""
+    assert (await store.transcript("job_old")) == {"text": "hi"}
+    assert (await store.find_by_idempotency_key("k1", "ALICE")) is not None
 
 
 @pytest.mark.parametrize("kind", STORES)

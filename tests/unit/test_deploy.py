@@ -134,19 +134,27 @@ def test_gpus_requested_equal_limits_and_match_ray() -> None:
     assert whisper_replicas(CONFIG) == CONFIG["services"]["worker"]["min_instances"] * gpus
 
 
-def test_public_endpoint_is_the_one_the_service_functions_call() -> None:
+def test_service_functions_call_the_non_public_endpoint() -> None:
+    """Two doors: the SQL functions call `functions` (not public: only Snowflake and services of the same owner
+    reach it), the public endpoint `api` serves the API and web page; the gateway listens on both ports."""
+    gateway = CONFIG["services"]["gateway"]
     functions = service_functions()
     assert functions
     for create in functions.values():
         props = properties(create)
-        assert props["SERVICE"].sql("snowflake") == CONFIG["services"]["gateway"]["name"]
-        assert props["ENDPOINT"].sql("snowflake") == CONFIG["services"]["gateway"]["endpoint"]
-    api = endpoints("gateway")[CONFIG["services"]["gateway"]["endpoint"]]
+        assert props["SERVICE"].sql("snowflake") == gateway["name"]
+        assert props["ENDPOINT"].sql("snowflake").lower() == gateway["functions_endpoint"]
+    env = container("gateway")["env"]
+    api = endpoints("gateway")[gateway["endpoint"]]
     assert api["public"] is True and api["protocol"] == "HTTP"
-    assert api["port"] == int(container("gateway")["env"]["SPCS_WHISPER_PORT"])
+    assert api["port"] == int(env["SPCS_WHISPER_PORT"])
+    door = endpoints("gateway")[gateway["functions_endpoint"]]
+    assert door["public"] is False and door["protocol"] == "HTTP"  # service functions speak HTTP
+    assert door["port"] == int(env["SPCS_WHISPER_FUNCTIONS_PORT"]) != api["port"]
+    assert set(endpoints("gateway")) == {api["name"], door["name"]}
     assert container("gateway")["readinessProbe"] == {"port": api["port"], "path": "/readyz"}
     roles = spec("gateway")["serviceRoles"]
-    assert roles == [{"name": CONFIG["services"]["gateway"]["service_role"], "endpoints": [api["name"]]}]
+    assert roles == [{"name": gateway["service_role"], "endpoints": [api["name"], door["name"]]}]
     for key in ("head", "worker"):  # Ray's ports are for the other services only
         assert not any(e.get("public") for e in endpoints(key).values()), key
 
@@ -342,7 +350,12 @@ def test_roles_and_grants_agree_with_config() -> None:
     assert functions <= {g.upper() for g in granted}, "every analyst SQL function is granted to the analyst role"
     assert not any(name in g.upper() for g in granted for name in admin_only)
     objects = created(SQL_DIR / "01_tables.sql", {"TABLE", "VIEW"})
-    assert set(objects) <= {g.upper() for g in granted}, "every result table and view is granted"
+    # SELECT on them comes from 10_row_access.sql, once the row access policies are attached (never from 08).
+    assert not set(objects) & {g.upper() for g in granted}, "08_grants.sql grants SELECT before the policies"
+    scoped = {
+        g.args["securable"].sql("snowflake") for g in parse(SQL_DIR / "10_row_access.sql") if isinstance(g, exp.Grant)
+    }
+    assert set(objects) <= {g.upper() for g in scoped}, "every result table and view is granted"
 
 
 def test_sql_template_variables_all_have_values() -> None:
@@ -373,6 +386,8 @@ def test_config_check_rejects_inconsistent_configs() -> None:
         "c['snowflake']['cloud'] = 'azure'",  # GPU_NV_S is AWS only
         "c['snowflake']['cloud'] = 'oracle'",
         "c['compute_pools']['gpu']['instance_family'] = 'GPU_NV_XS'",  # an Azure family, config says aws
+        "c['services']['gateway']['functions_endpoint'] = c['services']['gateway']['endpoint']",  # one door
+        "c['ports']['functions'] = c['ports']['gateway']",
     ]:
         with pytest.raises(ConfigError):
             check(broken(change))
@@ -393,6 +408,7 @@ def test_make_dry_run_deploy_shows_every_step() -> None:
         "07_services",
         "07_worker_external_access",
         "08_grants",
+        "10_row_access",
     ]:
         assert f"-f sql/{name}.sql" in out, name
     for name in SPEC_NAMES.values():
@@ -400,7 +416,7 @@ def test_make_dry_run_deploy_shows_every_step() -> None:
     assert "deploy.render --check" in out and "docker push" in out and "image-registry login" in out
     steps = ["-m deploy.cloud", "sql/00_setup.sql", "sql/04_image_repository.sql", "sql/05_compute_pools.sql"]
     steps += ["docker push", "--secrets-sql", "sql/07_services.sql", "sql/03_service_functions.sql"]
-    steps += ["sql/08_grants.sql"]
+    steps += ["sql/08_grants.sql", "sql/10_row_access.sql"]
     order = [out.index(step) for step in steps]
     assert order == sorted(order), "steps out of order: the account's cloud first, images before services"
     # sql/07_secrets.sql is filled in by deploy.render from the environment and read by snow from stdin (never -f

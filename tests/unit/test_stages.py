@@ -104,3 +104,13 @@ def test_a_symlink_cannot_leave_the_mount(tmp_path: Path) -> None:
     with pytest.raises(StageError) as info:
         asyncio.run(reader.size(StageRef("S", "link.wav")))
     assert info.value.code == "invalid_source"
+
+
+def test_a_qualified_name_reaches_a_mount_only_in_the_services_own_schema(tmp_path: Path) -> None:
+    """`@OTHER_DB.S.AUDIO_FILES_STAGE` is another stage than the mounted `AUDIO_FILES_STAGE` of WHISPER_DB.PUBLIC."""
+    (tmp_path / "a.wav").write_bytes(b"x")
+    reader = StageReader({"AUDIO_FILES_STAGE": tmp_path}, home="WHISPER_DB.PUBLIC")
+    for own in ("AUDIO_FILES_STAGE", "WHISPER_DB.PUBLIC.AUDIO_FILES_STAGE", "PUBLIC.AUDIO_FILES_STAGE"):
+        assert reader.local_path(parse_stage_ref(f"@{own}/a.wav")) == tmp_path / "a.wav", own
+    for other in ("OTHER_DB.S.AUDIO_FILES_STAGE", "S.AUDIO_FILES_STAGE"):
+        assert reader.local_path(parse_stage_ref(f"@{other}/a.wav")) is None, other

@@ -1,0 +1,331 @@
+"""Issue 14, stages: the gateway must not be a confused deputy for the stages its service role can read, and a
+batch pattern must not be able to freeze it. Attacks on the real gateway process (`spcs-whisper gateway`,
+SQLite store, real HTTP).
+
+The Ray app is a STAND-IN (tests/store_load.py: the same HTTP protocol, a fixed transcript), because what is
+under test is which stages the gateway agrees to read and how it matches patterns, not Whisper. Folders stand
+for mounted stages: `AUDIO_FILES_STAGE` (the analysts' stage), `HR_RECORDINGS` (a stage the service can read
+but that only the HR_ANALYST role may name) and `BULK_STAGE` (thousands of files with 40-letter names).
+
+The gateway has two doors (service/api/errors.py): the public port, which never believes a role header, and the
+functions port, where Snowflake's service functions send CURRENT_ROLE; the tests use both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import free_port, functions_url, start_gateway, stop_gateway
+from tests.store_load import serving, standin_inference, write_stage
+
+pytestmark = pytest.mark.integration
+HOSTILE = "([a-z/.]+)+x"  # catastrophic backtracking for Python's re on a 40-letter name without an x
+BULK_FILES = 5000
+ALLOWLIST = {"*": ["AUDIO_FILES_STAGE", "BULK_STAGE"], "HR_ANALYST": ["HR_RECORDINGS"]}
+ANALYST = {"sf-context-current-user": "ANALYST", "sf-context-current-role": "WHISPER_ANALYST"}
+HR = {"sf-context-current-user": "HANNA", "sf-context-current-role": "HR_ANALYST"}
+FUNCTION = {"sf-external-function-format": "json", "sf-external-function-format-version": "1.0"}
+
+
+class Gateway:
+    def __init__(self, url: str, functions: str, process: subprocess.Popen) -> None:
+        self.url, self.functions, self.process = url, functions, process
+
+
+def _letters(i: int, width: int = 40) -> str:
+    """A distinct name of `width` letters a..w (no x, no digit: the worst case for HOSTILE)."""
+    name = ""
+    for _ in range(width):
+        i, digit = divmod(i, 23)
+        name += chr(ord("a") + digit)
+    return name
+
+
+@pytest.fixture(scope="module")
+def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("stages")
+    bulk = root / "bulk"
+    bulk.mkdir()
+    for i in range(BULK_FILES):
+        (bulk / _letters(i)).touch()
+    return {
+        "AUDIO_FILES_STAGE": write_stage(root / "audio", 3),
+        "HR_RECORDINGS": write_stage(root / "hr", 2),
+        "BULK_STAGE": bulk,
+    }
+
+
+@pytest.fixture(scope="module")
+def inference() -> Iterator[str]:
+    with serving(standin_inference(0.0), free_port()) as url:
+        yield f"{url}/whisper"
+
+
+def _start(data: Path, inference: str, mounts: dict[str, Path], **env: str) -> Gateway:
+    url, process = start_gateway(
+        data,
+        inference,
+        data.parent / f"{data.name}.log",
+        SPCS_WHISPER_STAGE_MOUNTS=json.dumps({name: str(path) for name, path in mounts.items()}),
+        **env,
+    )
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/readyz").status_code != 200:  # the dispatcher has seen the stand-in
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    return Gateway(url, functions_url(url), process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM; a gateway stuck in a pattern on its event loop cannot act on it, so then SIGKILL."""
+    try:
+        stop_gateway(process)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, stages: dict[str, Path], inference: str) -> Iterator[Gateway]:
+    """Every stage mounted (the service role can read them all); the allow-list says who may name which."""
+    started = _start(
+        tmp_path_factory.mktemp("gateway") / "data",
+        inference,
+        stages,
+        SPCS_WHISPER_STAGE_ALLOWLIST=json.dumps(ALLOWLIST),
+        SNOWFLAKE_DATABASE="WHISPER_DB",  # as SPCS sets them: names are compared fully qualified
+        SNOWFLAKE_SCHEMA="PUBLIC",
+    )
+    yield started
+    _stop(started.process)
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def functions(gateway: Gateway) -> Iterator[httpx.Client]:
+    """The functions port, as Snowflake's service functions reach it."""
+    with httpx.Client(base_url=gateway.functions, timeout=30) as c:
+        yield c
+
+
+def _refused(response: httpx.Response) -> None:
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "stage_not_allowed", response.text
+
+
+def _job_count(client: httpx.Client) -> int:
+    return len(client.get("/v1/jobs", params={"limit": 200}).json()["jobs"])
+
+
+# --- 1. confused deputy: only allow-listed stages --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "@HR_RECORDINGS/call_00000.wav",  # readable by the service (mounted), not allow-listed for this caller
+        "@hr_recordings/call_00001.wav",  # the same stage, lower case
+        "@OTHER_DB.S.HR/call.mp3",  # any other stage the service role might read
+        "@OTHER_DB.S.AUDIO_FILES_STAGE/call_00000.wav",  # same leaf name, another database: another stage
+        "@OTHER_DB.S.HR/missing.mp3",  # refused before anything is looked up: no existence oracle
+    ],
+)
+def test_a_job_on_a_stage_off_the_allow_list_is_403(client: httpx.Client, source: str) -> None:
+    before = _job_count(client)
+    _refused(client.post("/v1/jobs", json={"source": source, "language": "en"}, headers=ANALYST))
+    _refused(client.post("/v1/jobs", json={"source": source}))  # no caller named at all (local, internal)
+    assert _job_count(client) == before
+
+
+def test_a_job_on_an_allow_listed_stage_still_runs(client: httpx.Client) -> None:
+    created = client.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/call_00000.wav"}, headers=ANALYST)
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    deadline = time.monotonic() + 30
+    while (job := client.get(f"/v1/jobs/{job_id}", headers=ANALYST).json())["status"] != "succeeded":
+        assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+        time.sleep(0.1)
+    assert client.get(f"/v1/jobs/{job_id}/transcript", headers=ANALYST).json()["text"] == "stand-in"
+    assert client.get(f"/v1/jobs/{job_id}/audio", headers=ANALYST).status_code == 200
+
+
+def test_qualified_names_of_an_allowed_stage_are_that_stage(client: httpx.Client) -> None:
+    """In the service's database and schema, `@WHISPER_DB.PUBLIC.AUDIO_FILES_STAGE` is `@AUDIO_FILES_STAGE`;
+    the same name in another database or schema is another stage."""
+    for source in ("@WHISPER_DB.PUBLIC.AUDIO_FILES_STAGE/call_00001.wav", "@public.audio_files_stage/call_00002.wav"):
+        response = client.post("/v1/jobs", json={"source": source}, headers=ANALYST)
+        assert response.status_code == 202, response.text
+    for source in ("@WHISPER_DB.OTHER.AUDIO_FILES_STAGE/call_00001.wav", "@OTHER.AUDIO_FILES_STAGE/call_00001.wav"):
+        _refused(client.post("/v1/jobs", json={"source": source}, headers=ANALYST))
+
+
+def test_a_batch_on_a_stage_off_the_allow_list_is_403(client: httpx.Client) -> None:
+    before = _job_count(client)
+    for stage in ("@HR_RECORDINGS", "@HR_RECORDINGS/sub", "@OTHER_DB.S.HR", "@WHISPER_DB.PUBLIC.HR_RECORDINGS"):
+        _refused(client.post("/v1/batches", json={"stage": stage, "pattern": ".*"}, headers=ANALYST))
+    assert _job_count(client) == before
+
+
+def test_a_role_header_on_the_public_port_opens_nothing(client: httpx.Client) -> None:
+    """Only the functions port believes Sf-Context-Current-Role (SPCS ingress sends none, so a client wrote it):
+    claiming the HR role through the public port does not open the HR stage."""
+    before = _job_count(client)
+    _refused(client.post("/v1/batches", json={"stage": "@HR_RECORDINGS", "pattern": ".*"}, headers=HR))
+    _refused(client.post("/v1/jobs", json={"source": "@HR_RECORDINGS/call_00000.wav"}, headers=HR))
+    assert _job_count(client) == before
+
+
+def _submit_rows(functions: httpx.Client, rows: list, headers: dict[str, str], batch: str) -> list:
+    headers = {**FUNCTION, **headers, "sf-external-function-query-batch-id": batch}
+    response = functions.post("/functions/submit", json={"data": rows}, headers=headers)
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert [row for row, _ in data] == [row for row, *_ in rows]
+    return data
+
+
+def test_a_per_role_stage_stays_closed_to_other_roles(functions: httpx.Client) -> None:
+    data = _submit_rows(functions, [[0, "@HR_RECORDINGS/call_00000.wav", "en", None]], ANALYST, "role-1")
+    assert data[0][1]["error"]["code"] == "stage_not_allowed", data
+
+
+def test_the_per_role_entry_opens_the_stage_to_that_role(functions: httpx.Client) -> None:
+    data = _submit_rows(functions, [[0, "@HR_RECORDINGS/call_00001.wav", "en", None]], HR, "role-2")
+    assert data[0][1].get("job_id"), data
+
+
+def test_service_function_rows_off_the_allow_list_get_a_row_error(functions: httpx.Client) -> None:
+    rows = [
+        [0, "@AUDIO_FILES_STAGE/call_00001.wav", "en", None],
+        [1, "@HR_RECORDINGS/call_00000.wav", "en", None],
+        [2, "@OTHER_DB.S.HR/call.mp3", None, None],
+        [3, "@AUDIO_FILES_STAGE/call_00002.wav", None, None],
+    ]
+    data = _submit_rows(functions, rows, ANALYST, "deputy-1")
+    assert data[0][1]["job_id"] and data[3][1]["job_id"]
+    for index in (1, 2):
+        assert data[index][1]["error"]["code"] == "stage_not_allowed", data[index]
+
+
+def test_the_audio_route_rechecks_the_allow_list(tmp_path: Path, stages: dict[str, Path], inference: str) -> None:
+    """A job accepted under a wider allow-list (an older deployment) cannot be downloaded once the stage is off
+    the list: the audio route reads the stage again, so it checks again."""
+    data = tmp_path / "data"
+    wide = json.dumps(["AUDIO_FILES_STAGE", "HR_RECORDINGS"])
+    started = _start(data, inference, stages, SPCS_WHISPER_STAGE_ALLOWLIST=wide)
+    try:
+        with httpx.Client(base_url=started.url, timeout=30) as c:
+            created = c.post("/v1/jobs", json={"source": "@HR_RECORDINGS/call_00000.wav"}, headers=ANALYST)
+            assert created.status_code == 202, created.text
+            job_id = created.json()["id"]
+            assert c.get(f"/v1/jobs/{job_id}/audio", headers=ANALYST).status_code == 200
+    finally:
+        _stop(started.process)
+    narrow = json.dumps(["AUDIO_FILES_STAGE"])
+    started = _start(data, inference, stages, SPCS_WHISPER_STAGE_ALLOWLIST=narrow)
+    try:
+        with httpx.Client(base_url=started.url, timeout=30) as c:
+            assert c.get(f"/v1/jobs/{job_id}", headers=ANALYST).status_code == 200  # the job is still there
+            _refused(c.get(f"/v1/jobs/{job_id}/audio", headers=ANALYST))
+    finally:
+        _stop(started.process)
+
+
+def test_by_default_only_the_mounted_stages_are_allowed(
+    tmp_path: Path, stages: dict[str, Path], inference: str
+) -> None:
+    started = _start(tmp_path / "data", inference, {"AUDIO_FILES_STAGE": stages["AUDIO_FILES_STAGE"]})
+    try:
+        with httpx.Client(base_url=started.url, timeout=30) as c:
+            assert c.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/call_00000.wav"}).status_code == 202
+            for source in ("@OTHER_DB.S.HR/call.mp3", "@HR_RECORDINGS/call_00000.wav", "@MODELS/model.bin"):
+                _refused(c.post("/v1/jobs", json={"source": source}))
+            _refused(c.post("/v1/batches", json={"stage": "@OTHER_DB.S.HR", "pattern": ".*"}))
+    finally:
+        _stop(started.process)
+
+
+# --- 2. batch patterns: linear time, off the event loop, time-bounded ------------------------------------------
+
+
+def _post_in_background(url: str, body: dict[str, Any], out: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        start = time.monotonic()
+        try:
+            with httpx.Client(base_url=url, timeout=120) as c:
+                out["response"] = c.post("/v1/batches", json=body, headers=ANALYST)
+        except httpx.HTTPError as exc:  # the gateway was killed under it
+            out["error"] = exc
+        out["seconds"] = time.monotonic() - start
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_hostile_pattern_never_stalls_the_gateway(gateway: Gateway) -> None:
+    """`([a-z/.]+)+x` over 40-letter names froze the gateway for minutes (Python re, on the event loop). Now
+    /healthz answers within 1 s throughout, and the batch completes quickly (no name matches) or is refused."""
+    out: dict[str, Any] = {}
+    thread = _post_in_background(gateway.url, {"stage": "@BULK_STAGE", "pattern": HOSTILE}, out)
+    slowest = 0.0
+    with httpx.Client(base_url=gateway.url, timeout=1.0) as health:
+        deadline = time.monotonic() + 20
+        while thread.is_alive() and time.monotonic() < deadline:
+            start = time.monotonic()
+            assert health.get("/healthz").status_code == 200  # raises ReadTimeout after 1 s
+            slowest = max(slowest, time.monotonic() - start)
+            time.sleep(0.05)
+        assert health.get("/healthz").status_code == 200
+    thread.join(timeout=1)
+    assert not thread.is_alive(), "the hostile batch took longer than 20 s"
+    assert slowest < 1.0
+    response = out["response"]
+    assert out["seconds"] < 10, out["seconds"]
+    code = response.json()["error"]["code"]
+    assert (response.status_code, code) in {(404, "no_matching_files"), (422, "invalid_pattern")}, response.text
+
+
+def test_a_pattern_that_matches_still_works_over_many_files(client: httpx.Client) -> None:
+    first = _letters(0)
+    body = {"stage": "@BULK_STAGE", "pattern": f"({first[:5]})+.*"}
+    start = time.monotonic()
+    response = client.post("/v1/batches", json=body, headers=ANALYST)
+    assert time.monotonic() - start < 10
+    assert response.status_code in (202, 429), response.text  # 429: more matches than the queue takes
+    # Syntax RE2 does not have (backreferences, lookaround) is a 422 with a reason, never a 500.
+    for pattern in (r"(a)\1", "(?=a).*", "(?<!b)a"):
+        refused = client.post("/v1/batches", json={"stage": "@BULK_STAGE", "pattern": pattern}, headers=ANALYST)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_pattern", refused.text
+
+
+def test_matching_past_its_time_bound_is_refused(tmp_path: Path, stages: dict[str, Path], inference: str) -> None:
+    """The time bound holds whatever the engine: a stage listing too large to match in time is a 422."""
+    started = _start(
+        tmp_path / "data",
+        inference,
+        {"BULK_STAGE": stages["BULK_STAGE"]},
+        SPCS_WHISPER_BATCH_MATCH_TIMEOUT_S="0.000001",
+    )
+    try:
+        with httpx.Client(base_url=started.url, timeout=30) as c:
+            response = c.post("/v1/batches", json={"stage": "@BULK_STAGE", "pattern": ".*q.*"})
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "pattern_timeout"
+            assert c.get("/healthz").status_code == 200
+    finally:
+        _stop(started.process)
