@@ -38,11 +38,7 @@ STAGE = "AUDIO_FILES_STAGE"
 def standin_inference(seconds: float = 0.0) -> FastAPI:
     """STAND-IN for the Ray Serve app (not Whisper): the same HTTP protocol, a fixed transcript after
     `seconds`, with a progress event every 0.1 s meanwhile (as a long file sends them)."""
-    app = FastAPI()
-
-    @app.get("/whisper/ready")
-    async def ready() -> dict[str, Any]:
-        return {"status": "ready", "engine": "stand-in", "model": "base", "multilingual": True}
+    app = standin_app()
 
     @app.post("/whisper/transcribe")
     async def transcribe(request: Request) -> StreamingResponse:
@@ -76,20 +72,27 @@ def write_stage(folder: Path, files: int, seconds: float = 1.0) -> Path:
 
 
 @contextmanager
-def serving(app: Any, port: int) -> Iterator[str]:
-    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+def _running(server: uvicorn.Server, **run: Any) -> Iterator[None]:
+    """`server` in a thread until the block ends."""
+    thread = threading.Thread(target=server.run, kwargs=run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while not server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     try:
-        yield url
+        yield
     finally:
         server.should_exit = True
         thread.join(timeout=60)
+
+
+@contextmanager
+def serving(app: Any, port: int | None = None) -> Iterator[str]:
+    """`app` under uvicorn on `port` (a free one by default), in a thread: real HTTP."""
+    port = port or free_port()
+    with _running(uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))):
+        yield f"http://127.0.0.1:{port}"
 
 
 @contextmanager
@@ -98,17 +101,19 @@ def serving_gateway(config: Settings, sessions: Any = None) -> Iterator[tuple[st
     one and the service functions' one. Yields (public URL, service-function URL)."""
     config = config.model_copy(update={"port": free_port(), "functions_port": free_port()})
     server, sockets = gateway_server(config, create_app(config, sessions=sessions), log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.05)
-    try:
+    with _running(server, sockets=sockets):
         yield f"http://127.0.0.1:{config.port}", f"http://127.0.0.1:{config.functions_port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
+
+
+def standin_app() -> FastAPI:
+    """A STAND-IN Ray Serve app (not Whisper) with its `/ready` route; tests add their `/transcribe`."""
+    app = FastAPI()
+
+    @app.get("/whisper/ready")
+    async def ready() -> dict[str, Any]:
+        return {"status": "ready", "engine": "stand-in", "model": "base", "multilingual": True}
+
+    return app
 
 
 @dataclass

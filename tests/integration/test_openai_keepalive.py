@@ -11,25 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
 import openai
 import pytest
 import srt
-import uvicorn
 import webvtt
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from service.api.app import create_app
 from service.config import Settings
-from tests.harness import free_port, wait_ready
+from tests.harness import wait_ready
 from tests.integration.helpers import DATA
+from tests.store_load import serving, standin_app
 
 AUDIO = DATA / "en_jfk.m4a"  # a real file: the gateway probes uploads before it stores them
 KEEPALIVE_S, JOB_S, READ_TIMEOUT_S = 0.5, 4.0, 2.0
@@ -51,11 +50,7 @@ FORMATS_MEDIA = {
 def standin_inference() -> FastAPI:
     """STAND-IN for the Ray Serve app (not Whisper): `/ready`, and `/transcribe` answering a fixed two-segment
     transcript after `seconds=N` of progress events, or an error event after `fail=N` (read from the prompt)."""
-    app = FastAPI()
-
-    @app.get("/whisper/ready")
-    async def ready() -> dict[str, Any]:
-        return {"status": "ready", "engine": "stand-in", "model": "base", "multilingual": True}
+    app = standin_app()
 
     @app.post("/whisper/transcribe")
     async def transcribe(request: Request, prompt: str = "") -> StreamingResponse:
@@ -79,23 +74,6 @@ def standin_inference() -> FastAPI:
         return StreamingResponse(events(), media_type="application/x-ndjson")
 
     return app
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """`app` under uvicorn on a free port, in a thread: real HTTP."""
-    server = uvicorn.Server(uvicorn.Config(app, port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from tests.harness import free_port, start_gateway, stop_gateway
 from tests.integration.helpers import DATA, wait
-from tests.store_load import serving, write_stage
+from tests.store_load import serving, standin_app, write_stage
 
 pytestmark = pytest.mark.integration
 AUDIO = DATA / "en_jfk.m4a"
@@ -42,11 +42,7 @@ class Script:
 
 
 def scripted_inference(script: Script) -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/whisper/ready")
-    async def ready() -> dict[str, Any]:
-        return {"status": "ready", "engine": "stand-in", "model": "base", "multilingual": True}
+    app = standin_app()
 
     @app.post("/whisper/transcribe")
     async def transcribe(request: Request) -> Any:
