@@ -1,5 +1,7 @@
 """`make teardown`: read `snow sql --format json -q "SELECT WHISPER_DRAIN(...) AS DRAIN"` on stdin, print what
-the gateway says, exit 0 only when it drained (nothing runs, nothing waits to be exported)."""
+the gateway says, exit 0 only when it drained (nothing runs, nothing waits to be exported).
+`--format json` prints the result rows as a JSON list of objects (a list per statement when there are several).
+https://docs.snowflake.com/en/developer-guide/snowflake-cli/command-reference/sql-commands/sql"""
 
 from __future__ import annotations
 

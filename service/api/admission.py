@@ -129,12 +129,15 @@ def check_disk(state: Any, incoming_bytes: int = 0) -> None:
         )
 
 
-async def _admission(state: Any, options: JobOptions, owner: str | None) -> tuple[Job | None, str]:
+async def _admission(
+    state: Any, options: JobOptions, owner: str | None, incoming_bytes: int = 0
+) -> tuple[Job | None, str]:
     """What every single-job route checks first: (the job an idempotency key already names, or None; the
-    model that will run it), after the model, translation and queue checks."""
+    model that will run it), after the disk (room for `incoming_bytes` more), model, translation and queue
+    checks."""
     if existing := await _replay(state, options, owner):
         return existing, ""
-    check_disk(state)
+    check_disk(state, incoming_bytes)
     model = _checked_model(state, options)
     await check_backlog(state, owner=owner)
     return None, model
@@ -151,10 +154,10 @@ async def accept(request: Request, upload: UploadFile, options: JobOptions) -> t
     named an existing job, which is returned instead of a new one."""
     state = request.app.state
     owner = caller(request)
-    existing, model = await _admission(state, options, owner)
+    # room for the largest upload, before it streams in
+    existing, model = await _admission(state, options, owner, state.settings.max_upload_bytes)
     if existing:
         return existing, True
-    check_disk(state, state.settings.max_upload_bytes)  # room for the largest upload, before it streams in
     path = state.store.incoming_path(uuid.uuid4().hex)
     size, info = await receive_upload(upload, path, state.settings)
     source = (upload.filename or "upload")[:500]

@@ -21,8 +21,8 @@ from service.translate.base import Translator
 
 log = logging.getLogger("spcs_whisper.jobs")
 POLL_SECONDS = 1.0
-# An idle queue is polled less and less often (1, 2, 4 ... 30 s): with the Snowflake store each poll is a
-# query that keeps the warehouse awake. New jobs and due retries wake the loop at once.
+# An idle queue is polled less and less often (1, 2, 4 ... 30 s); the queue is local with either store, so a
+# poll costs no Snowflake statement. New jobs and due retries wake the loop at once.
 MAX_IDLE_POLL_SECONDS = 30.0
 WATCH_SECONDS = 5.0
 # The Ray app could not be reached or had no replica for the call: not the job's doing, so the attempt is
@@ -274,15 +274,7 @@ class Dispatcher:
         count = self._outages[job.id] = self._outages.get(job.id, 0) + 1
         delay = min(self.settings.retry_backoff_s * 2 ** min(count - 1, 8), MAX_IDLE_POLL_SECONDS)
         log.warning("job %s: Ray app not reachable (%s); retry in %.1f s, attempt not counted", job.id, code, delay)
-        await self.store.transition(
-            job,
-            JobStatus.QUEUED,
-            attempts=job.attempts - 1,
-            error_code=code,
-            error_message=message,
-            not_before=now() + timedelta(seconds=delay),
-        )
-        asyncio.get_running_loop().call_later(delay, self.wake)
+        await self._requeue(job, code, message, delay, attempts=job.attempts - 1)
 
     async def _retention(self) -> None:
         """Apply the retention settings every `retention_check_s` (local copies only)."""
@@ -308,11 +300,12 @@ class Dispatcher:
             return
         delay = self.settings.retry_backoff_s * 2 ** (job.attempts - 1)
         log.info("job %s attempt %d failed (%s); retry in %.1f s", job.id, job.attempts, code, delay)
+        await self._requeue(job, code, message, delay)
+
+    async def _requeue(self, job: Job, code: str, message: str, delay: float, **fields: Any) -> None:
+        """Back to the queue, due in `delay` seconds (and woken then, whatever the idle poll interval)."""
+        not_before = now() + timedelta(seconds=delay)
         await self.store.transition(
-            job,
-            JobStatus.QUEUED,
-            error_code=code,
-            error_message=message,
-            not_before=now() + timedelta(seconds=delay),
+            job, JobStatus.QUEUED, error_code=code, error_message=message, not_before=not_before, **fields
         )
-        asyncio.get_running_loop().call_later(delay, self.wake)  # due then, whatever the idle poll interval
+        asyncio.get_running_loop().call_later(delay, self.wake)

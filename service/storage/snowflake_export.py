@@ -8,9 +8,13 @@ covered are cleared, only where their version is unchanged: a row that changed d
 again in the next one. A MERGE on the key is idempotent, so a statement whose reply was lost, or a crash
 before the marks were cleared, only writes the same rows again.
 
+MERGE semantics relied on: a source row matching no target row is inserted, one matching a row updates it,
+and the source never holds a key twice (that would make the MERGE nondeterministic).
+https://docs.snowflake.com/en/sql-reference/sql/merge
 Snowpark round trips: the MERGE source is a typed `create_dataframe` (no DESCRIBE needed for its schema);
 sources of 512 values or more become one temporary table and a bound INSERT (Snowpark's array binding), so
 a flush of any size stays a fixed number of statements. Values are always bound by Snowpark, never spliced.
+https://docs.snowflake.com/en/developer-guide/snowpark/reference/python/latest/snowpark/api/snowflake.snowpark.Session.create_dataframe
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from service.jobs.model import Batch
 from service.storage.snowflake_adopt import (
     Inherited,
     adopted,
@@ -49,7 +52,7 @@ from service.storage.snowflake_schema import (
 )
 from service.storage.snowflake_session import is_session_gone
 from service.storage.snowflake_tables import SchemaMismatch, prepare_tables
-from service.storage.sqlite_schema import row_to_job
+from service.storage.sqlite_schema import row_to_batch, row_to_job
 
 if TYPE_CHECKING:
     from snowflake.snowpark import Session
@@ -80,9 +83,7 @@ class ExportStatus:
     """What /readyz and /metrics tell about the export (the gateway stays ready while Snowflake is away)."""
 
     pending: int = 0
-    flushes: int = 0
     statements: int = 0
-    rows: int = 0
     last_success: float | None = None  # time.time()
     last_error: str | None = None
     failures: int = 0  # consecutive failed flushes
@@ -119,19 +120,8 @@ def _rows(conn: sqlite3.Connection, kind: str, ids: list[str]) -> list[list[Any]
     if kind == "job":
         return [job_values(row_to_job(r)) for r in conn.execute(f"SELECT * FROM jobs WHERE id IN ({marks})", ids)]
     if kind == "batch":
-        rows = conn.execute(f"SELECT * FROM batches WHERE id IN ({marks})", ids)
         return [
-            batch_values(
-                Batch(
-                    id=r["id"],
-                    stage=r["stage"],
-                    pattern=r["pattern"],
-                    options=json.loads(r["options"]),
-                    created_at=datetime.fromisoformat(r["created_at"]),
-                    files=r["files"],
-                )
-            )
-            for r in rows
+            batch_values(row_to_batch(r)) for r in conn.execute(f"SELECT * FROM batches WHERE id IN ({marks})", ids)
         ]
     if kind == "transcript":
         sql = f"SELECT j.*, t.body AS _body, t.created_at AS _created FROM transcripts t JOIN jobs j ON j.id = t.job_id WHERE t.job_id IN ({marks})"  # noqa: E501
@@ -187,7 +177,7 @@ class Exporter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushing = asyncio.Lock()
-        self._adopted = False
+        self._prepared = False
 
     def poke(self) -> None:
         """Local rows changed: a flush follows within `export_interval_s`."""
@@ -245,14 +235,13 @@ class Exporter:
         when Snowflake fails; the marks it did not clear stay for the next try."""
         async with self._flushing:
             try:
-                if not self._adopted:
+                if not self._prepared:
                     await self._prepare()
                 while True:
                     snap = await self.store._run(lambda c: read_snapshot(c, self.settings.export_max_rows))
                     if not snap.marks:
                         break
                     await self._write(snap)
-                    self.status.flushes += 1
             except Exception as exc:
                 self.status.failures += 1
                 self.status.last_error = f"{type(exc).__name__}: {exc}"[:500]
@@ -275,7 +264,7 @@ class Exporter:
             retire_old_outbox(self.settings.data_dir)
             if taken:
                 log.warning("took %d unfinished jobs of an earlier release into the local queue", taken)
-        self._adopted = True
+        self._prepared = True
 
     async def _write(self, snap: Snapshot) -> None:
         for kind in KINDS:
@@ -291,7 +280,6 @@ class Exporter:
             spec = TARGETS[kind]
             await self._snowflake(lambda s: merge_rows(s, spec, rows))
             self.status.statements += 1
-            self.status.rows += len(rows)
         await self.store._run(lambda c: _clear(c, marks))
 
     async def pending(self) -> int:

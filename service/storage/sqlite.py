@@ -21,6 +21,7 @@ from service.storage.sqlite_schema import (
     MIGRATIONS,
     SCHEMA,
     job_to_row,
+    row_to_batch,
     row_to_job,
     scope_idempotency_keys,
 )
@@ -157,12 +158,7 @@ class SQLiteStore(BlobFiles):
 
     async def get_batch(self, batch_id: str) -> Batch | None:
         row = await self._run(lambda c: c.execute("SELECT * FROM batches WHERE id = ?", (batch_id,)).fetchone())
-        if row is None:
-            return None
-        data = dict(row)
-        data["options"] = json.loads(data["options"])
-        data["created_at"] = datetime.fromisoformat(data["created_at"])
-        return Batch(**data)
+        return row_to_batch(row) if row else None
 
     async def batch_jobs(self, batch_id: str) -> list[Job]:
         rows = await self._run(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from datetime import datetime
 from typing import Any
 
-from service.jobs.model import Job
+from service.jobs.model import Batch, Job
 from service.storage.records import job_from_record, job_to_record
 
 # Idempotency keys are unique per owner (`coalesce(owner, '')`, the index in INDEXES), never across owners: a
@@ -120,6 +121,13 @@ MIGRATIONS = (
     ("batch_id", "TEXT"),
     ("owner", "TEXT"),
 )
+
+
+def row_to_batch(row: sqlite3.Row) -> Batch:
+    data = dict(row)
+    data["options"] = json.loads(data["options"])
+    data["created_at"] = datetime.fromisoformat(data["created_at"])
+    return Batch(**data)
 
 
 def row_to_job(row: sqlite3.Row) -> Job:
