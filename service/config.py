@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Engine = Literal["ctranslate2", "transformers"]
+# "standin" is for scale tests only (service/inference/engine_standin.py): it holds each batch for a time
+# calibrated from published GPU figures and returns no speech. It is never chosen unless named.
+Engine = Literal["ctranslate2", "transformers", "standin"]
 TranslateMethod = Literal["cortex-translate", "cortex-complete", "whisper"]
 # A stage allow-list entry: Snowflake's unquoted identifier rules (as service/storage/stages.py), optionally db.schema.
 StageName = Annotated[
@@ -67,7 +69,12 @@ class Settings(BaseSettings):
     max_jobs_per_user: int | None = Field(
         None, ge=1, description="queued + running jobs one Snowflake user may have; beyond, 429"
     )
-    dispatch_concurrency: int = Field(16, ge=1, description="jobs the gateway runs on Ray Serve at once")
+    dispatch_concurrency: int | None = Field(
+        None,
+        ge=1,
+        description="jobs the gateway runs on Ray Serve at once; unset: what the Ray app says it can hold "
+        "(job_capacity of its /ready: 2 × MAX_BATCH_SIZE per running Whisper replica, at least 16)",
+    )
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long running jobs may finish")
     max_attempts: int = Field(3, ge=1, description="tries per job before it fails")
     retry_backoff_s: float = Field(2.0, ge=0)
@@ -107,7 +114,31 @@ class Settings(BaseSettings):
         0.05, ge=0, description="an idle model starts a batch once no window has joined it for this long"
     )
     batch_max_wait_s: float = Field(0.5, ge=0, description="...and at the latest this long after its first window")
-    whisper_replicas: int = Field(1, ge=1)
+    whisper_replicas: int = Field(1, ge=1, description="Whisper replicas when WHISPER_MIN/MAX_REPLICAS are unset")
+    whisper_min_replicas: int | None = Field(
+        None, ge=1, description="autoscaling floor of the Whisper replicas (capped by the GPUs present); unset: REPLICAS"
+    )
+    whisper_max_replicas: int | None = Field(
+        None, ge=1, description="autoscaling ceiling: the GPUs the worker service may have; unset: WHISPER_REPLICAS"
+    )
+    whisper_target_windows: int | None = Field(
+        None, ge=1, description="windows queued or running per Whisper replica that autoscaling aims at; unset: "
+        "MAX_BATCH_SIZE"
+    )
+    decoder_min_replicas: int = Field(1, ge=1, description="autoscaling floor of the Decoder (decode/VAD/stitch)")
+    decoder_max_replicas: int = Field(1, ge=1, description="autoscaling ceiling of the Decoder replicas")
+    decoder_num_cpus: float = Field(1.0, gt=0, description="logical CPUs one Decoder replica claims (Ray placement)")
+    upscale_delay_s: float = Field(5.0, ge=0, description="load above target this long adds replicas")
+    downscale_delay_s: float = Field(60.0, ge=0, description="load below target this long removes replicas")
+    window_retries: int = Field(
+        4, ge=0, description="times a window is sent again when its Whisper replica died (node lost) before answering"
+    )
+    standin_gpu: Literal["a10g", "h100"] = Field(
+        "a10g", description="ENGINE=standin only: the published large-v3 timing curve it holds batches for"
+    )
+    standin_time_scale: float = Field(
+        1.0, gt=0, description="ENGINE=standin only: multiplies every hold (slower than the GPU when > 1)"
+    )
     decode_concurrency: int = Field(
         4, ge=1, description="files one Decoder replica decodes at once; more wait for a slot, spooled to disk"
     )
@@ -214,6 +245,12 @@ class Settings(BaseSettings):
         if self.engine is not None:
             return self.engine
         return "transformers" if gpu_present() else "ctranslate2"
+
+    @property
+    def whisper_bounds(self) -> tuple[int, int]:
+        """(floor, ceiling) of the Whisper replicas; both WHISPER_REPLICAS unless set."""
+        ceiling = self.whisper_max_replicas or max(self.whisper_replicas, self.whisper_min_replicas or 1)
+        return min(self.whisper_min_replicas or self.whisper_replicas, ceiling), ceiling
 
     @property
     def effective_serve_url(self) -> str:

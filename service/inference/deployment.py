@@ -30,17 +30,39 @@ import ray
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from service.audio import SAMPLE_RATE, AudioError, AudioInfo
 from service.config import Settings, gpu_present
 from service.inference.batcher import Batcher
+from service.inference.scaling import decoder_options, job_capacity, whisper_gpus, whisper_options
 from service.inference.stream import BodyTooLarge, Steps, Tick, WindowSource, spool
 from service.inference.types import DecodeOptions, Task, WindowResult
 from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start
 from service.languages import normalise_language
 
 log = logging.getLogger("ray.serve")
+APP_NAME = "whisper"  # the Serve application's name (service/inference/runner.py deploys under it)
+# A Whisper call whose replica went away before answering (its node died, it was restarted, or none is up yet):
+# worth sending again. An engine's own exception is not.
+REPLICA_LOST = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.ObjectLostError,
+    ReplicaUnavailableError,
+    DeploymentUnavailableError,
+)
+
+
+def running_replicas() -> dict[str, int]:
+    """Running replicas per deployment of this app, from the Serve controller ({} if it cannot say)."""
+    try:
+        status = serve.status().applications[APP_NAME]
+    except Exception:  # noqa: BLE001 - only informative: the caller falls back to one replica
+        return {}
+    return {name: d.replica_states.get("RUNNING", 0) for name, d in status.deployments.items()}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -148,20 +170,35 @@ class Decoder:
         self._cleanups: set[asyncio.Task] = set()
         settings = self.settings
         self.in_flight_limit = settings.decode_windows_in_flight or (
-            2 * settings.max_batch_size * settings.whisper_replicas
+            2 * settings.max_batch_size * settings.whisper_bounds[1]
         )
         self._window_budget = asyncio.Semaphore(self.in_flight_limit)
+        self.windows_retried = 0
 
     async def _model_info(self) -> dict[str, Any]:
         if self._info is None:
-            self._info = await self.whisper.info.remote()
+            self._info = await self._whisper("info")
         return self._info
+
+    async def _whisper(self, method: str, *args: Any) -> Any:
+        """A call to any Whisper replica; sent again (to whichever replica is alive and free) when the one that
+        had it died first, e.g. with its worker node: the job goes on instead of failing."""
+        for attempt in range(self.settings.window_retries + 1):
+            try:
+                return await getattr(self.whisper, method).remote(*args)
+            except REPLICA_LOST as exc:
+                if attempt == self.settings.window_retries:
+                    raise
+                self.windows_retried += 1
+                log.warning("Whisper replica lost during %s (%s); sending it again", method, type(exc).__name__)
+                await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")
 
     async def _window(
         self, audio: np.ndarray, offset: float, options: DecodeOptions, depth: int = 0
     ) -> list[tuple[float, WindowResult]]:
         """One window through the batched Whisper deployment, plus its undecoded tail if Whisper stopped early."""
-        result = await self.whisper.transcribe_window.remote(audio, options)
+        result = await self._whisper("transcribe_window", audio, options)
         pieces = [(offset, result)]
         start = tail_start(audio, result)
         if start is not None and depth < MAX_FOLLOW_UPS:
@@ -171,7 +208,16 @@ class Decoder:
 
     @api.get("/ready")
     async def ready(self) -> dict[str, Any]:
-        return {"status": "ready", **await self.whisper.info.remote()}
+        """Model facts, the replicas running now and the jobs the gateway may usefully send at once."""
+        info = await self._whisper("info")
+        running = await asyncio.to_thread(running_replicas)
+        return {
+            "status": "ready",
+            **info,
+            "replicas": running,
+            "job_capacity": job_capacity(self.settings, running.get("Whisper", 1)),
+            "windows_retried": self.windows_retried,
+        }
 
     @api.post("/transcribe")
     async def transcribe(
@@ -273,7 +319,7 @@ class Decoder:
             while True:
                 if detect and (ready or not decoding):
                     if ready:
-                        lang, probability = await self.whisper.detect_language.remote(ready[0].audio)
+                        lang, probability = await self._whisper("detect_language", ready[0].audio)
                         options = replace(options, language=lang or "en")
                     detect = False
                 if not detect and ready and grant is None:
@@ -368,23 +414,13 @@ class Decoder:
 
 
 def build_app(settings: Settings) -> serve.Application:
-    """Bind both deployments with resources and batching limits taken from `settings`."""
+    """Bind both deployments with resources, autoscaling and batching limits taken from `settings`."""
     config = settings.model_dump(mode="json")
     on_gpu = settings.device == "cuda" or (settings.device == "auto" and gpu_present())
     # On a cluster the driver (Ray head) has no GPU while the workers do: set WHISPER_NUM_GPUS=1 there, so
-    # each replica claims a worker's GPU and Ray places one replica per GPU node.
-    num_gpus = settings.whisper_num_gpus if settings.whisper_num_gpus is not None else (1 if on_gpu else 0)
-    whisper = Whisper.options(
-        num_replicas=settings.whisper_replicas,
-        max_ongoing_requests=max(4 * settings.max_batch_size, 16),
-        ray_actor_options={"num_cpus": 1, "num_gpus": num_gpus},
-        health_check_period_s=10,
-    ).bind(config)
-    return Decoder.options(
-        num_replicas=1,
-        max_ongoing_requests=64,
-        ray_actor_options={"num_cpus": 0.5},
-    ).bind(whisper, config)
+    # each replica claims a worker's GPU and Ray places one replica per GPU.
+    whisper = Whisper.options(**whisper_options(settings, whisper_gpus(settings, on_gpu))).bind(config)
+    return Decoder.options(**decoder_options(settings)).bind(whisper, config)
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:

@@ -9,6 +9,10 @@ from service.inference.types import Engine
 
 def load_engine(settings: Settings) -> Engine:
     """Load `settings.model` with `settings.effective_engine` on `settings.device`."""
+    if settings.effective_engine == "standin":  # scale tests only: no model at all
+        from service.inference.engine_standin import StandInEngine
+
+        return StandInEngine(settings.standin_gpu, settings.standin_time_scale)
     cache = settings.model_cache_dir
     cache.mkdir(parents=True, exist_ok=True)
     files = resolve(settings.model, cache)

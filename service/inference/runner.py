@@ -11,7 +11,6 @@ import threading
 from service.config import Settings
 
 log = logging.getLogger("spcs_whisper.ray")
-APP_NAME = "whisper"
 ROUTE_PREFIX = "/whisper"
 
 
@@ -28,7 +27,7 @@ def run(settings: Settings) -> None:
     import ray
     from ray import serve
 
-    from service.inference.deployment import build_app
+    from service.inference.deployment import APP_NAME, build_app
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.ray_address:

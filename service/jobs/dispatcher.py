@@ -12,6 +12,7 @@ from typing import Any
 from service.config import Settings
 from service.inference.client import InferenceClient, InferenceError
 from service.jobs.model import Job, JobStatus, now
+from service.jobs.slots import Slots
 from service.jobs.sources import job_audio
 from service.jobs.translation import TranslationStep
 from service.metrics import Metrics
@@ -30,10 +31,12 @@ WATCH_SECONDS = 5.0
 OUTAGE_STATUSES = frozenset({502, 503, 504})
 OUTAGE_CODES = frozenset({"inference_unavailable"})
 PROGRESS_STEP = 0.02  # smallest progress change worth a store write
+DEFAULT_CONCURRENCY = 16  # jobs in flight before the Ray app has said what it can hold
 
 
 class Dispatcher:
-    """At most `dispatch_concurrency` jobs in flight; wakes on new jobs, polls for due retries."""
+    """At most `dispatch_concurrency` jobs in flight (unset: the Ray app's `job_capacity`, which grows with its
+    Whisper replicas); wakes on new jobs, polls for due retries."""
 
     def __init__(
         self,
@@ -48,7 +51,7 @@ class Dispatcher:
         self.stages = stages or StageReader(settings.stage_mounts)
         self.translation = TranslationStep(store, client, translator, self.open_audio, metrics)
         self._wake = asyncio.Event()
-        self._slots = asyncio.Semaphore(settings.dispatch_concurrency)
+        self._slots = Slots(settings.dispatch_concurrency or DEFAULT_CONCURRENCY)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._resume_task: asyncio.Task[None] | None = None
@@ -147,6 +150,11 @@ class Dispatcher:
             try:
                 self.model_info = await self.client.ready()
                 self._inference_up.set()
+                capacity = self.model_info.get("job_capacity")
+                if self.settings.dispatch_concurrency is None and isinstance(capacity, int) and capacity > 0:
+                    if capacity != self._slots.limit:
+                        log.info("jobs in flight at Ray Serve: %d -> %d", self._slots.limit, capacity)
+                    self._slots.resize(capacity)
             except InferenceError:
                 if self.model_info is not None:
                     log.warning("Ray Serve app stopped answering")

@@ -1,0 +1,110 @@
+"""How the Ray Serve deployments scale: Whisper replicas follow the GPUs, Decoders follow the files in flight.
+
+Whisper: Ray Serve autoscaling with the policy `FollowGPUs` (a class-based custom policy, Ray Serve's
+"Advanced autoscaling" guide: https://docs.ray.io/en/latest/serve/advanced-guides/advanced-autoscaling.html).
+The load decides the count as in Serve's default policy (windows queued and running per replica against
+`target_ongoing_requests`), never below the floor (WHISPER_MIN_REPLICAS: the worker service's MIN_INSTANCES ×
+GPUs per instance) and never above the GPUs the cluster has right now: a worker node that joins adds a GPU and
+so room for a replica, which the policy fills once windows queue (at once when the floor asks for it); a node
+that leaves takes its GPU away, and the replica that Serve would restart for it is dropped after
+DOWNSCALE_DELAY_S instead of waiting for a GPU that is not there. WHISPER_MAX_REPLICAS is the worker service's
+MAX_INSTANCES × GPUs per instance.
+
+Decoder: Serve's default policy, `target_ongoing_requests` = DECODE_CONCURRENCY (files one replica decodes at
+once), between DECODER_MIN_REPLICAS and DECODER_MAX_REPLICAS, one logical CPU each. Serve spreads a
+deployment's replicas over the nodes, so Decoders run on the workers' CPUs as well as the head's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from service.config import Settings
+
+GPU_REFRESH_S = 2.0
+
+
+class FollowGPUs:
+    """Serve autoscaling policy: replicas the load needs, at least `floor`, at most the GPUs present allow."""
+
+    def __init__(self, floor: int, gpus_per_replica: float, refresh_s: float = GPU_REFRESH_S) -> None:
+        self.floor, self.gpus_per_replica, self.refresh_s = floor, gpus_per_replica, refresh_s
+        self._gpus, self._read_at = 0.0, -math.inf
+
+    def gpus(self) -> float:
+        """GPUs of the cluster's live nodes (read at most every `refresh_s`)."""
+        if time.monotonic() - self._read_at >= self.refresh_s:
+            import ray
+
+            self._gpus, self._read_at = float(ray.cluster_resources().get("GPU", 0.0)), time.monotonic()
+        return self._gpus
+
+    def room(self) -> float:
+        """Replicas the GPUs present can hold (no limit for CPU replicas)."""
+        if self.gpus_per_replica <= 0:
+            return math.inf
+        return math.floor(self.gpus() / self.gpus_per_replica + 1e-9)
+
+    def __call__(self, ctx: Any) -> tuple[float, dict[str, Any]]:
+        target = ctx.config.get_target_ongoing_requests()
+        wanted = ctx.total_num_requests / target if target else 0.0
+        return max(min(max(wanted, self.floor), self.room()), 1.0), ctx.policy_state
+
+
+def whisper_gpus(settings: Settings, on_gpu: bool) -> float:
+    """GPUs one Whisper replica claims: WHISPER_NUM_GPUS, else 1 on a GPU node, else 0."""
+    if settings.whisper_num_gpus is not None:
+        return settings.whisper_num_gpus
+    return 1.0 if on_gpu else 0.0
+
+
+def whisper_options(settings: Settings, num_gpus: float) -> dict[str, Any]:
+    """`Whisper.options(...)`: GPU-following autoscaling, at most two batches per replica in flight (one running,
+    one forming), so windows beyond that wait in the caller's router for whichever replica frees up first."""
+    floor, ceiling = settings.whisper_bounds
+    return {
+        "max_ongoing_requests": max(2 * settings.max_batch_size, 8),
+        "ray_actor_options": {"num_cpus": 1, "num_gpus": num_gpus},
+        "health_check_period_s": 10,
+        "autoscaling_config": {
+            "min_replicas": 1,  # the floor lives in the policy, so a lost GPU does not leave a replica pending
+            "initial_replicas": floor,
+            "max_replicas": ceiling,
+            "target_ongoing_requests": settings.whisper_target_windows or settings.max_batch_size,
+            "upscale_delay_s": settings.upscale_delay_s,
+            "downscale_delay_s": settings.downscale_delay_s,
+            "metrics_interval_s": 1.0,
+            "look_back_period_s": 5.0,
+            "policy": {
+                "policy_function": f"{__name__}:FollowGPUs",
+                "policy_kwargs": {"floor": floor, "gpus_per_replica": num_gpus},
+            },
+        },
+    }
+
+
+def decoder_options(settings: Settings) -> dict[str, Any]:
+    """`Decoder.options(...)`: autoscaled on files in flight per replica."""
+    low, high = settings.decoder_min_replicas, max(settings.decoder_min_replicas, settings.decoder_max_replicas)
+    return {
+        "max_ongoing_requests": 64,
+        "ray_actor_options": {"num_cpus": settings.decoder_num_cpus},
+        "autoscaling_config": {
+            "min_replicas": low,
+            "initial_replicas": low,
+            "max_replicas": high,
+            "target_ongoing_requests": settings.decode_concurrency,
+            "upscale_delay_s": settings.upscale_delay_s,
+            "downscale_delay_s": settings.downscale_delay_s,
+            "metrics_interval_s": 1.0,
+            "look_back_period_s": 5.0,
+        },
+    }
+
+
+def job_capacity(settings: Settings, whisper_running: int) -> int:
+    """Jobs the gateway may usefully have in flight: two batches of windows per running Whisper replica (a short
+    file is one window), at least 16."""
+    return max(16, 2 * settings.max_batch_size * max(whisper_running, 1))
