@@ -116,14 +116,17 @@ class Settings(BaseSettings):
     batch_max_wait_s: float = Field(0.5, ge=0, description="...and at the latest this long after its first window")
     whisper_replicas: int = Field(1, ge=1, description="Whisper replicas when WHISPER_MIN/MAX_REPLICAS are unset")
     whisper_min_replicas: int | None = Field(
-        None, ge=1, description="autoscaling floor of the Whisper replicas (capped by the GPUs present); unset: REPLICAS"
+        None,
+        ge=1,
+        description="autoscaling floor of the Whisper replicas (capped by the GPUs present); unset: WHISPER_REPLICAS",
     )
     whisper_max_replicas: int | None = Field(
         None, ge=1, description="autoscaling ceiling: the GPUs the worker service may have; unset: WHISPER_REPLICAS"
     )
     whisper_target_windows: int | None = Field(
-        None, ge=1, description="windows queued or running per Whisper replica that autoscaling aims at; unset: "
-        "MAX_BATCH_SIZE"
+        None,
+        ge=1,
+        description="windows queued or running per Whisper replica that autoscaling aims at; unset: MAX_BATCH_SIZE",
     )
     decoder_min_replicas: int = Field(1, ge=1, description="autoscaling floor of the Decoder (decode/VAD/stitch)")
     decoder_max_replicas: int = Field(1, ge=1, description="autoscaling ceiling of the Decoder replicas")

@@ -37,6 +37,7 @@ from service.audio import SAMPLE_RATE, AudioError, AudioInfo
 from service.config import Settings, gpu_present
 from service.inference.batcher import Batcher
 from service.inference.scaling import decoder_options, job_capacity, whisper_gpus, whisper_options
+from service.inference.stats import Reporter, stats_actor
 from service.inference.stream import BodyTooLarge, Steps, Tick, WindowSource, spool
 from service.inference.types import DecodeOptions, Task, WindowResult
 from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start
@@ -56,13 +57,14 @@ REPLICA_LOST = (
 )
 
 
-def running_replicas() -> dict[str, int]:
-    """Running replicas per deployment of this app, from the Serve controller ({} if it cannot say)."""
+def replica_states() -> dict[str, dict[str, int]]:
+    """Replicas per deployment of this app and state (RUNNING, STARTING, PENDING_ALLOCATION...), from the Serve
+    controller ({} if it cannot say)."""
     try:
         status = serve.status().applications[APP_NAME]
     except Exception:  # noqa: BLE001 - only informative: the caller falls back to one replica
         return {}
-    return {name: d.replica_states.get("RUNNING", 0) for name, d in status.deployments.items()}
+    return {name: {str(k): int(v) for k, v in d.replica_states.items()} for name, d in status.deployments.items()}
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -127,6 +129,7 @@ class Whisper:
             max_wait_s=self.settings.batch_max_wait_s,
         )
         self.node = ray.get_runtime_context().get_node_id()
+        self.reporter = Reporter("Whisper")
 
     def info(self) -> dict[str, Any]:
         return {
@@ -148,7 +151,11 @@ class Whisper:
         return await self.batcher.submit(options, audio)
 
     def _run_batch(self, options: DecodeOptions, windows: list[np.ndarray]) -> list[WindowResult]:
-        results = self.engine.transcribe_batch(windows, options)
+        started = time.perf_counter()
+        try:
+            results = self.engine.transcribe_batch(windows, options)
+        finally:
+            self.reporter.add(time.perf_counter() - started, batches=1, windows=len(windows))
         for result in results:
             result.node = self.node
         return results
@@ -174,6 +181,7 @@ class Decoder:
         )
         self._window_budget = asyncio.Semaphore(self.in_flight_limit)
         self.windows_retried = 0
+        self.reporter = Reporter("Decoder")
 
     async def _model_info(self) -> dict[str, Any]:
         if self._info is None:
@@ -210,14 +218,25 @@ class Decoder:
     async def ready(self) -> dict[str, Any]:
         """Model facts, the replicas running now and the jobs the gateway may usefully send at once."""
         info = await self._whisper("info")
-        running = await asyncio.to_thread(running_replicas)
+        states = await asyncio.to_thread(replica_states)
+        running = {name: counts.get("RUNNING", 0) for name, counts in states.items()}
         return {
             "status": "ready",
             **info,
             "replicas": running,
+            "replica_states": states,
             "job_capacity": job_capacity(self.settings, running.get("Whisper", 1)),
             "windows_retried": self.windows_retried,
         }
+
+    @api.get("/stats")
+    async def stats(self) -> dict[str, Any]:
+        """Every replica's counters (busy seconds, batches or files, windows), as each last reported them."""
+        try:
+            rows = await stats_actor().all.remote()
+        except Exception as exc:  # noqa: BLE001
+            return {"replicas": [], "error": repr(exc)}
+        return {"replicas": sorted(rows, key=lambda r: (r["deployment"], r["node"], r["replica"]))}
 
     @api.post("/transcribe")
     async def transcribe(
@@ -385,6 +404,7 @@ class Decoder:
                     len(running),
                 )
             await asyncio.shield(job.release())
+            self.reporter.add(source.decode_s + source.vad_s, batches=1, windows=len(pieces))
         done = time.perf_counter()
         transcript = {
             "text": " ".join(s["text"] for s in segments),

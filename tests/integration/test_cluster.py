@@ -3,9 +3,6 @@ declaring one logical GPU: the Whisper replicas land one per worker node, and jo
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import RAY, LocalCluster, running_cluster
+from tests.cluster import LocalCluster, running_cluster
 from tests.integration.helpers import DATA, MANIFEST_JFK, submit, wait, wer
 
 pytestmark = pytest.mark.integration
@@ -26,26 +23,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iter
         yield ray_cluster, url
 
 
-def ray_list(cluster: LocalCluster, kind: str) -> list[dict]:
-    """Ray's state API (`ray list nodes|actors`), as an operator would ask."""
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    result = subprocess.run(
-        [RAY, "list", kind, "--address", cluster.dashboard, "--format", "json", "--limit", "1000", "--detail"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
-
-
 def test_replicas_one_per_worker_node_and_jobs_served_by_both(cluster: tuple[LocalCluster, str]) -> None:
     ray_cluster, url = cluster
-    nodes = [n for n in ray_list(ray_cluster, "nodes") if n["state"] == "ALIVE"]
+    nodes = [n for n in ray_cluster.ray_list("nodes") if n["state"] == "ALIVE"]
     workers = {n["node_id"] for n in nodes if not n["is_head_node"]}
     head = {n["node_id"] for n in nodes if n["is_head_node"]}
     assert len(workers) == 2 and len(head) == 1
     replicas = [
         a
-        for a in ray_list(ray_cluster, "actors")
+        for a in ray_cluster.ray_list("actors")
         if a["state"] == "ALIVE" and "Whisper" in a["class_name"] and "ServeReplica" in a["class_name"]
     ]
     assert sorted(a["node_id"] for a in replicas) == sorted(workers), replicas  # one on each worker, none on head
