@@ -87,9 +87,11 @@ def object_store_bytes(service: dict[str, Any]) -> int:
     return int(size_bytes(service["shm_size"]) * 0.8)
 
 
-def whisper_replicas(config: dict[str, Any]) -> int:
+def whisper_replicas(config: dict[str, Any]) -> tuple[int, int]:
+    """(floor, ceiling) of the Whisper replicas: one per GPU of the worker service's MIN_INSTANCES and
+    MAX_INSTANCES (service/inference/scaling.py keeps them at most the GPUs that are up)."""
     worker = config["services"]["worker"]
-    return worker["min_instances"] * worker["gpus_per_instance"]
+    return worker["min_instances"] * worker["gpus_per_instance"], worker["max_instances"] * worker["gpus_per_instance"]
 
 
 def qualified(config: dict[str, Any], name: str) -> str:
@@ -192,6 +194,11 @@ def check(config: dict[str, Any]) -> None:
     require(worker["gpus_per_instance"] <= per_node, f"{gpu_pool['instance_family']} has {per_node} GPU(s)")
     per_pool = gpu_pool["max_nodes"] * (per_node // worker["gpus_per_instance"])
     require(worker["max_instances"] <= per_pool, "the GPU pool's max_nodes cannot hold max_instances workers")
+    scaling = config["scaling"]
+    decoders = scaling["decoders"]
+    require(1 <= decoders["min"] <= decoders["max"], "scaling.decoders: need 1 <= min <= max")
+    require(scaling["target_windows_per_replica"] >= 1, "scaling.target_windows_per_replica must be at least 1")
+    require(0 <= scaling["drain_s"] <= 300, "scaling.drain_s must be 0..300 seconds")
     for pool in pools.values():
         require(1 <= pool["min_nodes"] <= pool["max_nodes"], f"compute pool {pool['name']}: need 1 <= min <= max")
     single = [v for k, v in ports.items() if k not in ("min_worker", "max_worker")]

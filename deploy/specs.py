@@ -108,7 +108,7 @@ def head(config: dict[str, Any]) -> dict[str, Any]:
         "SPCS_WHISPER_ENGINE": config["engine"],
         "SPCS_WHISPER_MODEL": config["model"],
         "SPCS_WHISPER_WHISPER_NUM_GPUS": "1",  # per replica: one replica per worker GPU
-        "SPCS_WHISPER_WHISPER_REPLICAS": str(whisper_replicas(config)),
+        **scaling_env(config),
         **ray_env(config),
     }
     endpoints = [{"name": "serve", "port": ports["serve"], "protocol": "TCP"}]
@@ -131,10 +131,23 @@ def worker(config: dict[str, Any]) -> dict[str, Any]:
         "--block",
     ]
     # Join the head and stay joined: when the head is not up yet, or restarts (a new cluster), leave and join again.
+    # SPCS stops an instance (scaling in, upgrade, DROP) with SIGTERM to the container's main process, this shell:
+    # the node is then drained (Ray Serve starts its replicas elsewhere and lets the windows they hold finish)
+    # before Ray stops; windows cut off anyway are sent again by the Decoder to another replica.
+    drain = config["scaling"]["drain_s"]
     script = "\n".join(
         [
+            "drain() {",
+            f"  ray drain-node --reason=DRAIN_NODE_REASON_PREEMPTION --reason-message='SPCS stops this instance' "
+            f"--deadline-remaining-seconds={drain} || true",
+            f"  sleep {max(drain - 5, 0)}",
+            "  ray stop --force",
+            "  exit 0",
+            "}",
+            "trap drain TERM",
             "while true; do",
-            "  ray start " + " ".join(flags),
+            "  ray start " + " ".join(flags) + " &",
+            "  wait $!",
             "  ray stop --force",
             f'  echo "ray worker: not joined to {address}; joining again in 10 s" >&2',
             "  sleep 10",
@@ -178,6 +191,22 @@ def ray_spec(
             "endpoints": endpoints,
             "volumes": volumes + stage_volumes(stages),
         }
+    }
+
+
+def scaling_env(config: dict[str, Any]) -> dict[str, str]:
+    """The Ray Serve app's scaling (service/inference/scaling.py), from the worker service's instance counts and
+    the `scaling` section: Whisper replicas between MIN_INSTANCES × GPUs and MAX_INSTANCES × GPUs."""
+    floor, ceiling = whisper_replicas(config)
+    scaling = config["scaling"]
+    return {
+        "SPCS_WHISPER_WHISPER_MIN_REPLICAS": str(floor),
+        "SPCS_WHISPER_WHISPER_MAX_REPLICAS": str(ceiling),
+        "SPCS_WHISPER_WHISPER_TARGET_WINDOWS": str(scaling["target_windows_per_replica"]),
+        "SPCS_WHISPER_DECODER_MIN_REPLICAS": str(scaling["decoders"]["min"]),
+        "SPCS_WHISPER_DECODER_MAX_REPLICAS": str(scaling["decoders"]["max"]),
+        "SPCS_WHISPER_UPSCALE_DELAY_S": str(scaling["upscale_delay_s"]),
+        "SPCS_WHISPER_DOWNSCALE_DELAY_S": str(scaling["downscale_delay_s"]),
     }
 
 

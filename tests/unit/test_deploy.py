@@ -130,8 +130,33 @@ def test_gpus_requested_equal_limits_and_match_ray() -> None:
     assert "nvidia.com/gpu" not in container("head")["resources"]["limits"]
     env = container("head")["env"]
     assert env["SPCS_WHISPER_WHISPER_NUM_GPUS"] == "1"
-    assert int(env["SPCS_WHISPER_WHISPER_REPLICAS"]) == whisper_replicas(CONFIG)
-    assert whisper_replicas(CONFIG) == CONFIG["services"]["worker"]["min_instances"] * gpus
+    worker = CONFIG["services"]["worker"]
+    floor, ceiling = int(env["SPCS_WHISPER_WHISPER_MIN_REPLICAS"]), int(env["SPCS_WHISPER_WHISPER_MAX_REPLICAS"])
+    assert (floor, ceiling) == whisper_replicas(CONFIG)
+    assert (floor, ceiling) == (worker["min_instances"] * gpus, worker["max_instances"] * gpus)
+
+
+def test_replica_autoscaling_follows_the_worker_instances_and_workers_drain_on_sigterm() -> None:
+    """Whisper replicas between MIN_INSTANCES × GPUs and MAX_INSTANCES × GPUs (never more than the GPUs up: the
+    policy), Decoders from the `scaling` section; a worker SPCS stops is drained (Serve moves its replicas) before
+    Ray stops, within the time it is given."""
+    env = container("head")["env"]
+    scaling = CONFIG["scaling"]
+    settings = Settings(_env_file=None, **{k.removeprefix("SPCS_WHISPER_").lower(): v for k, v in env.items()
+                                          if k.startswith("SPCS_WHISPER_")})  # fmt: skip
+    assert settings.whisper_bounds == whisper_replicas(CONFIG)
+    assert (settings.decoder_min_replicas, settings.decoder_max_replicas) == (
+        scaling["decoders"]["min"],
+        scaling["decoders"]["max"],
+    )
+    assert settings.whisper_target_windows == scaling["target_windows_per_replica"]
+    pool = CONFIG["compute_pools"][CONFIG["services"]["worker"]["pool"]]
+    assert pool["max_nodes"] >= CONFIG["services"]["worker"]["max_instances"]
+    script = container("worker")["command"][-1]
+    assert "trap drain TERM" in script and "ray drain-node" in script
+    assert f"--deadline-remaining-seconds={scaling['drain_s']}" in script
+    assert scaling["drain_s"] < 30  # under Kubernetes' default grace period: SPCS documents none
+    assert "wait $!" in script  # the shell waits on Ray in the background, so the trap runs at once
 
 
 def test_service_functions_call_the_non_public_endpoint() -> None:
@@ -261,7 +286,7 @@ def test_settings_env_vars_are_real_settings(key: str, monkeypatch: pytest.Monke
         assert settings.snowflake_warehouse == CONFIG["snowflake"]["warehouse"]
     else:
         assert settings.engine == CONFIG["engine"] and settings.ray_address == "auto"
-        assert settings.whisper_num_gpus == 1 and settings.whisper_replicas == whisper_replicas(CONFIG)
+        assert settings.whisper_num_gpus == 1 and settings.whisper_bounds == whisper_replicas(CONFIG)
         assert (settings.serve_host, settings.serve_port) == ("0.0.0.0", endpoints("head")["serve"]["port"])
 
 
