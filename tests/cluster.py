@@ -44,6 +44,7 @@ class LocalCluster:
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="spcsw-rc-", dir="/tmp")))
     env: dict[str, str] = field(default_factory=dict)
     loops: list[subprocess.Popen] = field(default_factory=list)  # one supervising shell loop per worker node
+    worker_loops: dict[int, subprocess.Popen] = field(default_factory=dict)  # the current loop of worker `w<i>`
     app: subprocess.Popen | None = None  # the Ray Serve app's process (`spcs-whisper ray-app`), once started
 
     @property
@@ -90,17 +91,19 @@ class LocalCluster:
             f"--num-cpus={self.cpus_per_node}"
         )
         loop = f"while true; do {start}; sleep 1; done"
+        if index in self.worker_loops and self.worker_loops[index].poll() is None:
+            raise RuntimeError(f"worker w{index} is already running")
         log = (self.temp_dir / f"w{index}.log").open("a")
-        self.loops.append(
-            subprocess.Popen(["/bin/sh", "-c", loop], env=self._env(), stdout=log, stderr=subprocess.STDOUT)
-        )
+        process = subprocess.Popen(["/bin/sh", "-c", loop], env=self._env(), stdout=log, stderr=subprocess.STDOUT)
+        self.loops.append(process)
+        self.worker_loops[index] = process
 
     def kill_node(self, node: str, rejoin: bool = True) -> int:
         """SIGKILL every process of one node (`head`, `w0`, ...), as a lost machine; a worker's loop joins again
         unless `rejoin` is False. How many processes were killed."""
         keep = {loop.pid for loop in self.loops}
         if node.startswith("w") and not rejoin:
-            loop = self.loops[int(node[1:])]
+            loop = self.worker_loops[int(node[1:])]
             loop.kill()
             loop.wait()
         pids = [pid for pid in _with_descendants(_pids_with(str(self.node_dir(node)))) if pid not in keep]
@@ -108,6 +111,19 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return len(pids)
+
+    def node_id(self, node: str) -> str | None:
+        """The Ray node id `head`, `w0`, ... runs under now (its raylet's `--node_id`); None while it is down."""
+        for pid in _pids_with(str(self.node_dir(node))):
+            try:
+                args = (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if args and Path(args[0]).name == "raylet":
+                for arg in args:
+                    if arg.startswith("--node_id="):
+                        return arg.split("=", 1)[1]
+        return None
 
     def ray_list(self, kind: str) -> list[dict]:
         """Ray's state API (`ray list nodes|actors`), as an operator would ask; [] while the head is down."""

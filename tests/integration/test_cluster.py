@@ -1,8 +1,10 @@
 """A Ray head and two worker nodes as separate processes (as the SPCS services would run them), each worker
-declaring one logical GPU: the Whisper replicas land one per worker node, and jobs are served by both."""
+declaring one logical GPU: the Whisper replicas land one per worker node, jobs are served by both, and the
+Decoders spread over the nodes' CPUs."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +21,8 @@ JOBS = 8
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[tuple[LocalCluster, str]]:
-    with running_cluster(tmp_path_factory.mktemp("cluster"), model_cache) as (ray_cluster, url, _):
+    decoders = {"SPCS_WHISPER_DECODER_MIN_REPLICAS": "2", "SPCS_WHISPER_DECODER_MAX_REPLICAS": "2"}
+    with running_cluster(tmp_path_factory.mktemp("cluster"), model_cache, app_env=decoders) as (ray_cluster, url, _):
         yield ray_cluster, url
 
 
@@ -35,6 +38,15 @@ def test_replicas_one_per_worker_node_and_jobs_served_by_both(cluster: tuple[Loc
         if a["state"] == "ALIVE" and "Whisper" in a["class_name"] and "ServeReplica" in a["class_name"]
     ]
     assert sorted(a["node_id"] for a in replicas) == sorted(workers), replicas  # one on each worker, none on head
+    deadline, decoders = time.monotonic() + 120, []
+    while len(decoders) < 2 and time.monotonic() < deadline:  # the app answers once one of them runs
+        decoders = [
+            a
+            for a in ray_cluster.ray_list("actors")
+            if a["state"] == "ALIVE" and "Decoder" in a["class_name"] and "ServeReplica" in a["class_name"]
+        ]
+        time.sleep(1)
+    assert len(decoders) == 2 and len({a["node_id"] for a in decoders}) == 2, decoders  # spread, not all on one node
 
     with httpx.Client(base_url=url, timeout=300) as client:
         with ThreadPoolExecutor(JOBS) as pool:
