@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     upscale_delay_s: float = Field(5.0, ge=0, description="load above target this long adds replicas")
     downscale_delay_s: float = Field(60.0, ge=0, description="load below target this long removes replicas")
     window_retries: int = Field(
-        4, ge=0, description="times a window is sent again when its Whisper replica died (node lost) before answering"
+        6, ge=0, description="times a window is sent again when its Whisper replica died (node lost) before answering"
     )
     standin_gpu: Literal["a10g", "h100"] = Field(
         "a10g", description="ENGINE=standin only: the published large-v3 timing curve it holds batches for"

@@ -106,7 +106,10 @@ def test_a_killed_whisper_replica_is_replaced_and_the_job_retried(tmp_path: Path
             os.kill(pid, signal.SIGKILL)
             job = wait(client, job_id, timeout=600)
             assert job["status"] == "succeeded", job
-            assert job["attempts"] >= 2  # the first attempt died with the replica
+            # The windows the dead replica held were sent again by the Decoder to its replacement (the job went
+            # on); had the replacement been slower to start than the retries last, the gateway's next attempt.
+            retried = httpx.get(f"{svc.serve_url}/ready", timeout=10).json()["windows_retried"]
+            assert retried >= 1 or job["attempts"] >= 2, (retried, job)
             assert "printing" in client.get(f"/v1/jobs/{job_id}/transcript").json()["text"].lower()
             # The service is whole again: a new replica serves the next job.
             assert _whisper_replica_pid(serve_port) not in (None, pid)
