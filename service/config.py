@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     decoder_min_replicas: int = Field(1, ge=1, description="autoscaling floor of the Decoder (decode/VAD/stitch)")
     decoder_max_replicas: int = Field(1, ge=1, description="autoscaling ceiling of the Decoder replicas")
     decoder_num_cpus: float = Field(1.0, gt=0, description="logical CPUs one Decoder replica claims (Ray placement)")
+    decoders_per_node: int | None = Field(
+        None, ge=1, description="most Decoder replicas on one Ray node (spreads them over the nodes); unset: no limit"
+    )
     upscale_delay_s: float = Field(5.0, ge=0, description="load above target this long adds replicas")
     downscale_delay_s: float = Field(60.0, ge=0, description="load below target this long removes replicas")
     window_retries: int = Field(

@@ -76,6 +76,11 @@ class LocalCluster:
         return self
 
     def start_head(self) -> None:
+        """`ray start --head`, also again after `kill_node("head")`. A restarted head container starts with a fresh
+        /tmp: without the address its killed GCS left there, `ray start` would take the worker nodes' processes
+        (still naming that address while they wait for it, visible here as they share the machine) for a GCS
+        already running on the port."""
+        (self.node_dir("head") / "ray_current_cluster").unlink(missing_ok=True)
         self._ray(
             "start", "--head", f"--port={self.port}", "--num-gpus=0", "--include-dashboard=true",
             f"--dashboard-host={NODE_IP}", f"--dashboard-port={self.dashboard_port}",

@@ -87,7 +87,7 @@ def whisper_options(settings: Settings, num_gpus: float) -> dict[str, Any]:
 def decoder_options(settings: Settings) -> dict[str, Any]:
     """`Decoder.options(...)`: autoscaled on files in flight per replica."""
     low, high = settings.decoder_min_replicas, max(settings.decoder_min_replicas, settings.decoder_max_replicas)
-    return {
+    options: dict[str, Any] = {
         "max_ongoing_requests": 64,
         "ray_actor_options": {"num_cpus": settings.decoder_num_cpus},
         "autoscaling_config": {
@@ -100,6 +100,9 @@ def decoder_options(settings: Settings) -> dict[str, Any]:
             "look_back_period_s": 5.0,
         },
     }
+    if settings.decoders_per_node:  # Serve's own spreading is best effort
+        options["max_replicas_per_node"] = settings.decoders_per_node
+    return options
 
 
 def job_capacity(settings: Settings, whisper_running: int) -> int:

@@ -44,8 +44,16 @@ class ReplicaStats:
 
 
 def stats_actor() -> Any:
-    """The app's stats actor, created by whichever replica asks first; detached, so it outlives that replica."""
-    return ReplicaStats.options(name=ACTOR_NAME, get_if_exists=True, lifetime="detached").remote()
+    """The app's stats actor, created by whichever replica asks first: detached (it outlives that replica) and on
+    the head node, which the app's life depends on anyway; a worker node's loss cannot take it along, and a
+    surviving replica's handle would otherwise point at a dead actor (calls to it fail silently)."""
+    return ReplicaStats.options(
+        name=ACTOR_NAME,
+        get_if_exists=True,
+        lifetime="detached",
+        max_restarts=-1,
+        resources={"node:__internal_head__": 0.001},
+    ).remote()
 
 
 class Reporter:

@@ -21,7 +21,11 @@ JOBS = 8
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[tuple[LocalCluster, str]]:
-    decoders = {"SPCS_WHISPER_DECODER_MIN_REPLICAS": "2", "SPCS_WHISPER_DECODER_MAX_REPLICAS": "2"}
+    decoders = {
+        "SPCS_WHISPER_DECODER_MIN_REPLICAS": "2",
+        "SPCS_WHISPER_DECODER_MAX_REPLICAS": "2",
+        "SPCS_WHISPER_DECODERS_PER_NODE": "1",
+    }
     with running_cluster(tmp_path_factory.mktemp("cluster"), model_cache, app_env=decoders) as (ray_cluster, url, _):
         yield ray_cluster, url
 
