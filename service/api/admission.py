@@ -80,6 +80,7 @@ def _job(options: JobOptions, model: str, **fields: Any) -> Job:
         model=model,
         idempotency_key=options.idempotency_key,
         translate_to=options.translate_to,
+        options=options.decode_options(),
         **fields,
     )
 

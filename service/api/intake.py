@@ -32,6 +32,9 @@ def multipart_body(required: list[str], properties: dict[str, dict]) -> dict[str
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
+DECODE_OPTION_FIELDS = ("hotwords", "vad_filter", "vad_threshold", "vad_min_silence_ms", "vad_speech_pad_ms")
+
+
 class JobOptions(BaseModel):
     """What a job asks of the model; unknown fields are refused so typos do not pass silently."""
 
@@ -41,10 +44,24 @@ class JobOptions(BaseModel):
     task: Literal["transcribe", "translate"] = "transcribe"
     word_timestamps: bool = False
     model: str | None = None
-    prompt: str | None = Field(None, max_length=2000, description="text that primes Whisper's vocabulary")
+    prompt: str | None = Field(
+        None,
+        max_length=16_000,
+        description="text that primes Whisper's vocabulary, e.g. the previous transcript: its last 223 tokens are "
+        "used, as Whisper does",
+    )
     temperature: float = Field(0.0, ge=0.0, le=1.0)
+    hotwords: str | None = Field(None, max_length=1000, description="words or phrases to bias decoding towards")
+    vad_filter: bool | None = Field(None, description="cut the audio at speech (Silero VAD); unset: the service's")
+    vad_threshold: float | None = Field(None, ge=0.0, le=1.0, description="speech probability threshold")
+    vad_min_silence_ms: int | None = Field(None, ge=0, le=10_000, description="silence that ends a speech region")
+    vad_speech_pad_ms: int | None = Field(None, ge=0, le=2000, description="padding kept around each speech region")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
     translate_to: str | None = Field(None, description="translate the transcript into this language afterwards")
+
+    def decode_options(self) -> dict[str, Any]:
+        """The options a job keeps in `Job.options` (no column of their own), as the Ray app's query parameters."""
+        return {name: getattr(self, name) for name in DECODE_OPTION_FIELDS if getattr(self, name) is not None}
 
     @field_validator("language", "translate_to")
     @classmethod

@@ -75,10 +75,15 @@ SUBMIT_SCHEMA = multipart_body(
         "task": {"type": "string", "enum": ["transcribe", "translate"]},
         "word_timestamps": {"type": "boolean", "default": False},
         "model": {"type": "string"},
-        "prompt": {"type": "string", "maxLength": 2000},
+        "prompt": {"type": "string", "maxLength": 16000},
         "temperature": {"type": "number", "minimum": 0, "maximum": 1},
         "idempotency_key": {"type": "string", "maxLength": 200},
         "translate_to": {"type": "string", "description": "e.g. en: translate the transcript afterwards"},
+        "hotwords": {"type": "string", "maxLength": 1000},
+        "vad_filter": {"type": "boolean"},
+        "vad_threshold": {"type": "number", "minimum": 0, "maximum": 1},
+        "vad_min_silence_ms": {"type": "integer", "minimum": 0, "maximum": 10000},
+        "vad_speech_pad_ms": {"type": "integer", "minimum": 0, "maximum": 2000},
     },
 )
 SUBMIT_SCHEMA["requestBody"]["content"]["application/json"] = {"schema": SourceJob.model_json_schema()}

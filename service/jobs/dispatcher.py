@@ -224,6 +224,7 @@ class Dispatcher:
             "word_timestamps": job.word_timestamps,
             "prompt": job.prompt,
             "temperature": job.temperature or None,
+            **job.options,
         }
         reported = 0.0
 

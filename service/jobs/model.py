@@ -95,6 +95,8 @@ class Job:
     batch_id: str | None = None
     owner: str | None = None  # the Snowflake user who submitted it (SPCS's Sf-Context-Current-User)
     timings: dict[str, Any] = field(default_factory=dict)
+    # Decode options with no column of their own (hotwords, per-request VAD): the Ray app's query parameters.
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def processing_seconds(self) -> float | None:

@@ -42,4 +42,5 @@ def job_from_record(data: dict[str, Any]) -> Job:
     values["status"] = JobStatus(values["status"])
     values["word_timestamps"] = bool(values.get("word_timestamps"))
     values["timings"] = values.get("timings") or {}
+    values["options"] = values.get("options") or {}
     return Job(**values)

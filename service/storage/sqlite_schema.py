@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     source_kind TEXT NOT NULL DEFAULT 'upload',
     translate_to TEXT,
     batch_id TEXT,
-    owner TEXT
+    owner TEXT,
+    options TEXT NOT NULL DEFAULT '{}'
 );
 """
 SCHEMA = (
@@ -120,6 +121,7 @@ MIGRATIONS = (
     ("translate_to", "TEXT"),
     ("batch_id", "TEXT"),
     ("owner", "TEXT"),
+    ("options", "TEXT NOT NULL DEFAULT '{}'"),
 )
 
 
@@ -133,6 +135,7 @@ def row_to_batch(row: sqlite3.Row) -> Batch:
 def row_to_job(row: sqlite3.Row) -> Job:
     data = dict(row)
     data["timings"] = json.loads(data["timings"] or "{}")
+    data["options"] = json.loads(data.get("options") or "{}")
     return job_from_record(data)
 
 
@@ -140,4 +143,5 @@ def job_to_row(job: Job) -> dict[str, Any]:
     data = job_to_record(job)
     data["word_timestamps"] = int(job.word_timestamps)
     data["timings"] = json.dumps(job.timings)
+    data["options"] = json.dumps(job.options)
     return data
