@@ -168,7 +168,7 @@ async def get_transcript(
         raise ApiError(409, "job_failed", f"the job failed: {job.error_message}", job_status=job.status.value)
     if partial and job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
         segments = sorted(request.app.state.dispatcher.partial.get(job_id, []), key=lambda s: s["start"])
-        so_far = {"text": " ".join(s["text"] for s in segments), "language": job.language, "segments": segments}
+        so_far = {"text": "".join(s["text"] for s in segments).strip(), "language": job.language, "segments": segments}
         body, media_type = render(so_far, format, job.task)
         return Response(body, media_type=media_type, headers={"x-partial": "true"})
     transcript = await request.app.state.store.transcript(job_id)

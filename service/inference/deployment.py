@@ -2,9 +2,11 @@
 deployment that batches 30 s windows from all requests (`batcher.Batcher`).
 
 HTTP (under the app's route prefix, `/whisper` by default):
-  POST /transcribe?language=&task=&word_timestamps=&beam_size=&prompt=&temperature=   body: the file bytes
-       -> 4xx JSON error for input refused on opening, else NDJSON: {"event": "progress", "fraction"}... then
-          {"event": "result", "transcript": {...}} (or {"event": "error", "code", "message", "status"})
+  POST /transcribe?language=&task=&word_timestamps=&beam_size=&prompt=&temperature=&hotwords=
+                   &vad_filter=&vad_threshold=&vad_min_silence_ms=&vad_speech_pad_ms=   body: the file bytes
+       -> 4xx JSON error for input refused on opening, else NDJSON: {"event": "progress", "fraction", "segments"}
+          ... then {"event": "result", "transcript": {...}} (or {"event": "error", "code", "message", "status"}).
+          Progress segments come in audio order: their concatenation is the transcript's `segments`.
   GET  /ready   model, engine and batching facts once the model is loaded
 
 Memory is bounded, not proportional to the audio's length: a body is spooled to a temporary file, decoded and
@@ -15,7 +17,6 @@ disconnected) stops decoding.
 """
 
 import asyncio
-import copy
 import json
 import logging
 import time
@@ -40,7 +41,7 @@ from service.inference.scaling import decoder_options, job_capacity, whisper_gpu
 from service.inference.stats import Reporter, stats_actor
 from service.inference.stream import BodyTooLarge, Steps, Tick, WindowSource, spool
 from service.inference.types import DecodeOptions, Task, WindowResult
-from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start
+from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start, transcript_text, vad_options
 from service.languages import normalise_language
 
 log = logging.getLogger("ray.serve")
@@ -158,6 +159,8 @@ class Whisper:
             self.reporter.add(time.perf_counter() - started, batches=1, windows=len(windows))
         for result in results:
             result.node = self.node
+            if result.temperature is None:
+                result.temperature = options.temperature
         return results
 
 
@@ -246,10 +249,20 @@ class Decoder:
         task: Task = Query("transcribe"),
         word_timestamps: bool = Query(False),
         beam_size: int | None = Query(None, ge=1, le=16),
-        prompt: str | None = Query(None, max_length=2000),
+        prompt: str | None = Query(None, max_length=16_000),
         temperature: float = Query(0.0, ge=0.0, le=1.0),
+        hotwords: str | None = Query(None, max_length=1000),
+        vad_filter: bool | None = Query(None),
+        vad_threshold: float | None = Query(None, ge=0.0, le=1.0),
+        vad_min_silence_ms: int | None = Query(None, ge=0, le=10_000),
+        vad_speech_pad_ms: int | None = Query(None, ge=0, le=2000),
     ) -> Response:
-        """Errors about the input answer at once (4xx JSON); then the work streams as NDJSON events."""
+        """Errors about the input answer at once (4xx JSON); then the work streams as NDJSON events.
+
+        `prompt` is previous text (the engines keep its last 223 tokens), `hotwords` words or phrases to bias
+        decoding (put before it, as faster-whisper does); `vad_filter` turns the Silero VAD cut on or off for
+        this file (unset: the service's setting) and `vad_threshold`, `vad_min_silence_ms`, `vad_speech_pad_ms`
+        set its threshold, min_silence_duration_ms and speech_pad_ms."""
         started = time.perf_counter()
         try:
             lang = normalise_language(language)
@@ -262,7 +275,13 @@ class Decoder:
             path = await spool(request.stream(), self.settings.max_upload_bytes)
         except BodyTooLarge as exc:
             return _error(413, "file_too_large", str(exc))
-        source = WindowSource(path, vad=self.settings.vad, max_seconds=self.settings.max_audio_seconds)
+        vad = self.settings.vad if vad_filter is None else vad_filter
+        source = WindowSource(
+            path,
+            vad=vad,
+            max_seconds=self.settings.max_audio_seconds,
+            vad_options=vad_options(vad_threshold, vad_min_silence_ms, vad_speech_pad_ms),
+        )
         job = _Job(path, Steps(source), self._slots, self._cleanups)
         try:
             waited = time.perf_counter()
@@ -287,6 +306,7 @@ class Decoder:
             beam_size=beam_size or self.settings.beam_size,
             initial_prompt=prompt or None,
             temperature=temperature,
+            hotwords=hotwords.strip() if hotwords and hotwords.strip() else None,
         )
         events = self._events(job, source, audio_info, options, lang, info, started, waited)
         return _EventStream(events, job.release)
@@ -305,8 +325,15 @@ class Decoder:
         """NDJSON: a `progress` line as each window (with its tails) is done and as decoding moves on, then the
         `result`. A window goes to Whisper once the replica's window budget (`in_flight_limit` windows, all jobs
         together) has room, and the job decodes on only while it has no window waiting: decoding keeps pace
-        with Whisper. The decode slot is given back as soon as the last window is cut."""
+        with Whisper. The decode slot is given back as soon as the last window is cut.
+
+        Windows finish in any order; their segments are sent in audio order: a finished window's wait until
+        every window before it has been sent, so the progress segments, concatenated, are the transcript's."""
         pieces: list[tuple[float, WindowResult]] = []
+        segments: list[dict] = []  # the segments sent so far, in audio order
+        held: dict[int, list[tuple[float, WindowResult]]] = {}  # finished windows not yet sent, by number
+        numbers: dict[asyncio.Task, int] = {}  # each window's number, in the order they were cut
+        sent = released = 0  # windows sent to Whisper; windows whose segments have been sent on
         ready: deque[Window] = deque()  # decoded windows not yet sent (waiting for the language, or room)
         running: set[asyncio.Task] = set()
         step: asyncio.Task | None = None
@@ -326,13 +353,23 @@ class Decoder:
                 return min(done_speech / total if total else 0.0, 0.99)
             return done_speech / total if total else 1.0
 
-        def progress(segments: list[dict]) -> str | None:
+        def progress(new: list[dict]) -> str | None:
             nonlocal reported
             value = round(min(max(fraction(), reported), 1.0), 4)
-            if not segments and value <= reported:
+            if not new and value <= reported:
                 return None
             reported = value
-            return json.dumps({"event": "progress", "fraction": value, "segments": segments}) + "\n"
+            return json.dumps({"event": "progress", "fraction": value, "segments": new}) + "\n"
+
+        def release() -> list[dict]:
+            """The segments of the finished windows that now follow on from those sent, in audio order."""
+            nonlocal released
+            new: list[dict] = []
+            while released in held:
+                new += stitch(held.pop(released), source.windows.speech)
+                released += 1
+            segments.extend(new)
+            return new
 
         try:
             while True:
@@ -356,6 +393,7 @@ class Decoder:
                     task = asyncio.ensure_future(self._timed_window(window.audio, window.offset, options))
                     task.add_done_callback(lambda _: budget.release())  # finished, failed or cancelled
                     running.add(task)
+                    numbers[task], sent = sent, sent + 1
                 if step is not None and step in finished:
                     item, step = step.result(), None  # AudioError: the file broke part-way
                     if item is None:
@@ -365,22 +403,20 @@ class Decoder:
                         lines.append(progress([]))
                     else:
                         ready.append(item)
-                for task in finished & running:
+                done_windows = finished & running
+                for task in done_windows:
                     running.discard(task)
                     seconds, window_pieces = task.result()
                     last_done = time.perf_counter()
                     pieces += window_pieces
                     done_speech += seconds
-                    # This window's text on the original timeline (stitch shifts in place: give it copies).
-                    partial = [
-                        {"start": s["start"], "end": s["end"], "text": s["text"]}
-                        for s in stitch(copy.deepcopy(window_pieces), source.windows.speech)
-                    ]
-                    lines.append(progress(partial))
+                    held[numbers.pop(task)] = window_pieces
+                if done_windows:
+                    lines.append(progress(release()))
                 for line in lines:
                     if line is not None:
                         yield line
-            segments = stitch(pieces, source.windows.speech)
+            assert not held and released == sent, "a window finished without its segments being sent"
         except AudioError as exc:  # found while decoding: the input's fault, not worth a retry
             yield json.dumps({"event": "error", "code": exc.code, "message": exc.message, "status": exc.status}) + "\n"
             return
@@ -407,7 +443,7 @@ class Decoder:
             self.reporter.add(source.decode_s + source.vad_s, batches=1, windows=len(pieces))
         done = time.perf_counter()
         transcript = {
-            "text": " ".join(s["text"] for s in segments),
+            "text": transcript_text(segments),
             "language": lang,  # None when auto-detection found no speech to detect from
             "language_probability": probability,
             "duration": round(source.seconds, 3),

@@ -1,4 +1,5 @@
-"""The CTranslate2 engine: faster-whisper's model and its batched decoding, one window per batch row."""
+"""The CTranslate2 engine: faster-whisper's model and its batched decoding (as `BatchedInferencePipeline`),
+one window per batch row."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import (
-    BatchedInferencePipeline,
     TranscriptionOptions,
     get_compression_ratio,
     get_suppressed_tokens,
@@ -19,6 +19,7 @@ from faster_whisper.transcribe import (
 
 from service.inference.convert import cache_folder
 from service.inference.models import ModelFiles
+from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
 from service.inference.types import DecodeOptions, Segment, WindowResult, Word
 
@@ -62,7 +63,6 @@ class CTranslate2Engine:
             compute_type = "float16" if device == "cuda" else "int8"
         threads = cpu_threads or os.cpu_count() or 1
         self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads)
-        self.pipeline = BatchedInferencePipeline(self.model)
         self.model_name = files.name
         self.multilingual = bool(self.model.model.is_multilingual)
         self.device = device
@@ -88,7 +88,7 @@ class CTranslate2Engine:
             condition_on_previous_text=False,
             prompt_reset_on_temperature=0.5,
             temperatures=[options.temperature],
-            initial_prompt=options.initial_prompt,
+            initial_prompt=None,  # in the prompt (`prompt`)
             prefix=None,
             suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
@@ -101,7 +101,7 @@ class CTranslate2Engine:
             max_new_tokens=None,
             clip_timestamps="0",
             hallucination_silence_threshold=None,
-            hotwords=None,
+            hotwords=None,  # in the prompt (`prompt`)
         )
 
     def transcribe_batch(self, windows: list[np.ndarray], options: DecodeOptions) -> list[WindowResult]:
@@ -114,42 +114,88 @@ class CTranslate2Engine:
         features = np.stack([pad_or_trim(extract(w)[..., :-1]) for w in windows])
         durations = [w.shape[0] / extract.sampling_rate for w in windows]
         opts = self._options(tokenizer, options)
-        encoder_output, outputs = self.pipeline.generate_segment_batched(features, tokenizer, opts)
+        encoder_output, outputs = self._generate(features, tokenizer, opts, self.prompt(tokenizer, options))
         segmented = [self._split(tokenizer, output, duration) for output, duration in zip(outputs, durations)]
         if options.word_timestamps:
             sizes = [int(ceil(d) * self.model.frames_per_second) for d in durations]
             self.model.add_word_timestamps(
                 segmented, tokenizer, encoder_output, sizes, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0
             )
-        return [self._window_result(segments, duration) for segments, duration in zip(segmented, durations)]
+        return [
+            self._window_result(tokenizer, segments, output, duration, options.temperature)
+            for segments, output, duration in zip(segmented, outputs, durations)
+        ]
+
+    @staticmethod
+    def prompt(tokenizer: Tokenizer, options: DecodeOptions) -> list[int]:
+        """The decoder's prompt: [<|startofprev|> hotwords + previous text] + the start-of-transcript sequence."""
+        text = prompt_tokens(tokenizer.encode, tokenizer.eot, options.hotwords, options.initial_prompt)
+        return ([tokenizer.sot_prev, *text] if text else []) + list(tokenizer.sot_sequence)
+
+    def _generate(
+        self, features: np.ndarray, tokenizer: Tokenizer, options: TranscriptionOptions, prompt: list[int]
+    ) -> tuple[object, list[dict]]:
+        """`BatchedInferencePipeline.generate_segment_batched` with our prompt (`prompting.py`), and sampling
+        (one sample, no beams) when the temperature is above 0, as faster-whisper's sequential decoding does."""
+        encoder_output = self.model.encode(features)
+        temperature = options.temperatures[0]
+        sampling = {"beam_size": options.beam_size, "patience": options.patience}
+        if temperature > 0:
+            sampling = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
+        results = self.model.model.generate(
+            encoder_output,
+            [list(prompt) for _ in range(features.shape[0])],
+            length_penalty=options.length_penalty,
+            max_length=self.model.max_length,
+            suppress_blank=options.suppress_blank,
+            suppress_tokens=options.suppress_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+            repetition_penalty=options.repetition_penalty,
+            no_repeat_ngram_size=options.no_repeat_ngram_size,
+            **sampling,
+        )
+        outputs = []
+        for result in results:
+            seq_len = len(result.sequences_ids[0])
+            cum_logprob = result.scores[0] * (seq_len**options.length_penalty)
+            outputs.append(
+                {
+                    "avg_logprob": cum_logprob / (seq_len + 1),
+                    "no_speech_prob": result.no_speech_prob,
+                    "tokens": result.sequences_ids[0],
+                }
+            )
+        return encoder_output, outputs
 
     @staticmethod
     def _split(tokenizer: Tokenizer, output: dict, duration: float) -> list[dict]:
         """faster-whisper's segment dicts, cut with the shared splitter (keeps a window's unclosed tail)."""
         segments = []
         for span in split_at_timestamps(output["tokens"], tokenizer.timestamp_begin, tokenizer.eot, duration):
-            text = tokenizer.decode(span.tokens)
             segments.append(
                 {
-                    "text": text,
+                    "text": tokenizer.decode(span.tokens),
                     "tokens": span.tokens,
                     "start": span.start,
                     "end": span.end,
                     "seek": 0,
-                    "avg_logprob": output["avg_logprob"],
-                    "no_speech_prob": output["no_speech_prob"],
-                    "compression_ratio": get_compression_ratio(text),
                 }
             )
         return segments
 
     @staticmethod
-    def _window_result(segments: list[dict], duration: float) -> WindowResult:
-        result = WindowResult()
+    def _window_result(
+        tokenizer: Tokenizer, segments: list[dict], output: dict, duration: float, temperature: float
+    ) -> WindowResult:
+        text = tokenizer.decode([t for seg in segments for t in seg["tokens"]])
+        result = WindowResult(
+            avg_logprob=float(output["avg_logprob"]),
+            no_speech_prob=float(output["no_speech_prob"]),
+            compression_ratio=get_compression_ratio(text) if text else None,
+            temperature=temperature,
+        )
         for seg in segments:
-            result.avg_logprob = float(seg["avg_logprob"])
-            result.no_speech_prob = float(seg["no_speech_prob"])
-            result.compression_ratio = max(result.compression_ratio or 0.0, float(seg["compression_ratio"]))
             words = None
             if "words" in seg:
                 words = [
@@ -158,5 +204,5 @@ class CTranslate2Engine:
                 ]
             start = min(float(seg["start"]), duration)
             end = min(max(float(seg["end"]), start), duration)
-            result.segments.append(Segment(start, end, seg["text"], words))
+            result.segments.append(Segment(start, end, seg["text"], words, list(seg["tokens"])))
         return result

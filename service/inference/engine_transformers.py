@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from service.inference.alignment import SECONDS_PER_TOKEN, Aligned, WordAligner, attach_words
 from service.inference.convert import LOAD_LOCK, ensure_hf_checkpoint
 from service.inference.models import ModelFiles
+from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
 from service.inference.types import DecodeOptions, Segment, WindowResult
 
@@ -138,13 +139,14 @@ class TransformersEngine:
             if words is not None:
                 attach_words(located, words[i], durations[i])
             segments = [segment for segment, _ in located]
-            text = "".join(s.text for s in segments)
+            text = self.tokenizer.decode([t for s in segments for t in s.tokens])
             results.append(
                 WindowResult(
                     segments=segments,
                     avg_logprob=avg_logprobs[i],
                     no_speech_prob=no_speech_probs[i],
                     compression_ratio=_compression_ratio(text),
+                    temperature=options.temperature,
                 )
             )
         return results
@@ -182,10 +184,8 @@ class TransformersEngine:
             kwargs["task"] = options.task
         elif options.language not in ("en", "") or options.task == "translate":
             log.warning("%s is English-only: decoding English transcription", self.model_name)
-        if options.initial_prompt:
-            text_ids = self.tokenizer(" " + options.initial_prompt.strip(), add_special_tokens=False).input_ids
-            text_ids = [t for t in text_ids if t < self.eot]  # no special tokens smuggled in through text
-            prompt = [self.prev_sot] + text_ids[-(self.model.config.max_target_positions // 2 - 1) :]
+        prompt = self.prompt_ids(options)
+        if prompt:
             kwargs["prompt_ids"] = torch.tensor(prompt, device=self.device)
         window_end = _WindowEnd(durations, self.timestamp_begin, self.eot, self.max_frames, self.device)
         # generate expands encoder outputs for beam search *in place*: hand it a fresh container
@@ -194,6 +194,15 @@ class TransformersEngine:
             encoder_outputs=encoder_outputs, logits_processor=LogitsProcessorList([window_end]), **kwargs
         )
         return out if isinstance(out, torch.Tensor) else out["sequences"]
+
+    def prompt_ids(self, options: DecodeOptions) -> list[int]:
+        """<|startofprev|> + hotwords + the previous text's last tokens (`prompting.py`), or [] without either."""
+
+        def encode(text: str) -> list[int]:
+            return self.tokenizer(text, add_special_tokens=False, verbose=False).input_ids
+
+        text = prompt_tokens(encode, self.eot, options.hotwords, options.initial_prompt)
+        return [self.prev_sot, *text] if text else []
 
     def _prefix_length(self, row: list[int]) -> int:
         """Tokens before the first generated one: optional prompt, <|startoftranscript|>, language, task."""
@@ -241,7 +250,7 @@ class TransformersEngine:
         for span in split_at_timestamps(tokens, self.timestamp_begin, self.eot, duration):
             text = self.tokenizer.decode(span.tokens)
             if text.strip():
-                out.append((Segment(start=span.start, end=span.end, text=text), span.offset))
+                out.append((Segment(start=span.start, end=span.end, text=text, tokens=list(span.tokens)), span.offset))
         return out
 
     # ------------------------------------------------------------------------------------------ words
@@ -307,5 +316,6 @@ def _generated_tokens(row: list[int], prefix: int, eot: int) -> list[int]:
 
 
 def _compression_ratio(text: str) -> float | None:
+    """faster-whisper's `get_compression_ratio` (zlib), None for no text."""
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else None

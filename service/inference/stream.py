@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from faster_whisper.vad import VadOptions
+
 from service.audio import BLOCK_SAMPLES, AudioInfo, AudioReader
 from service.inference.windows import Window, WindowStream
 
@@ -54,11 +56,19 @@ class Tick:
 class WindowSource:
     """Blocking side: open the file, then `items()` yields windows and a `Tick` after every block."""
 
-    def __init__(self, path: Path, *, vad: bool, max_seconds: float | None, block_samples: int = BLOCK_SAMPLES) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        vad: bool,
+        max_seconds: float | None,
+        block_samples: int = BLOCK_SAMPLES,
+        vad_options: VadOptions | None = None,
+    ) -> None:
         self.path = path
         self.block_samples = block_samples
         self.max_seconds = max_seconds
-        self.windows = WindowStream(vad)
+        self.windows = WindowStream(vad, vad_options)
         self.reader: AudioReader | None = None
         self.decode_s = 0.0  # time spent decoding (PyAV + resampling)
         self.vad_s = 0.0  # ... and in VAD + cutting

@@ -18,8 +18,9 @@ class DecodeOptions:
     task: Task = "transcribe"
     word_timestamps: bool = False
     beam_size: int = 5
-    initial_prompt: str | None = None
+    initial_prompt: str | None = None  # previous text: the engines keep its last tokens (`prompting.py`)
     temperature: float = 0.0
+    hotwords: str | None = None  # words or phrases to bias decoding, before the previous text (faster-whisper's)
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Segment:
     end: float
     text: str
     words: list[Word] | None = None
+    tokens: list[int] = field(default_factory=list)  # its text token ids (no special or timestamp tokens)
 
 
 @dataclass
@@ -47,7 +49,8 @@ class WindowResult:
     segments: list[Segment] = field(default_factory=list)
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
-    compression_ratio: float | None = None
+    compression_ratio: float | None = None  # of the window's whole decoded text (Whisper's own measure)
+    temperature: float | None = None  # the sampling temperature it was decoded at
     node: str | None = None  # the Ray node whose replica decoded it (set by the Whisper deployment)
 
 

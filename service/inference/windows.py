@@ -7,11 +7,18 @@ so a job's memory does not grow with its length."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 from faster_whisper.transcribe import restore_speech_timestamps
-from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps, get_vad_model
+from faster_whisper.vad import (
+    SpeechTimestampsMap,
+    VadOptions,
+    collect_chunks,
+    get_speech_timestamps,
+    get_vad_model,
+)
 
 from service.audio import SAMPLE_RATE
 from service.inference.types import Segment, WindowResult
@@ -39,18 +46,33 @@ class Windows:
         return sum(w.shape[0] for w in self.audio) / SAMPLE_RATE
 
 
-def vad_options() -> VadOptions:
-    return VadOptions(max_speech_duration_s=WINDOW_SECONDS, min_silence_duration_ms=160)
+# The service's Silero VAD defaults; a request may set the first three (`vad_options`).
+VAD_THRESHOLD = 0.5
+VAD_MIN_SILENCE_MS = 160
+VAD_SPEECH_PAD_MS = 400
 
 
-def cut(audio: np.ndarray, vad: bool) -> Windows:
-    """Split into windows of at most 30 s: speech-only windows with VAD, fixed windows without."""
+def vad_options(
+    threshold: float | None = None, min_silence_ms: int | None = None, speech_pad_ms: int | None = None
+) -> VadOptions:
+    """faster-whisper's VadOptions for cutting ≤ 30 s windows; a None keeps the service's default."""
+    return VadOptions(
+        threshold=VAD_THRESHOLD if threshold is None else threshold,
+        min_silence_duration_ms=VAD_MIN_SILENCE_MS if min_silence_ms is None else min_silence_ms,
+        speech_pad_ms=VAD_SPEECH_PAD_MS if speech_pad_ms is None else speech_pad_ms,
+        max_speech_duration_s=WINDOW_SECONDS,
+    )
+
+
+def cut(audio: np.ndarray, vad: bool, options: VadOptions | None = None) -> Windows:
+    """Split into windows of at most 30 s: speech-only windows with VAD (`options`, else the defaults), fixed
+    windows without."""
     if not vad:
         step = WINDOW_SECONDS * SAMPLE_RATE
         starts = range(0, audio.shape[0], step)
         chunks = [audio[s : s + step] for s in starts]
         return Windows([c for c in chunks if c.size], [s / SAMPLE_RATE for s in starts], None)
-    options = vad_options()
+    options = options or vad_options()
     speech = get_speech_timestamps(audio, options)
     if not speech:
         return Windows([], [], [])
@@ -225,11 +247,11 @@ class WindowStream:
     windows (audio and offsets) `cut` makes of the whole array. `speech` grows with the VAD spans found (None
     without VAD), for `stitch`; `seconds` is the audio handed out in windows."""
 
-    def __init__(self, vad: bool) -> None:
+    def __init__(self, vad: bool, options: VadOptions | None = None) -> None:
         self.vad = vad
         self.speech: list[dict] | None = [] if vad else None
         self.seconds = 0.0
-        self._spans = SpeechSpans(vad_options()) if vad else None
+        self._spans = SpeechSpans(options or vad_options()) if vad else None
         self._buffer = np.zeros(0, np.float32)  # fed audio from sample `_buffer_start` on
         self._buffer_start = 0
         self._parts: list[np.ndarray] = []  # the window being filled
@@ -314,12 +336,19 @@ def tail_start(audio: np.ndarray, result: WindowResult) -> float | None:
 
 
 def stitch(pieces: list[tuple[float, WindowResult]], speech: list[dict] | None) -> list[dict]:
-    """Shift window-relative times by each piece's offset, undo the VAD cut, drop silent windows."""
-    segments: list[Segment] = []
-    scores: list[tuple[float | None, float | None]] = []
+    """Shift window-relative times by each piece's offset, undo the VAD cut, drop silent windows.
+
+    Each segment gets Whisper's fields as OpenAI's verbose_json has them: `text` with Whisper's leading space,
+    its text `tokens`, `seek` (where its piece of audio starts on the original timeline, in 10 ms frames),
+    the `temperature` it was decoded at, and its window's `avg_logprob`, `compression_ratio` (of the window's
+    whole text, as Whisper measures it) and `no_speech_prob`. Pieces of disjoint stretches of audio stitch
+    independently: the segments of several calls, in the order of their pieces, are those of one call."""
+    spans = SpeechTimestampsMap(speech, SAMPLE_RATE) if speech else None
+    kept: list[tuple[Segment, int, WindowResult]] = []
     for offset, result in sorted(pieces, key=lambda piece: piece[0]):
         if is_hallucination(result):
             continue
+        seek = round((spans.get_original_time(offset) if spans is not None else offset) * 100)
         for seg in result.segments:
             if not seg.text.strip():
                 continue
@@ -328,21 +357,25 @@ def stitch(pieces: list[tuple[float, WindowResult]], speech: list[dict] | None) 
             for word in seg.words or []:
                 word.start += offset
                 word.end += offset
-            segments.append(seg)
-            scores.append((result.avg_logprob, result.no_speech_prob))
+            kept.append((seg, seek, result))
+    segments = [seg for seg, _, _ in kept]
     if speech:
         segments = list(restore_speech_timestamps(segments, speech, SAMPLE_RATE))
     out = []
-    for seg, (avg_logprob, no_speech_prob) in zip(segments, scores):
+    for seg, (_, seek, result) in zip(segments, kept):
         item: dict = {
             "start": round(seg.start, 3),
             "end": round(max(seg.end, seg.start), 3),
-            "text": seg.text.strip(),
+            "text": spaced(seg.text),
+            "tokens": list(seg.tokens),
+            "seek": seek,
         }
-        if avg_logprob is not None:
-            item["avg_logprob"] = round(avg_logprob, 4)
-        if no_speech_prob is not None:
-            item["no_speech_prob"] = round(no_speech_prob, 4)
+        if result.temperature is not None:
+            item["temperature"] = result.temperature
+        for key in ("avg_logprob", "compression_ratio", "no_speech_prob"):
+            value = getattr(result, key)
+            if value is not None:
+                item[key] = round(value, 4)
         if seg.words is not None:
             item["words"] = [
                 {
@@ -355,3 +388,20 @@ def stitch(pieces: list[tuple[float, WindowResult]], speech: list[dict] | None) 
             ]
         out.append(item)
     return out
+
+
+def spaced(text: str) -> str:
+    """A segment's text as Whisper writes it: one leading space before its words, none after them. A text
+    decoded without one gets it too, unless it starts with a wide (CJK) character: segments then join by plain
+    concatenation (`transcript_text`) in every script."""
+    body = text.strip()
+    if not body:
+        return ""
+    if text[0].isspace() or unicodedata.east_asian_width(body[0]) not in ("W", "F"):
+        return " " + body
+    return body
+
+
+def transcript_text(segments: list[dict]) -> str:
+    """The transcript's text: its segments' texts concatenated (each brings its own leading space), stripped."""
+    return "".join(s["text"] for s in segments).strip()
