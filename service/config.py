@@ -239,6 +239,12 @@ class Settings(BaseSettings):
     openai_max_wait_s: float = Field(
         3600.0, gt=0, description="longest /v1/audio/* waits for its job; then the job link (202, or in the body)"
     )
+    openai_disconnect_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="a /v1/audio/* job whose client went away before its result is cancelled once no other "
+        "request (an SDK retry) has waited on it for this long; not with `X-Keep-Job: true` or `Idempotency-Key`",
+    )
 
     @property
     def effective_translate_method(self) -> TranslateMethod:

@@ -1,7 +1,9 @@
 """Render a transcript (the dict the Whisper app returns) as json, verbose_json, text, srt or vtt.
 
 A leaf module. A transcript is `{"text", "language", "duration", "segments": [{"start", "end", "text",
-"avg_logprob"?, "no_speech_prob"?, "words"?: [{"word", "start", "end", "probability"}]}]}`.
+"seek"?, "tokens"?, "temperature"?, "avg_logprob"?, "compression_ratio"?, "no_speech_prob"?, "words"?: [{"word",
+"start", "end", "probability"}]}]}`. A segment's `text` keeps Whisper's leading space (as OpenAI's verbose_json
+has it); every other format strips it per cue, line or segment.
 """
 
 from __future__ import annotations
@@ -63,17 +65,27 @@ def to_json(transcript: dict[str, Any]) -> dict[str, Any]:
         "text": transcript.get("text", ""),
         "language": transcript.get("language"),
         "duration": transcript.get("duration"),
-        "segments": [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in transcript.get("segments", [])],
+        "segments": [
+            {"start": s["start"], "end": s["end"], "text": s["text"].strip()} for s in transcript.get("segments", [])
+        ],
     }
 
 
+SEGMENT_FIELDS = ("tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob", "words")
+
+
 def to_verbose_json(transcript: dict[str, Any], task: str = "transcribe") -> dict[str, Any]:
-    """OpenAI's verbose_json shape: segments with ids and scores, plus a flat `words` list when present."""
+    """OpenAI's verbose_json shape: segments with ids, Whisper's fields as the transcript has them (OpenAI's
+    order: id, seek, start, end, text, tokens, temperature, avg_logprob, compression_ratio, no_speech_prob),
+    plus a flat `words` list when present."""
     segments = []
     words: list[dict[str, Any]] = []
     for i, seg in enumerate(transcript.get("segments", [])):
-        out = {"id": i, "start": seg["start"], "end": seg["end"], "text": seg["text"]}
-        for key in ("avg_logprob", "no_speech_prob", "compression_ratio", "words"):
+        out: dict[str, Any] = {"id": i}
+        if "seek" in seg:
+            out["seek"] = seg["seek"]
+        out.update(start=seg["start"], end=seg["end"], text=seg["text"])
+        for key in SEGMENT_FIELDS:
             if key in seg:
                 out[key] = seg[key]
         words.extend(seg.get("words", []))

@@ -12,9 +12,18 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from service.api import routes_batches, routes_functions, routes_health, routes_jobs, routes_openai, routes_web
+from service.api import (
+    openai_models,
+    routes_batches,
+    routes_functions,
+    routes_health,
+    routes_jobs,
+    routes_openai,
+    routes_web,
+)
 from service.api.errors import RequestContext, install_error_handlers
 from service.api.function_batches import FunctionBatches
+from service.api.openai_retries import Attachments
 from service.config import Settings, get_settings
 from service.inference.client import InferenceClient
 from service.jobs.dispatcher import Dispatcher
@@ -73,6 +82,8 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
         app.state.stages = stages
         app.state.function_batches = FunctionBatches(settings.data_dir / "function-batches")
         app.state.function_batches.sweep()
+        # OpenAI-compatible requests waiting on jobs: a job whose client went away is cancelled after a grace
+        app.state.openai_attachments = Attachments(app.state, settings.openai_disconnect_grace_s)
         await dispatcher.start()
         log.info(
             "gateway up; Ray Serve app at %s; %s store; translation by %s",
@@ -83,6 +94,7 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
         try:
             yield
         finally:
+            await app.state.openai_attachments.close()
             await dispatcher.stop(drain_s=settings.drain_timeout_s)
             await client.close()
             await store.close()
@@ -110,6 +122,7 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
     app.include_router(routes_openai.router)
+    app.include_router(openai_models.router)
     app.include_router(routes_batches.router)
     app.include_router(routes_functions.router)
     app.include_router(routes_web.router)

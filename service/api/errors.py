@@ -1,4 +1,5 @@
-"""One error body everywhere: `{"error": {"code", "message", "request_id"}}`."""
+"""One error body everywhere: `{"error": {"code", "message", "request_id"}}`; on the OpenAI-compatible routes
+(`/v1/audio/*`, `/v1/models*`) OpenAI's envelope and statuses instead (openai_errors.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api import openai_errors
 from service.api.callers import DOOR, FUNCTIONS_DOOR, PUBLIC_DOOR, ROLE_HEADER, USER_HEADER
 from service.audio import AudioError
 from service.metrics import Metrics
@@ -25,6 +27,7 @@ from service.storage.sources import SourceError
 
 log = logging.getLogger("spcs_whisper.api")
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+openai_route_var: ContextVar[bool] = ContextVar("openai_route", default=False)  # errors in OpenAI's envelope
 
 HTTP_CODES = {
     400: "bad_request",
@@ -48,11 +51,16 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id_var.get()}
-    body.update(details)
     headers = {}  # x-request-id is added by RequestContext to every response
     if status in (429, 503) or "retry_after" in details:
         headers["retry-after"] = str(details.get("retry_after", 5))
+    if openai_route_var.get():
+        extra = {"request_id": request_id_var.get(), **details}
+        sent, envelope = openai_errors.envelope(status, code, message, **extra)
+        headers.update(openai_errors.headers_for(sent, code))
+        return JSONResponse(envelope, status_code=sent, headers=headers)
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id_var.get()}
+    body.update(details)
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
@@ -212,6 +220,7 @@ class RequestContext:
         headers = dict(scope["headers"])
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
         request_id_var.set(rid)
+        openai_route_var.set(openai_errors.is_openai_path(scope["path"]))
         scope[DOOR] = _door(scope, self.functions_port)
         limit, read_timeout = self.max_body_bytes, self.read_timeout_s
         too_large = f"the upload exceeds the limit of {self.limit_mb:g} MB"

@@ -13,15 +13,17 @@ waited `openai_keepalive_s`, then a line feed every `openai_keepalive_s` until t
 
 Once the 200 is sent the status cannot change: a job that fails (or outlives `openai_max_wait_s`) ends the
 body with an OpenAI-style error object, `{"error": {"message", "type", "param", "code", "status", "job_id",
-...}}`, where `status` is the HTTP status it would have had: the whole body for json formats (after the
-whitespace), its last line for text and srt, and a `NOTE` comment block for vtt (the file stays valid WebVTT
-and has no cues).
+...}}`, where `status` is the HTTP status it would have had (as OpenAI answers it: a bad file is 400): the
+whole body for json formats (after the whitespace), its last line for text and srt, and a `NOTE` comment block
+for vtt (the file stays valid WebVTT and has no cues).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from service.api import openai_errors
 
 KEEPALIVE = "\n"
 VTT_HEADER = "WEBVTT\n"
@@ -42,9 +44,11 @@ def remainder(fmt: str, body: str) -> str:
 
 
 def error_object(status: int, code: str, message: str, **details: Any) -> dict[str, Any]:
-    """OpenAI's error shape (`message`, `type`, `param`, `code`) plus the status it stands for and details."""
-    kind = "invalid_request_error" if 400 <= status < 500 else "server_error"
-    return {"error": {"message": message, "type": kind, "param": None, "code": code, "status": status, **details}}
+    """OpenAI's error envelope (`message`, `type`, `param`, `code`: openai_errors.py) plus the status it stands
+    for, as OpenAI would have answered it (a bad file is 400), and details."""
+    sent, body = openai_errors.envelope(status, code, message, **details)
+    body["error"]["status"] = sent
+    return body
 
 
 def error_tail(fmt: str, error: dict[str, Any]) -> str:

@@ -2,11 +2,21 @@
 
 The official `openai` client works unchanged with `base_url` pointed here. Each request is a regular job
 (durable, visible under /v1/jobs, `x-job-id` header) that the request waits for, up to `openai_max_wait_s`.
-A request still waiting after `openai_keepalive_s` gets its 200 and headers then, and keep-alive whitespace
-until the body: SPCS ingress closes connections idle for 90 s (keepalive.py has the framing per format and
-the documentation link). Past `openai_max_wait_s` the answer is the job link, never a lost job: 202 with
-`Location` while no header was sent, else an error object in the body. A client that goes away does not stop
-the job; a retry with the same `Idempotency-Key` header waits on the same job instead of adding one.
+
+- Fields: every documented one of OpenAI's API (file, model, language, prompt, response_format, temperature,
+  timestamp_granularities[], stream, include[], chunking_strategy, known_speaker_names[],
+  known_speaker_references[], and the newer keywords[] and languages[]), and the extras of other Whisper servers
+  (`hotwords`, `vad_filter`, `vad_parameters`). Unknown fields are ignored and their names logged. Objects
+  (chunking_strategy, vad_parameters) come as JSON text or as the client's `name[key]` fields.
+- Errors: OpenAI's envelope and statuses (openai_errors.py): a bad file or parameter is 400.
+- A request still waiting after `openai_keepalive_s` gets its 200 and headers then, and keep-alive whitespace
+  until the body: SPCS ingress closes connections idle for 90 s (keepalive.py has the framing per format and the
+  documentation link). Past `openai_max_wait_s` the answer is the job link, never a lost job: 202 with `Location`
+  while no header was sent, else an error object in the body.
+- `stream=true`: server-sent events as the segments become final (openai_stream.py).
+- Retries: a request without `Idempotency-Key` gets an implicit one, so the official client's retry of a timed-out
+  upload waits on the first job; a job whose client went away is cancelled after a grace period unless a retry
+  attached or the client asked to keep it (openai_retries.py).
 """
 
 from __future__ import annotations
@@ -14,21 +24,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from service import audio
-from service.api import keepalive
+from service.api import keepalive, openai_stream
 from service.api.admission import accept
+from service.api.callers import caller
 from service.api.errors import ApiError, request_id_var
 from service.api.intake import JobOptions, multipart, multipart_body, validated
+from service.api.openai_retries import attachments, file_digest, implicit_key, keeps_job
+from service.api.openai_stream import AttachedStream, error_details, failure, links, still_running, usage
 from service.api.schemas import JobView
 from service.formats import FORMATS, render, to_verbose_json
-from service.jobs.model import Job, JobStatus
+from service.jobs.model import Job
 from service.languages import language_name
 
 log = logging.getLogger("spcs_whisper.api")
@@ -39,55 +52,224 @@ FORM_SCHEMA = multipart_body(
     {
         "model": {"type": "string", "example": "whisper-1"},
         "language": {"type": "string"},
-        "prompt": {"type": "string"},
+        "prompt": {"type": "string", "maxLength": 16000, "description": "its last 223 tokens are used"},
         "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
         "temperature": {"type": "number", "minimum": 0, "maximum": 1},
         "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
+        "stream": {"type": "boolean", "description": "server-sent events: transcript.text.delta, then .done"},
+        "include[]": {"type": "array", "items": {"type": "string"}, "description": "accepted; logprobs unavailable"},
+        "chunking_strategy": {
+            "type": "string",
+            "description": '"auto", or JSON {"type": "server_vad", "threshold", "prefix_padding_ms", '
+            '"silence_duration_ms"}: the VAD cut\'s settings',
+        },
+        "known_speaker_names[]": {"type": "array", "items": {"type": "string"}, "description": "accepted, unused"},
+        "known_speaker_references[]": {"type": "array", "items": {"type": "string"}, "description": "accepted, unused"},
+        "hotwords": {"type": "string", "maxLength": 1000},
+        "vad_filter": {"type": "boolean"},
+        "vad_parameters": {
+            "type": "string",
+            "description": 'JSON {"threshold", "min_silence_duration_ms", "speech_pad_ms"}',
+        },
     },
 )
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "the transcript; a request that waited `openai_keepalive_s` gets it after keep-alive "
-        "whitespace, or an error object if the job then fails (see the README)"
+        "whitespace, or an error object if the job then fails (see the README); `stream=true`: server-sent events",
+        "content": {openai_stream.EVENT_STREAM: {}},
     },
     202: {"description": "still running after `openai_max_wait_s`, no keep-alive begun: the job, `Location` its URL"},
+    400: {"description": "a bad file or parameter, in OpenAI's error envelope"},
 }
-AUDIO_ERROR_STATUS = {
-    cls.code: cls.status
-    for cls in (audio.EmptyAudio, audio.UnsupportedMedia, audio.NoAudioTrack, audio.CorruptAudio, audio.AudioTooLong)
-}
+NESTED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]{0,63})\[([A-Za-z_][A-Za-z0-9_]{0,63})\]$")
+LIST_FIELDS = (
+    "timestamp_granularities",
+    "include",
+    "known_speaker_names",
+    "known_speaker_references",
+    "keywords",
+    "languages",
+)
+
+
+class ServerVad(BaseModel):
+    """OpenAI's `chunking_strategy` object: the VAD that cuts the audio, with its settings."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["server_vad"]
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=2000)
+    silence_duration_ms: int | None = Field(None, ge=0, le=10_000)
+
+
+class VadParameters(BaseModel):
+    """faster-whisper's `vad_parameters` (as speaches and faster-whisper-server take them); others ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    min_silence_duration_ms: int | None = Field(None, ge=0, le=10_000)
+    speech_pad_ms: int | None = Field(None, ge=0, le=2000)
 
 
 class OpenAIForm(BaseModel):
-    """OpenAI's form fields, named and typed as its API documents them."""
+    """OpenAI's form fields, named and typed as its API documents them, and the peers' extras; others ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     model: str = Field(..., min_length=1)
     language: str | None = None
-    prompt: str | None = Field(None, max_length=2000)
+    prompt: str | None = Field(None, max_length=16_000)
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=lambda: ["segment"])
+    stream: bool = False
+    include: list[str] = Field(default_factory=list)  # logprobs: accepted, not available from this service
+    chunking_strategy: Literal["auto"] | ServerVad | None = None
+    known_speaker_names: list[str] = Field(default_factory=list)  # accepted, unused: no diarization
+    known_speaker_references: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)  # words to guide decoding: the hotwords unless those are set
+    languages: list[str] = Field(default_factory=list)  # one: the language, unless `language` is set
+    hotwords: str | None = Field(None, max_length=1000)
+    vad_filter: bool | None = None
+    vad_parameters: VadParameters | None = None
+
+
+def _object_field(name: str, value: Any, model: type[BaseModel]) -> Any:
+    """An object field as JSON text (curl) or as `name[key]` fields (the official client), validated as `model`;
+    `chunking_strategy` may also be "auto". Errors name the field as `name.key`."""
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if name == "chunking_strategy" and text == "auto":
+            return text
+        try:
+            value = json.loads(text)
+        except ValueError:
+            expected = '"auto" or a JSON object' if name == "chunking_strategy" else "a JSON object"
+            raise ApiError(400, "invalid_parameter", f"`{name}` must be {expected}", param=name) from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_parameter", f"`{name}` must be an object", param=name)
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems = [{"field": ".".join([name, *(str(p) for p in e["loc"])]), "problem": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        raise ApiError(422, "validation_error", f"invalid fields: {summary}", fields=problems) from None
+
+
+def _grouped(fields: dict[str, str | list[str]]) -> dict[str, Any]:
+    """The form's fields with `name[key]` parts gathered into objects and single values of list fields listed."""
+    grouped: dict[str, Any] = {}
+    for key, value in fields.items():
+        if match := NESTED.match(key):
+            target = grouped.setdefault(match[1], {})
+            if isinstance(target, dict):
+                target[match[2]] = value
+        elif not isinstance(grouped.get(key), dict):
+            grouped[key] = value
+    for name in LIST_FIELDS:
+        if isinstance(grouped.get(name), str):
+            grouped[name] = [grouped[name]]
+    for name, model in (("chunking_strategy", ServerVad), ("vad_parameters", VadParameters)):
+        if name in grouped:
+            grouped[name] = _object_field(name, grouped[name], model)
+    return grouped
+
+
+def _form(fields: dict[str, str | list[str]]) -> OpenAIForm:
+    grouped = _grouped(fields)
+    unknown = sorted(set(grouped) - set(OpenAIForm.model_fields))
+    if unknown:
+        log.info("OpenAI-compatible request: unknown fields ignored: %s", ", ".join(repr(n[:64]) for n in unknown[:20]))
+    return validated(OpenAIForm, grouped)
+
+
+def _vad_options(form: OpenAIForm) -> dict[str, Any]:
+    """chunking_strategy (`server_vad`: threshold, prefix_padding_ms, silence_duration_ms) and the peers'
+    vad_filter / vad_parameters, as the job's VAD options; "auto" is the service's own VAD."""
+    options: dict[str, Any] = {}
+    strategy = form.chunking_strategy
+    if isinstance(strategy, ServerVad):
+        options["vad_filter"] = True
+        options["vad_threshold"] = strategy.threshold
+        options["vad_speech_pad_ms"] = strategy.prefix_padding_ms
+        options["vad_min_silence_ms"] = strategy.silence_duration_ms
+    if form.vad_filter is not None:
+        options["vad_filter"] = form.vad_filter
+    if parameters := form.vad_parameters:
+        for name, value in (
+            ("vad_threshold", parameters.threshold),
+            ("vad_min_silence_ms", parameters.min_silence_duration_ms),
+            ("vad_speech_pad_ms", parameters.speech_pad_ms),
+        ):
+            if value is not None:
+                options[name] = value
+    return {name: value for name, value in options.items() if value is not None}
+
+
+def _options(form: OpenAIForm, task: Literal["transcribe", "translate"], key: str | None) -> JobOptions:
+    language = form.language or (form.languages[0] if len(form.languages) == 1 else None)
+    keywords = ", ".join(k.strip() for k in form.keywords if k.strip())
+    return validated(
+        JobOptions,
+        {
+            "language": language,
+            "task": task,
+            "word_timestamps": "word" in form.timestamp_granularities,
+            "model": form.model,
+            "prompt": form.prompt,
+            "temperature": form.temperature,
+            "hotwords": form.hotwords or keywords[:1000] or None,
+            **_vad_options(form),
+            "idempotency_key": key,
+        },
+    )
+
+
+def _language(transcript: dict[str, Any], job: Job) -> str:
+    """The language's name, never null: English for a translation, and when nothing was detected (Whisper then
+    decodes as English)."""
+    if job.task == "translate":
+        return "english"
+    return language_name(transcript.get("language") or job.language) or "english"
 
 
 def _verbose(transcript: dict[str, Any], job: Job, words: bool) -> dict[str, Any]:
+    """OpenAI's verbose_json with the transcript's real per-segment values; defaults only where absent."""
     body = to_verbose_json(transcript, job.task)
-    body["language"] = language_name(transcript.get("language"))
+    body["language"] = _language(transcript, job)
+    body["language_probability"] = transcript.get("language_probability")
+    body["duration"] = transcript.get("duration") or 0.0
+    segments = []
     for segment in body["segments"]:
-        segment.setdefault("seek", int(segment["start"] * 100))
-        segment.setdefault("tokens", [])
-        segment.setdefault("temperature", job.temperature)
-        segment.setdefault("avg_logprob", 0.0)
-        segment.setdefault("compression_ratio", 0.0)
-        segment.setdefault("no_speech_prob", 0.0)
-        segment.pop("words", None)
+        segments.append(
+            {
+                "id": segment["id"],
+                "seek": segment.get("seek", round(segment["start"] * 100)),
+                "start": segment["start"],
+                "end": segment["end"],
+                "text": segment["text"],
+                "tokens": segment.get("tokens", []),
+                "temperature": segment.get("temperature", job.temperature),
+                "avg_logprob": segment.get("avg_logprob", 0.0),
+                "compression_ratio": segment.get("compression_ratio", 0.0),
+                "no_speech_prob": segment.get("no_speech_prob", 0.0),
+            }
+        )
+    body["segments"] = segments
     if words:
         body["words"] = [
             {"word": w["word"].strip(), "start": w["start"], "end": w["end"]} for w in body.get("words", [])
         ]
     else:
         body.pop("words", None)
+    body["usage"] = usage(transcript)
     return body
 
 
@@ -101,26 +283,14 @@ async def _wait(state: Any, job_id: str, timeout: float) -> Job:
 
 async def _result(state: Any, job: Job, form: OpenAIForm, words: bool) -> str:
     """The finished job's body in the requested format; ApiError when it did not succeed."""
-    if job.status == JobStatus.FAILED:
-        status = AUDIO_ERROR_STATUS.get(job.error_code or "", 503)
-        raise ApiError(status, job.error_code or "failed", job.error_message or "transcription failed", job_id=job.id)
-    if job.status != JobStatus.SUCCEEDED:
-        raise ApiError(409, "job_cancelled", f"job {job.id} was {job.status.value}", job_id=job.id)
-    transcript = await state.store.transcript(job.id)
+    if problem := failure(job):
+        raise problem
+    transcript = await state.store.transcript(job.id) or {}
     if form.response_format == "json":
-        return json.dumps({"text": transcript.get("text", "")}, ensure_ascii=False)
+        return json.dumps({"text": transcript.get("text", ""), "usage": usage(transcript)}, ensure_ascii=False)
     if form.response_format == "verbose_json":
         return json.dumps(_verbose(transcript, job, words), ensure_ascii=False)
     return render(transcript, form.response_format, job.task)[0]
-
-
-def _links(job_id: str, fmt: str) -> dict[str, str]:
-    return {"job": f"/v1/jobs/{job_id}", "transcript": f"/v1/jobs/{job_id}/transcript?format={fmt}"}
-
-
-def _still_running(job_id: str, fmt: str) -> ApiError:
-    message = f"job {job_id} is still running; read it at /v1/jobs/{job_id}"
-    return ApiError(202, "job_still_running", message, job_id=job_id, links=_links(job_id, fmt))
 
 
 async def _kept_alive(state: Any, job_id: str, form: OpenAIForm, words: bool, deadline: float) -> AsyncIterator[str]:
@@ -133,7 +303,7 @@ async def _kept_alive(state: Any, job_id: str, form: OpenAIForm, words: bool, de
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise _still_running(job_id, fmt)
+                raise still_running(job_id, fmt)
             try:
                 job = await _wait(state, job_id, min(every, remaining))
                 break
@@ -141,58 +311,110 @@ async def _kept_alive(state: Any, job_id: str, form: OpenAIForm, words: bool, de
                 yield keepalive.KEEPALIVE
         body = keepalive.remainder(fmt, await _result(state, job, form, words))
     except ApiError as exc:
-        details = {"job_id": job_id, **exc.details, "request_id": request_id_var.get()}
-        yield keepalive.error_tail(fmt, keepalive.error_object(exc.status, exc.code, exc.message, **details))
+        yield keepalive.error_tail(
+            fmt, keepalive.error_object(exc.status, exc.code, exc.message, **error_details(exc, job_id))
+        )
         return
     except Exception:  # the store, say: the status is sent, so the body says what went wrong
         log.exception("OpenAI-compatible request for job %s failed after its headers", job_id)
         message = f"the result could not be read; the job is at /v1/jobs/{job_id}"
         error = keepalive.error_object(
-            500, "internal_error", message, job_id=job_id, links=_links(job_id, fmt), request_id=request_id_var.get()
+            500, "internal_error", message, job_id=job_id, links=links(job_id, fmt), request_id=request_id_var.get()
         )
         yield keepalive.error_tail(fmt, error)
         return
     yield body
 
 
+async def _client_left(request: Request) -> None:
+    """Returns once the client has closed the connection (the ASGI receive channel says `http.disconnect`)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _wait_or_leave(request: Request, job_id: str, timeout: float) -> Job | None:
+    """The finished job; None when the client went away first; TimeoutError while it runs."""
+    waiting = asyncio.ensure_future(_wait(request.app.state, job_id, timeout))
+    leaving = asyncio.ensure_future(_client_left(request))
+    try:
+        await asyncio.wait({waiting, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (waiting, leaving):
+            task.cancel()
+        await asyncio.gather(waiting, leaving, return_exceptions=True)
+    if waiting.done() and not waiting.cancelled():
+        return waiting.result()  # the job, or TimeoutError / ApiError
+    return None
+
+
+async def _submit(request: Request, task: Literal["transcribe", "translate"]) -> tuple[Job, bool, OpenAIForm, bool]:
+    """(job, replayed, form, word timestamps): the request's job, new or the one its idempotency key names."""
+    state = request.app.state
+    explicit = request.headers.get("idempotency-key")
+    async with multipart(request) as (upload, fields):
+        form = _form(fields)
+        options = _options(form, task, explicit)
+        if not explicit:
+            digest = await file_digest(upload)
+            key = await implicit_key(state.store, caller(request), digest, options)
+            options = options.model_copy(update={"idempotency_key": key})
+        job, replayed = await accept(request, upload, options)
+    if replayed:
+        log.info(
+            "OpenAI-compatible request replays job %s (retry %s)",
+            job.id,
+            request.headers.get("x-stainless-retry-count", "?")[:8],
+        )
+    return job, replayed, form, options.word_timestamps
+
+
 async def _run(request: Request, task: Literal["transcribe", "translate"]) -> Response:
     state = request.app.state
     settings = state.settings
-    async with multipart(request) as (upload, fields):
-        form: OpenAIForm = validated(OpenAIForm, fields)
-        options: JobOptions = validated(
-            JobOptions,
-            {
-                "language": form.language,
-                "task": task,
-                "word_timestamps": "word" in form.timestamp_granularities,
-                "model": form.model,
-                "prompt": form.prompt,
-                "temperature": form.temperature,
-                "idempotency_key": request.headers.get("idempotency-key"),
-            },
-        )
-        job, replayed = await accept(request, upload, options)
+    job, replayed, form, words = await _submit(request, task)
     headers = {"x-job-id": job.id}
     if replayed:
         headers["idempotent-replayed"] = "true"
     fmt, every, longest = form.response_format, settings.openai_keepalive_s, settings.openai_max_wait_s
-    streams = 0 < every < longest  # else the request waits `longest` quietly (keep-alive off or pointless)
     deadline = asyncio.get_running_loop().time() + longest
+    registry = attachments(state)
+    registry.attach(job.id, keeps_job(request.headers))
+    handed_off = left = False
+
+    def on_end(abandoned: bool) -> None:
+        registry.detach(job.id, abandoned)
+
     try:
-        finished = await _wait(state, job.id, every if streams else longest)
-    except TimeoutError:
-        if not streams:  # the job link, as the POST /v1/jobs answer: it keeps running
-            current = await state.store.get(job.id) or job
-            body = JobView.of(current).model_dump(mode="json")
-            headers["location"] = f"/v1/jobs/{job.id}"
-            return JSONResponse(body, status_code=202, headers=headers)
-        # Headers now, then bytes every `every` seconds: SPCS ingress ends a connection idle for 90 s
-        # (https://docs.snowflake.com/en/developer-guide/snowpark-container-services/service-network-communications).
-        body_stream = _kept_alive(state, job.id, form, options.word_timestamps, deadline)
-        return StreamingResponse(body_stream, media_type=FORMATS[fmt], headers=headers)
-    body = await _result(state, finished, form, options.word_timestamps)
-    return Response(body, media_type=FORMATS[fmt], headers=headers)
+        if form.stream:
+            handed_off = True
+            body = openai_stream.events(state, job.id, deadline)
+            stream_headers = {**headers, **openai_stream.SSE_HEADERS}
+            return AttachedStream(body, on_end, media_type=openai_stream.EVENT_STREAM, headers=stream_headers)
+        streams = 0 < every < longest  # else the request waits `longest` quietly (keep-alive off or pointless)
+        try:
+            finished = await _wait_or_leave(request, job.id, every if streams else longest)
+        except TimeoutError:
+            if not streams:  # the job link, as the POST /v1/jobs answer: it keeps running
+                current = await state.store.get(job.id) or job
+                body_json = JobView.of(current).model_dump(mode="json")
+                headers["location"] = f"/v1/jobs/{job.id}"
+                return JSONResponse(body_json, status_code=202, headers=headers)
+            # Headers now, then bytes every `every` seconds: SPCS ingress ends a connection idle for 90 s
+            # (https://docs.snowflake.com/en/developer-guide/snowpark-container-services/service-network-communications).
+            handed_off = True
+            kept_alive = _kept_alive(state, job.id, form, words, deadline)
+            return AttachedStream(kept_alive, on_end, media_type=FORMATS[fmt], headers=headers)
+        if finished is None:
+            left = True
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
+        body_text = await _result(state, finished, form, words)
+        return Response(body_text, media_type=FORMATS[fmt], headers=headers)
+    except asyncio.CancelledError:
+        left = True
+        raise
+    finally:
+        if not handed_off:
+            registry.detach(job.id, left)
 
 
 @router.post("/transcriptions", openapi_extra=FORM_SCHEMA, responses=RESPONSES)

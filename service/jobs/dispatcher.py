@@ -63,8 +63,10 @@ class Dispatcher:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._outages: dict[str, int] = {}  # job id -> calls in a row that met a Ray outage (backoff)
         self._retention_task: asyncio.Task[None] | None = None
-        # Segments of running jobs decoded so far (this process's attempts only; a restart starts over).
+        # Segments of running jobs decoded so far, in audio order as the Ray app sends them (this process's
+        # current attempt only: a retry or a restart starts over).
         self.partial: dict[str, list[dict[str, Any]]] = {}
+        self._progress_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     @property
     def in_flight(self) -> int:
@@ -194,9 +196,31 @@ class Dispatcher:
         self._notify(job_id)
 
     def _notify(self, job_id: str) -> None:
-        for waiter in self._waiters.pop(job_id, []):
+        for waiter in self._waiters.pop(job_id, []) + self._progress_waiters.pop(job_id, []):
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _progressed(self, job_id: str) -> None:
+        for waiter in self._progress_waiters.pop(job_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_progress(self, job_id: str, timeout: float) -> None:
+        """Until the job's `partial` segments grow, its attempt ends (finished, requeued or cancelled), or
+        `timeout` passes; the caller reads what changed."""
+        waiter = asyncio.get_running_loop().create_future()
+        waiters = self._progress_waiters.setdefault(job_id, [])
+        waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            current = self._progress_waiters.get(job_id)
+            if current is not None and waiter in current:
+                current.remove(waiter)
+                if not current:
+                    del self._progress_waiters[job_id]
 
     async def wait_finished(self, job_id: str, timeout: float) -> Job:
         """The job once it is finished (succeeded, failed or cancelled); TimeoutError after `timeout`."""
@@ -231,6 +255,8 @@ class Dispatcher:
         async def progress(fraction: float, segments: list[dict[str, Any]]) -> None:
             nonlocal reported
             self.partial.setdefault(job.id, []).extend(segments)
+            if segments:
+                self._progressed(job.id)
             if fraction - reported >= PROGRESS_STEP and fraction < 1.0:
                 reported = fraction
                 await self.store.set_progress(job, fraction)
