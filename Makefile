@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # The versions the tests ran with, shared with the images (refresh: docker/freeze_constraints.py).
 CONSTRAINTS := -c docker/constraints.txt
 
-.PHONY: run install install-test browser test test-unit test-integration lint bench cluster clean
+.PHONY: run install install-test browser test test-unit test-integration lint bench bench-scale cluster clean
 
 $(VENV)/.installed: pyproject.toml docker/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ test-unit: install-test
 
 bench: install-test
 	$(PY) -m bench.run
+
+# Throughput of a stage batch on the local cluster with 1, 2 and 4 stand-in GPU workers, and the scaling
+# efficiency; every process it starts is stopped at the end (Ctrl-C too). Flags: BENCH_SCALE_ARGS='--workers 1,2'.
+BENCH_SCALE_ARGS ?=
+bench-scale: install-test
+	$(PY) -m bench.scale $(BENCH_SCALE_ARGS)
 
 # A Ray head and two worker nodes (one logical GPU each) as separate processes, as in SPCS, then the Ray
 # Serve app and the gateway against them; Ctrl-C stops everything.
