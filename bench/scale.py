@@ -233,8 +233,8 @@ class ProcessCpu:
 
 
 class Sampler:
-    """Every second while the batch runs: the gateway's jobs in flight and queued (/metrics), and every other
-    second the Ray app's running replicas (/ready)."""
+    """Every second while the batch runs: the gateway's jobs in flight and queued (/metrics); every other second,
+    in turn, the Ray app's running replicas (/ready) and its replicas' counters (/stats, with the time read)."""
 
     def __init__(self, url: str, serve_url: str) -> None:
         self.url, self.serve_url = url, serve_url
@@ -242,6 +242,8 @@ class Sampler:
         self.queued: list[float] = []
         self.replicas: list[dict[str, int]] = []
         self.capacity: list[int] = []
+        self.stats: list[tuple[float, dict[str, dict[str, Any]]]] = []  # (seconds since the start, /stats)
+        self.started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -254,19 +256,32 @@ class Sampler:
                     text = client.get(f"{self.url}/metrics").text
                     self.in_flight.append(_gauge(text, "spcs_whisper_jobs_in_flight"))
                     self.queued.append(_gauge(text, "spcs_whisper_queue_depth"))
-                if tick % 2 == 0:
-                    with contextlib.suppress(httpx.HTTPError, ValueError):
+                with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    if tick % 2 == 0:
                         ready = client.get(f"{self.serve_url}/ready").json()
                         self.replicas.append(ready.get("replicas", {}))
                         self.capacity.append(ready.get("job_capacity", 0))
+                    else:
+                        rows = client.get(f"{self.serve_url}/stats").json()["replicas"]
+                        self.stats.append((time.monotonic() - self.started, {r["replica"]: r for r in rows}))
 
     def __enter__(self) -> Sampler:
+        self.started = time.monotonic()
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def steady_batch(self, seconds: float, share: float = 0.15) -> float | None:
+        """Mean Whisper batch between `share` and 1 - `share` of the batch's `seconds`: without the first
+        and the last round, which run part-filled batches whatever the app does."""
+        inside = [rows for at, rows in self.stats if share * seconds <= at <= (1 - share) * seconds]
+        if len(inside) < 2:
+            return None
+        moved = stats_delta(inside[0], inside[-1], "Whisper")
+        return round(moved["windows"] / moved["batches"], 2) if moved["batches"] else None
 
     def decoders(self) -> tuple[int, int]:
         """(fewest, most) Decoder replicas seen running."""
@@ -457,6 +472,7 @@ def figures(
         "windows": whisper["windows"],
         "engine_calls": whisper["batches"],
         "mean_batch": round(whisper["windows"] / whisper["batches"], 2) if whisper["batches"] else None,
+        "steady_mean_batch": sampler.steady_batch(client_s),
         "decoders": f"{fewest}-{most}" if fewest != most else str(most),
         "decoder_busy": round(decoder["busy_s"] / (wall * decoders), 3),
         "decoder_process_cpu": round(cpu.get("decoders", 0.0) / (wall * decoders), 3),
@@ -485,6 +501,7 @@ COLUMNS = (  # (header, key, format)
     ("efficiency", "efficiency", "{:.3f}"),
     ("Whisper busy", "whisper_busy", "{:.2f}"),
     ("mean batch", "mean_batch", "{:.1f}"),
+    ("mean batch 15–85 %", "steady_mean_batch", "{:.1f}"),
     ("decoders", "decoders", "{}"),
     ("Decoder busy", "decoder_busy", "{:.3f}"),
     ("Decoder CPU", "decoder_process_cpu", "{:.3f}"),

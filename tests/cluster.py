@@ -174,15 +174,28 @@ class LocalCluster:
             loop.kill()
             loop.wait()
         marker = str(self.temp_dir)
+        # With their descendants, collected before anything dies: a raylet's agents (`ray::DashboardAgent`...)
+        # lose the marker from their command line and, once the raylet is gone, their parent too.
+        every = {pid: _started(pid) for pid in _with_descendants(_pids_with(marker))}
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = _pids_with(marker)
-            for pid in pids:
+            found = {pid: _started(pid) for pid in _with_descendants(_pids_with(marker))}
+            for pid, started in {**every, **found}.items():
+                if started is None or _started(pid) != started:  # gone, or its number taken by another process
+                    continue
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + 10
             while _pids_with(marker) and time.monotonic() < deadline:
                 time.sleep(0.2)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), telling it from a later process given the same number."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _with_descendants(pids: list[int]) -> list[int]:

@@ -75,7 +75,6 @@ def whisper_options(settings: Settings, num_gpus: float) -> dict[str, Any]:
             "target_ongoing_requests": settings.whisper_target_windows or settings.max_batch_size,
             "upscale_delay_s": settings.upscale_delay_s,
             "downscale_delay_s": settings.downscale_delay_s,
-            "look_back_period_s": 5.0,
             "policy": {
                 "policy_function": f"{__name__}:FollowGPUs",
                 "policy_kwargs": {"floor": floor, "gpus_per_replica": num_gpus},
@@ -97,7 +96,6 @@ def decoder_options(settings: Settings) -> dict[str, Any]:
             "target_ongoing_requests": settings.decode_concurrency,
             "upscale_delay_s": settings.upscale_delay_s,
             "downscale_delay_s": settings.downscale_delay_s,
-            "look_back_period_s": 5.0,
         },
     }
     if settings.decoders_per_node:  # Serve's own spreading is best effort

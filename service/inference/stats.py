@@ -49,6 +49,7 @@ def stats_actor() -> Any:
     surviving replica's handle would otherwise point at a dead actor (calls to it fail silently)."""
     return ReplicaStats.options(
         name=ACTOR_NAME,
+        namespace="spcs-whisper",
         get_if_exists=True,
         lifetime="detached",
         max_restarts=-1,
