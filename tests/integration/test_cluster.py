@@ -30,26 +30,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iter
         yield ray_cluster, url
 
 
+def alive_replicas(ray_cluster: LocalCluster, deployment: str, count: int) -> list[dict]:
+    """The deployment's live replica actors, once `count` of them are up (the app answers once one of each runs;
+    the others may still be starting), or as many as there are after two minutes."""
+    deadline, replicas = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        replicas = [
+            a
+            for a in ray_cluster.ray_list("actors")
+            if a["state"] == "ALIVE" and a["class_name"] == f"ServeReplica:whisper:{deployment}"
+        ]
+        if len(replicas) >= count:
+            break
+        time.sleep(1)
+    return replicas
+
+
 def test_replicas_one_per_worker_node_and_jobs_served_by_both(cluster: tuple[LocalCluster, str]) -> None:
     ray_cluster, url = cluster
     nodes = [n for n in ray_cluster.ray_list("nodes") if n["state"] == "ALIVE"]
     workers = {n["node_id"] for n in nodes if not n["is_head_node"]}
     head = {n["node_id"] for n in nodes if n["is_head_node"]}
     assert len(workers) == 2 and len(head) == 1
-    replicas = [
-        a
-        for a in ray_cluster.ray_list("actors")
-        if a["state"] == "ALIVE" and "Whisper" in a["class_name"] and "ServeReplica" in a["class_name"]
-    ]
+    replicas = alive_replicas(ray_cluster, "Whisper", 2)
     assert sorted(a["node_id"] for a in replicas) == sorted(workers), replicas  # one on each worker, none on head
-    deadline, decoders = time.monotonic() + 120, []
-    while len(decoders) < 2 and time.monotonic() < deadline:  # the app answers once one of them runs
-        decoders = [
-            a
-            for a in ray_cluster.ray_list("actors")
-            if a["state"] == "ALIVE" and "Decoder" in a["class_name"] and "ServeReplica" in a["class_name"]
-        ]
-        time.sleep(1)
+    decoders = alive_replicas(ray_cluster, "Decoder", 2)
     assert len(decoders) == 2 and len({a["node_id"] for a in decoders}) == 2, decoders  # spread, not all on one node
 
     with httpx.Client(base_url=url, timeout=300) as client:
