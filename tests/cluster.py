@@ -70,9 +70,14 @@ class LocalCluster:
         return self.temp_dir / node
 
     def start(self) -> LocalCluster:
-        self.start_head()
-        for index in range(self.workers):
-            self.add_worker(index)
+        try:
+            self.start_head()
+            for index in range(self.workers):
+                self.add_worker(index)
+            self.wait_workers(self.workers)  # the loops join in the background: return once joined, as `ray start`
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def start_head(self) -> None:
