@@ -129,8 +129,8 @@ class Whisper:
             quiet_s=self.settings.batch_wait_timeout_s,
             max_wait_s=self.settings.batch_max_wait_s,
         )
-        self.node = ray.get_runtime_context().get_node_id()
         self.reporter = Reporter("Whisper")
+        self.node = self.reporter.counters.node
 
     def info(self) -> dict[str, Any]:
         return {
