@@ -177,7 +177,7 @@ async def get_transcript(
             409, "not_ready", f"the job is {job.status.value}; no transcript yet", job_status=job.status.value
         )
     body, media_type = render(transcript, format, job.task)
-    headers = {}
+    headers = {"x-partial": "false"} if partial else {}  # asked for partial, but the job has finished
     if format in ("srt", "vtt", "text"):
         stem = job.source.rsplit(".", 1)[0] or job.id
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:100]

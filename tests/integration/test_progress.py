@@ -25,8 +25,10 @@ def test_progress_rises_while_a_long_job_runs(tmp_path: Path, model_cache: Path)
                 seen.append((job["status"], job["progress"]["fraction"], job["progress"]["done_seconds"]))
                 if job["status"] == "running":
                     so_far = client.get(f"/v1/jobs/{job_id}/transcript", params={"partial": "true"})
-                    assert so_far.status_code == 200 and so_far.headers["x-partial"] == "true"
-                    texts.append((job["status"], so_far.json()["text"]))
+                    # The job may finish between the two reads: then the final transcript, marked as such.
+                    assert so_far.status_code == 200 and so_far.headers["x-partial"] in ("true", "false")
+                    if so_far.headers["x-partial"] == "true":
+                        texts.append((job["status"], so_far.json()["text"]))
                 if job["status"] in ("succeeded", "failed"):
                     break
                 time.sleep(0.1)
