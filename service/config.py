@@ -1,13 +1,20 @@
-"""The one settings object, read from the environment (prefix `SPCS_WHISPER_`)."""
+"""The one settings object, read from the environment (prefix `SPCS_WHISPER_`), in three groups.
+
+`Settings.gateway` (HTTP doors, admission, the queue, stages, URL sources, service functions, OpenAI routes),
+`Settings.inference` (the Ray Serve app: the only part sent to Ray) and `Settings.snowflake` (connection,
+export, Cortex translation). A field's environment variable is `SPCS_WHISPER_` + its name, whatever its group;
+`Settings(max_batch_size=4, store="sqlite")` puts each keyword into its group.
+"""
 
 from __future__ import annotations
 
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, StringConstraints
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, StringConstraints, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # "standin" is for scale tests only (service/inference/engine_standin.py): it holds each batch for a time
@@ -32,12 +39,15 @@ def gpu_present() -> bool:
     return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").exists()
 
 
-class Settings(BaseSettings):
-    """Every knob of the service; the README's configuration table lists them."""
+_FROM_ENV = SettingsConfigDict(env_prefix="SPCS_WHISPER_", env_nested_delimiter="__", extra="ignore")
 
-    model_config = SettingsConfigDict(env_prefix="SPCS_WHISPER_", env_nested_delimiter="__", extra="ignore")
 
-    # Gateway
+class GatewaySettings(BaseSettings):
+    """The gateway: its two ports, limits and admission, the job queue and its retention, stages, URL sources,
+    service functions and the OpenAI-compatible routes."""
+
+    model_config = _FROM_ENV
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     functions_port: int = Field(
@@ -60,8 +70,6 @@ class Settings(BaseSettings):
     )
     admin_users: list[str] = Field(default_factory=list, description="Snowflake users who see every job")
     admin_role: str | None = Field(None, description="callers with this Snowflake role see every job")
-    max_upload_mb: float = Field(512.0, gt=0)
-    max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="longest audio a job may hold")
     probe_full_decode_mb: float = Field(
         25.0, ge=0, description="uploads up to this size are fully decoded at submit time"
     )
@@ -88,8 +96,6 @@ class Settings(BaseSettings):
     max_url_downloads: int = Field(
         4, ge=1, description="source URLs downloaded at once; beyond, 429 too_many_downloads"
     )
-
-    # Retention and disk (the data volume: uploads, the job queue)
     audio_retention_days: float = Field(
         7.0, ge=0, description="uploaded audio of finished jobs is deleted this long after they finished; 0 = keep"
     )
@@ -100,8 +106,60 @@ class Settings(BaseSettings):
     min_free_disk_mb: float = Field(
         1024.0, ge=0, description="below this much free space on the data volume new jobs are refused with 507"
     )
+    serve_url: str | None = Field(None, description="Ray Serve app URL the gateway calls; default from host/port")
+    store: Literal["sqlite", "snowflake"] = Field("sqlite", description="where jobs and results live")
+    stage_mounts: dict[str, Path] = Field(
+        default_factory=dict, description='stage volume mounts, e.g. {"AUDIO_FILES_STAGE": "/stages/audio"}'
+    )
+    max_batch_files: int = Field(10_000, ge=1, description="most files one POST /v1/batches may match")
+    stage_allowlist: list[StageName] | dict[str, list[StageName]] | None = Field(
+        None,
+        description="the stages a caller may name (jobs, batches, service functions, the audio route): a list for "
+        'every caller, or {"*": [...], "<ROLE>": [...]} by the Snowflake role a service function sends (the public '
+        "port believes no role); unset: the mounted stages (STAGE_MOUNTS). Any other stage is 403 stage_not_allowed",
+    )
+    batch_match_timeout_s: float = Field(
+        10.0, gt=0, description="longest a batch's pattern may take over the stage's file names (then 422)"
+    )
+    url_allow_http: bool = Field(False, description="accept http:// sources, not only https://")
+    url_allowlist: list[str] = Field(
+        default_factory=list, description="hosts or IP/CIDRs allowed even if they resolve to internal addresses"
+    )
+    url_timeout_s: float = Field(300.0, gt=0, description="longest a source download may take")
+    function_wait_s: float = Field(
+        10.0, ge=0, description="a service-function request waits this long for its rows, then answers 202 (polled)"
+    )
+    function_timeout_s: float = Field(
+        3000.0, gt=0, description="without Snowflake's batch id (no polling possible): longest a request waits"
+    )
+    openai_keepalive_s: float = Field(
+        20.0,
+        ge=0,
+        lt=90,
+        description="a /v1/audio/* request waiting this long gets its 200 headers, then a whitespace keep-alive "
+        "this often until the result; 0 = off",
+    )
+    openai_max_wait_s: float = Field(
+        3600.0, gt=0, description="longest /v1/audio/* waits for its job; then the job link (202, or in the body)"
+    )
+    openai_disconnect_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="a /v1/audio/* job whose client went away before its result is cancelled once no other "
+        "request (an SDK retry) has waited on it for this long; not with `X-Keep-Job: true` or `Idempotency-Key`",
+    )
 
-    # Inference (Ray Serve)
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+
+class InferenceSettings(BaseSettings):
+    """The Ray Serve app: engine and model, batching, replicas and autoscaling, decoding limits. The only group
+    sent to the Ray deployments."""
+
+    model_config = _FROM_ENV
+
     engine: Engine | None = Field(None, description="ctranslate2 on CPU, transformers on GPU when unset")
     model: str = Field("base", description="tiny.en | base | a CTranslate2 or Hugging Face checkpoint folder")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -162,10 +220,36 @@ class Settings(BaseSettings):
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(8000, ge=1, le=65535)
     cache_dir: Path | None = Field(None, description="converted/joined model cache; default DATA_DIR/models")
-    serve_url: str | None = Field(None, description="Ray Serve app URL the gateway calls; default from host/port")
+    max_upload_mb: float = Field(512.0, gt=0)
+    max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="longest audio a job may hold")
 
-    # Store and Snowflake connection (SQLite needs none of these)
-    store: Literal["sqlite", "snowflake"] = Field("sqlite", description="where jobs and results live")
+    @property
+    def effective_engine(self) -> Engine:
+        if self.engine is not None:
+            return self.engine
+        return "transformers" if gpu_present() else "ctranslate2"
+
+    @property
+    def whisper_bounds(self) -> tuple[int, int]:
+        """(floor, ceiling) of the Whisper replicas; both WHISPER_REPLICAS unless set."""
+        ceiling = self.whisper_max_replicas or max(self.whisper_replicas, self.whisper_min_replicas or 1)
+        return min(self.whisper_min_replicas or self.whisper_replicas, ceiling), ceiling
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Converted and joined checkpoints (`Settings` sets CACHE_DIR to DATA_DIR/models when unset)."""
+        return self.cache_dir or Path("./data/models")
+
+
+class SnowflakeSettings(BaseSettings):
+    """Snowflake: the connection (SPCS sets most of it), the export of jobs to tables, Cortex translation."""
+
+    model_config = _FROM_ENV
+
     snowflake_account: str | None = Field(None, validation_alias=_env("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_ACCOUNT"))
     snowflake_host: str | None = Field(None, validation_alias=_env("SNOWFLAKE_HOST", "SNOWFLAKE_HOST"))
     snowflake_user: str | None = None
@@ -184,30 +268,6 @@ class Settings(BaseSettings):
     )
     export_max_rows: int = Field(1000, ge=1, description="most rows one export MERGE carries per table")
     export_retry_s: float = Field(5.0, gt=0, description="first retry delay after a failed export (doubles, max 300 s)")
-
-    # Stages
-    stage_mounts: dict[str, Path] = Field(
-        default_factory=dict, description='stage volume mounts, e.g. {"AUDIO_FILES_STAGE": "/stages/audio"}'
-    )
-    max_batch_files: int = Field(10_000, ge=1, description="most files one POST /v1/batches may match")
-    stage_allowlist: list[StageName] | dict[str, list[StageName]] | None = Field(
-        None,
-        description="the stages a caller may name (jobs, batches, service functions, the audio route): a list for "
-        'every caller, or {"*": [...], "<ROLE>": [...]} by the Snowflake role a service function sends (the public '
-        "port believes no role); unset: the mounted stages (STAGE_MOUNTS). Any other stage is 403 stage_not_allowed",
-    )
-    batch_match_timeout_s: float = Field(
-        10.0, gt=0, description="longest a batch's pattern may take over the stage's file names (then 422)"
-    )
-
-    # URL sources (downloaded at submit; needs egress, i.e. an external access integration, in SPCS)
-    url_allow_http: bool = Field(False, description="accept http:// sources, not only https://")
-    url_allowlist: list[str] = Field(
-        default_factory=list, description="hosts or IP/CIDRs allowed even if they resolve to internal addresses"
-    )
-    url_timeout_s: float = Field(300.0, gt=0, description="longest a source download may take")
-
-    # Translation
     translate_method: TranslateMethod | None = Field(
         None, description="cortex-translate with the Snowflake store, whisper without; or cortex-complete"
     )
@@ -220,65 +280,70 @@ class Settings(BaseSettings):
     cortex_max_chars: int = Field(3000, ge=100, description="longest text piece sent to Cortex in one call")
     translate_max_attempts: int = Field(4, ge=1)
 
-    # Service functions (SQL -> service)
-    function_wait_s: float = Field(
-        10.0, ge=0, description="a service-function request waits this long for its rows, then answers 202 (polled)"
-    )
-    function_timeout_s: float = Field(
-        3000.0, gt=0, description="without Snowflake's batch id (no polling possible): longest a request waits"
-    )
 
-    # OpenAI-compatible routes (SPCS ingress closes a connection idle for 90 s: service/api/keepalive.py)
-    openai_keepalive_s: float = Field(
-        20.0,
-        ge=0,
-        lt=90,
-        description="a /v1/audio/* request waiting this long gets its 200 headers, then a whitespace keep-alive "
-        "this often until the result; 0 = off",
-    )
-    openai_max_wait_s: float = Field(
-        3600.0, gt=0, description="longest /v1/audio/* waits for its job; then the job link (202, or in the body)"
-    )
-    openai_disconnect_grace_s: float = Field(
-        30.0,
-        ge=0,
-        description="a /v1/audio/* job whose client went away before its result is cancelled once no other "
-        "request (an SDK retry) has waited on it for this long; not with `X-Keep-Job: true` or `Idempotency-Key`",
-    )
+GROUPS: dict[str, type[BaseSettings]] = {
+    "gateway": GatewaySettings,
+    "inference": InferenceSettings,
+    "snowflake": SnowflakeSettings,
+}
+
+
+class Settings(BaseModel):
+    """Every knob of the service, by group; the README's configuration table lists them."""
+
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    snowflake: SnowflakeSettings = Field(default_factory=SnowflakeSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grouped(cls, values: Any) -> Any:
+        """Flat keywords (as the environment names them) go to the group that declares them; each group reads
+        the environment for the rest."""
+        if not isinstance(values, dict):
+            return values
+        out = {name: values[name] for name in GROUPS if name in values}
+        flat = {key: value for key, value in values.items() if key not in GROUPS}
+        for name, group in GROUPS.items():
+            mine = {key: flat[key] for key in flat if key in group.model_fields}
+            if not mine:
+                continue
+            given = out.get(name)
+            base = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
+            out[name] = group(**{**base, **mine})
+        return out
+
+    @model_validator(mode="after")
+    def _cache_under_data(self) -> Settings:
+        if self.inference.cache_dir is None:
+            self.inference.cache_dir = self.gateway.data_dir / "models"
+        return self
 
     @property
     def effective_translate_method(self) -> TranslateMethod:
-        if self.translate_method is not None:
-            return self.translate_method
-        return "cortex-translate" if self.store == "snowflake" else "whisper"
-
-    @property
-    def effective_engine(self) -> Engine:
-        if self.engine is not None:
-            return self.engine
-        return "transformers" if gpu_present() else "ctranslate2"
-
-    @property
-    def whisper_bounds(self) -> tuple[int, int]:
-        """(floor, ceiling) of the Whisper replicas; both WHISPER_REPLICAS unless set."""
-        ceiling = self.whisper_max_replicas or max(self.whisper_replicas, self.whisper_min_replicas or 1)
-        return min(self.whisper_min_replicas or self.whisper_replicas, ceiling), ceiling
+        if self.snowflake.translate_method is not None:
+            return self.snowflake.translate_method
+        return "cortex-translate" if self.gateway.store == "snowflake" else "whisper"
 
     @property
     def effective_serve_url(self) -> str:
-        return (self.serve_url or f"http://{self.serve_host}:{self.serve_port}/whisper").rstrip("/")
+        """The Ray Serve app's URL the gateway calls: SERVE_URL, else from SERVE_HOST and SERVE_PORT."""
+        url = self.gateway.serve_url or f"http://{self.inference.serve_host}:{self.inference.serve_port}/whisper"
+        return url.rstrip("/")
 
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
+    def __getattr__(self, name: str) -> Any:
+        """Transitional: a flat name reads from the group that holds it."""
+        for group in GROUPS:
+            model = self.__dict__.get(group)
+            if model is not None and (name in type(model).model_fields or hasattr(type(model), name)):
+                return getattr(model, name)
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
 
-    @property
-    def db_path(self) -> Path:
-        return self.data_dir / "jobs.sqlite3"
 
-    @property
-    def model_cache_dir(self) -> Path:
-        return self.cache_dir or self.data_dir / "models"
+def setting_fields() -> dict[str, FieldInfo]:
+    """Every setting of every group, by name (its environment variable is `SPCS_WHISPER_` + the name upper-cased,
+    unless its field names others)."""
+    return {name: field for group in GROUPS.values() for name, field in group.model_fields.items()}
 
 
 @lru_cache(maxsize=1)

@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from service.api.app import create_app
-from service.config import Settings
+from service.config import GatewaySettings, Settings
 from tests.harness import wait_ready
 from tests.integration.helpers import DATA
 from tests.store_load import serving, standin_app
@@ -287,6 +287,6 @@ def test_a_client_that_leaves_loses_nothing_and_its_retry_adds_no_job(gateway: C
 
 
 def test_the_keepalive_setting_stays_under_the_ingress_idle_timeout() -> None:
-    assert Settings.model_fields["openai_keepalive_s"].default < 90
+    assert GatewaySettings.model_fields["openai_keepalive_s"].default < 90
     with pytest.raises(ValueError):
         Settings(openai_keepalive_s=90)

@@ -33,7 +33,7 @@ from deploy.config import (
     sql_vars,
     whisper_replicas,
 )
-from service.config import Settings
+from service.config import Settings, setting_fields
 from service.inference.runner import ROUTE_PREFIX
 from tests.unit.test_sql import SQL_DIR, command_text, created, parse, properties, service_functions
 
@@ -252,7 +252,7 @@ def test_model_is_on_a_stage_the_ray_nodes_mount() -> None:
 
 def known_env_names() -> set[str]:
     names = set()
-    for name, field in Settings.model_fields.items():
+    for name, field in setting_fields().items():
         alias = field.validation_alias
         if isinstance(alias, AliasChoices):
             names |= {a for a in alias.choices if isinstance(a, str)}
@@ -293,7 +293,7 @@ def test_settings_env_vars_are_real_settings(key: str, monkeypatch: pytest.Monke
 def test_secrets_come_from_snowflake_secrets_never_plain_env() -> None:
     secret_fields = {
         f"SPCS_WHISPER_{n.upper()}"
-        for n, f in Settings.model_fields.items()
+        for n, f in setting_fields().items()
         if f.annotation in (SecretStr, SecretStr | None)
     }
     assert "SPCS_WHISPER_API_TOKEN" in secret_fields
