@@ -18,7 +18,7 @@ from typing import Any
 
 from service.audio import SAMPLE_RATE, decode
 from service.config import Settings
-from service.inference.engines import load_engine
+from service.inference.engines import load_engine, speech_engines
 from service.inference.types import DecodeOptions
 from service.inference.windows import cut
 from tests.integration.helpers import DATA
@@ -48,7 +48,7 @@ def run_engine(name: str, model: str, windows: list, runs: int) -> list[dict[str
         compute_type="float16",
         cache_dir=Path(tempfile.gettempdir()) / "spcsw-gpu-cache",
     )
-    engine = load_engine(settings)
+    engine = load_engine(settings.inference)
     options = DecodeOptions(language="en", beam_size=5)
     rows = []
     for batch in BATCH_SIZES:
@@ -86,9 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     windows = cut(decode(DATA / "en_ljspeech_longform.wav"), vad=True).audio
     card, _ = gpu_name_and_used_mb()
-    rows = [
-        row for engine in ("ctranslate2", "transformers") for row in run_engine(engine, args.model, windows, args.runs)
-    ]
+    rows = [row for engine in speech_engines() for row in run_engine(engine, args.model, windows, args.runs)]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"card": card, "model": args.model, "rows": rows}, indent=2) + "\n")
     print(f"\n{card}, model {args.model}\n| engine | batch | audio s/s | median s | GPU used MB | torch peak MB |")

@@ -27,7 +27,7 @@ import httpx
 
 from service.audio import SAMPLE_RATE, decode
 from service.config import Settings
-from service.inference.engines import load_engine
+from service.inference.engines import load_engine, speech_engines
 from service.inference.local import transcribe_audio
 from service.inference.types import DecodeOptions
 from tests.harness import Service, rss_mb, start_service, stop_service
@@ -58,7 +58,7 @@ def engine_pass(engine, audio, batch_size: int) -> tuple[float, str]:
     """The service's own path in-process: VAD windows, batched decode, stitched text."""
     started = time.perf_counter()
     transcript = transcribe_audio(engine, audio, options=DecodeOptions(language="en"), batch_size=batch_size)
-    return time.perf_counter() - started, transcript["text"]
+    return time.perf_counter() - started, transcript.text
 
 
 def naive_pass(model, path: Path) -> tuple[float, str]:
@@ -198,9 +198,9 @@ def main() -> None:
         "engine_rtf_range": {},
         "wer_longform": {},
     }
-    for name in ("ctranslate2", "transformers"):
+    for name in speech_engines():
         settings = Settings(engine=name, model=args.model, cache_dir=cache, cpu_threads=args.threads)
-        engine = load_engine(settings)
+        engine = load_engine(settings.inference)
         engine_pass(engine, audio[: 5 * SAMPLE_RATE], settings.max_batch_size)  # warm-up
         runs = [engine_pass(engine, audio, settings.max_batch_size) for _ in range(args.runs)]
         times = [t / seconds for t, _ in runs]

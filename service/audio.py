@@ -22,6 +22,7 @@ import av
 import numpy as np
 
 from service.audio_integrity import container_problem
+from service.errors import ServiceError
 
 SAMPLE_RATE = 16_000
 # Packets that fail to decode are skipped; more than this many means the file is broken.
@@ -54,15 +55,15 @@ BLOCK_SAMPLES = 60 * SAMPLE_RATE
 Source = str | Path | bytes | BinaryIO
 
 
-class AudioError(Exception):
-    """An input that cannot be turned into audio; `code` and `status` go into the error body."""
+class AudioError(ServiceError):
+    """An input that cannot be turned into audio; `code` and `status` go into the error body. Never retryable:
+    the same bytes fail the same way."""
 
     code = "bad_audio"
     status = 422
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(message, retryable=False)
 
 
 class EmptyAudio(AudioError):

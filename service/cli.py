@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import sys
 
 from service import cli_jobs, cli_transcribe
 from service.config import Settings, get_settings
+from service.logs import configure as configure_logging
 
 
 def _gateway(settings: Settings) -> None:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     cli_transcribe.add_parser(sub)
     cli_jobs.add_parsers(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     settings = get_settings()
     if args.command == "transcribe":
         sys.exit(cli_transcribe.run(args, settings))

@@ -77,9 +77,10 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: object, pa
     from service.inference.local import transcribe_audio
     from service.inference.types import DecodeOptions
     from service.languages import normalise_language
+    from service.transcript import Transcript
 
     language = normalise_language(args.language)
-    audio = decode(path, max_seconds=settings.max_audio_seconds)
+    audio = decode(path, max_seconds=settings.inference.max_audio_seconds)
     total = audio.shape[0] / 16000
     key = str(path)
     bars.update(key, path.name, 0.0, total)
@@ -87,9 +88,15 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: object, pa
     def progress(done: float) -> None:
         bars.update(key, path.name, done, total)
 
-    def run(options: DecodeOptions | None, language: str | None, track: bool = True) -> dict:
+    def run(options: DecodeOptions | None, language: str | None, track: bool = True) -> Transcript:
         return transcribe_audio(
-            engine, audio, language, options, settings.max_batch_size, settings.vad, progress if track else None
+            engine,
+            audio,
+            language,
+            options,
+            settings.inference.max_batch_size,
+            settings.inference.vad,
+            progress if track else None,
         )
 
     options = DecodeOptions(language=language, task=args.task) if language else None
@@ -102,10 +109,10 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: object, pa
     body = render(transcript, API_FORMATS.get(args.format, args.format), args.task)[0]
     written = [write(stem.parent / f"{stem.name}.{EXTENSIONS[args.format]}", body)]
     if args.translate_to:
-        spoken = transcript.get("language")
-        text = transcript["text"]
+        spoken = transcript.language
+        text = transcript.text
         if spoken not in (None, args.translate_to) and args.task != "translate":
-            text = run(DecodeOptions(language=spoken, task="translate"), spoken, track=False)["text"]
+            text = run(DecodeOptions(language=spoken, task="translate"), spoken, track=False).text
         written.append(write(stem.parent / f"{stem.name}.{args.translate_to}.txt", text.strip() + "\n"))
     bars.log(f"{path.name}: succeeded ({total:.1f} s of audio)")
     return written
@@ -141,8 +148,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _all_in_process(args: argparse.Namespace, settings: Settings, bars: Bars) -> int:
     from service.inference.engines import load_engine
 
-    bars.log(f"loading {settings.model} ({settings.effective_engine})...")
-    engine = load_engine(settings)
+    inference = settings.inference
+    bars.log(f"loading {inference.model} ({inference.effective_engine})...")
+    engine = load_engine(inference)
     failed = 0
     for path in args.files:
         try:

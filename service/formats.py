@@ -1,15 +1,17 @@
-"""Render a transcript (the dict the Whisper app returns) as json, verbose_json, text, srt or vtt.
+"""Render a `Transcript` as json, verbose_json, text, srt or vtt.
 
-A leaf module. A transcript is `{"text", "language", "duration", "segments": [{"start", "end", "text",
-"seek"?, "tokens"?, "temperature"?, "avg_logprob"?, "compression_ratio"?, "no_speech_prob"?, "words"?: [{"word",
-"start", "end", "probability"}]}]}`. A segment's `text` keeps Whisper's leading space (as OpenAI's verbose_json
-has it); every other format strips it per cue, line or segment.
+A leaf module (the transcript types only). A segment's `text` keeps Whisper's leading space (as OpenAI's
+verbose_json has it); every other format strips it per cue, line or segment. verbose_json carries a segment's
+optional Whisper fields (seek, tokens, temperature, ...) and words as the transcript has them: set, as
+`model_fields_set` says (a transcript loaded from stored JSON: the keys it had), unless None.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from service.transcript import Transcript
 
 FORMATS = {
     "json": "application/json",
@@ -28,16 +30,16 @@ def _timestamp(seconds: float, decimal: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
 
 
-def _cues(transcript: dict[str, Any]) -> list[tuple[float, float, str]]:
+def _cues(transcript: Transcript) -> list[tuple[float, float, str]]:
     cues = []
-    for seg in transcript.get("segments", []):
-        text = seg["text"].strip()
+    for seg in transcript.segments:
+        text = seg.text.strip()
         if text:
-            cues.append((float(seg["start"]), max(float(seg["end"]), float(seg["start"])), text))
+            cues.append((float(seg.start), max(float(seg.end), float(seg.start)), text))
     return cues
 
 
-def to_srt(transcript: dict[str, Any]) -> str:
+def to_srt(transcript: Transcript) -> str:
     """SubRip: numbered cues, `HH:MM:SS,mmm --> HH:MM:SS,mmm`, a blank line after each."""
     blocks = [
         f"{i}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n"
@@ -46,7 +48,7 @@ def to_srt(transcript: dict[str, Any]) -> str:
     return "\n".join(blocks)
 
 
-def to_vtt(transcript: dict[str, Any]) -> str:
+def to_vtt(transcript: Transcript) -> str:
     """WebVTT: the `WEBVTT` header, then `HH:MM:SS.mmm --> HH:MM:SS.mmm` cues."""
     blocks = [
         f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text.replace('-->', '->')}\n"
@@ -55,32 +57,31 @@ def to_vtt(transcript: dict[str, Any]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def to_text(transcript: dict[str, Any]) -> str:
-    return transcript.get("text", "").strip() + "\n"
+def to_text(transcript: Transcript) -> str:
+    return transcript.text.strip() + "\n"
 
 
-def to_json(transcript: dict[str, Any]) -> dict[str, Any]:
+def to_json(transcript: Transcript) -> dict[str, Any]:
     """The compact shape: text, language, duration and plain segments."""
     return {
-        "text": transcript.get("text", ""),
-        "language": transcript.get("language"),
-        "duration": transcript.get("duration"),
-        "segments": [
-            {"start": s["start"], "end": s["end"], "text": s["text"].strip()} for s in transcript.get("segments", [])
-        ],
+        "text": transcript.text,
+        "language": transcript.language,
+        "duration": transcript.duration,
+        "segments": [{"start": s.start, "end": s.end, "text": s.text.strip()} for s in transcript.segments],
     }
 
 
 SEGMENT_FIELDS = ("tokens", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob", "words")
 
 
-def to_verbose_json(transcript: dict[str, Any], task: str = "transcribe") -> dict[str, Any]:
+def to_verbose_json(transcript: Transcript, task: str = "transcribe") -> dict[str, Any]:
     """OpenAI's verbose_json shape: segments with ids, Whisper's fields as the transcript has them (OpenAI's
     order: id, seek, start, end, text, tokens, temperature, avg_logprob, compression_ratio, no_speech_prob),
     plus a flat `words` list when present."""
     segments = []
     words: list[dict[str, Any]] = []
-    for i, seg in enumerate(transcript.get("segments", [])):
+    for i, segment in enumerate(transcript.segments):
+        seg = segment.model_dump(exclude_unset=True, exclude_none=True)  # the fields it has, as stored
         out: dict[str, Any] = {"id": i}
         if "seek" in seg:
             out["seek"] = seg["seek"]
@@ -92,9 +93,9 @@ def to_verbose_json(transcript: dict[str, Any], task: str = "transcribe") -> dic
         segments.append(out)
     body = {
         "task": task,
-        "language": transcript.get("language"),
-        "duration": transcript.get("duration"),
-        "text": transcript.get("text", ""),
+        "language": transcript.language,
+        "duration": transcript.duration,
+        "text": transcript.text,
         "segments": segments,
     }
     if words:
@@ -102,7 +103,7 @@ def to_verbose_json(transcript: dict[str, Any], task: str = "transcribe") -> dic
     return body
 
 
-def render(transcript: dict[str, Any], fmt: str, task: str = "transcribe") -> tuple[str, str]:
+def render(transcript: Transcript, fmt: str, task: str = "transcribe") -> tuple[str, str]:
     """Return `(body, media_type)` for one of `FORMATS`; raises KeyError for an unknown format."""
     media_type = FORMATS[fmt]
     if fmt == "json":

@@ -16,6 +16,10 @@
 -- (queued -> running -> transcribed -> translating -> succeeded | failed | cancelled).
 -- ATTEMPTS counts runs; together with STATUS it fences writes from stale workers.
 -- NOT_BEFORE is the retry backoff; PROGRESS is the share of the audio done by the running attempt.
+-- OPTIONS holds what the job asked of the model, the options that differ from their defaults (language, task,
+-- word_timestamps, prompt, temperature, hotwords, vad_*, translate_to), e.g. OPTIONS:prompt::STRING.
+-- TASK and TRANSLATE_TO repeat options.task / options.translate_to as plain columns for SQL filters.
+-- LANGUAGE is the language asked for until the job is transcribed, then the detected one.
 CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS (
   JOB_ID VARCHAR NOT NULL PRIMARY KEY,
   STATUS VARCHAR NOT NULL,
@@ -25,9 +29,6 @@ CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS (
   TASK VARCHAR NOT NULL,
   TRANSLATE_TO VARCHAR,
   MODEL VARCHAR,
-  WORD_TIMESTAMPS BOOLEAN,
-  PROMPT VARCHAR,
-  TEMPERATURE FLOAT,
   SUBMITTED_AT TIMESTAMP_TZ NOT NULL,
   STARTED_AT TIMESTAMP_TZ,
   FINISHED_AT TIMESTAMP_TZ,
@@ -41,11 +42,16 @@ CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS (
   IDEMPOTENCY_KEY VARCHAR,
   BATCH_ID VARCHAR,
   OWNER VARCHAR,
-  TIMINGS VARIANT
+  TIMINGS VARIANT,
+  OPTIONS VARIANT
 )
 COMMENT = 'spcs-whisper: transcription jobs and their state';
 -- Columns added after the first release, for tables created by an older version (re-runnable).
 ALTER TABLE TRANSCRIPTION_JOBS ADD COLUMN IF NOT EXISTS OWNER VARCHAR;
+ALTER TABLE TRANSCRIPTION_JOBS ADD COLUMN IF NOT EXISTS OPTIONS VARIANT;
+-- Tables made before OPTIONS keep WORD_TIMESTAMPS, PROMPT and TEMPERATURE (nullable, no longer written; their
+-- old rows keep their values). Once those are no longer needed:
+--   ALTER TABLE TRANSCRIPTION_JOBS DROP COLUMN WORD_TIMESTAMPS, PROMPT, TEMPERATURE;
 
 -- One row per transcribed job (at most one: written with MERGE on JOB_ID). TEXT is the whole transcript,
 -- SEGMENTS the timed segments (and words when asked for), BODY the whole document the API serves.

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import httpx
 
-ENGINES = ["ctranslate2", "transformers"]
+from service.inference.engines import speech_engines
+
+ENGINES = speech_engines()  # the engines that transcribe speech: the registry's, without the stand-in
 READY_TIMEOUT_S = 300
 # The gateway's second door: its service-function port, by the URL of its public port (start_gateway).
 FUNCTION_URLS: dict[str, str] = {}

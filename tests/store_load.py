@@ -25,7 +25,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from service.api.app import create_app, gateway_server
+from service.api.app import build_backends, create_app, gateway_server
 from service.config import Settings
 from tests.harness import free_port, wait_ready
 from tests.integration.helpers import call_function
@@ -100,7 +100,7 @@ def serving_gateway(config: Settings, sessions: Any = None) -> Iterator[tuple[st
     """The gateway in this process, as `spcs-whisper gateway` serves it: one app on two free ports, the public
     one and the service functions' one. Yields (public URL, service-function URL)."""
     config = config.model_copy(update={"port": free_port(), "functions_port": free_port()})
-    server, sockets = gateway_server(config, create_app(config, sessions=sessions), log_level="warning")
+    server, sockets = gateway_server(config, create_app(config, build_backends(config, sessions)), log_level="warning")
     with _running(server, sockets=sockets):
         yield f"http://127.0.0.1:{config.port}", f"http://127.0.0.1:{config.functions_port}"
 

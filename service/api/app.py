@@ -7,6 +7,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
@@ -21,11 +22,13 @@ from service.api import (
     routes_openai,
     routes_web,
 )
+from service.api.deps import Services
 from service.api.errors import RequestContext, install_error_handlers
 from service.api.function_batches import FunctionBatches
 from service.api.openai_retries import Attachments
+from service.api.uploads import intake_pool
 from service.config import Settings, get_settings
-from service.inference.client import InferenceClient
+from service.inference.client import Inference, InferenceClient
 from service.jobs.dispatcher import Dispatcher
 from service.metrics import Metrics
 from service.storage.base import JobStore
@@ -34,16 +37,27 @@ from service.storage.stages import StageReader
 from service.translate.base import Translator
 from service.translate.cortex_account import check_cortex_at_start
 
-log = logging.getLogger("spcs_whisper.gateway")
+log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries on top of the file itself
 
 
-def build_backends(
-    settings: Settings, sessions: object | None = None
-) -> tuple[JobStore, StageReader, Translator | None, object | None]:
-    """The store, the stage reader, the Cortex translator the settings ask for, and the session provider they
-    share. Snowpark is imported only when Snowflake is used; `sessions` (a SessionProvider) may be passed in,
-    e.g. a local-testing one."""
+@dataclass
+class Backends:
+    """What the gateway talks to: the job store, the stage reader, the Ray app (`inference`), the Cortex
+    translator (None: Whisper translates) and the Snowflake session provider they share (None: no Snowflake).
+    Built from the settings by `build_backends`, or passed to `create_app` (tests: a fake inference); the app's
+    lifespan opens the store and closes the store and the inference client."""
+
+    store: JobStore
+    stages: StageReader
+    inference: Inference
+    translator: Translator | None = None
+    sessions: object | None = None
+
+
+def build_backends(settings: Settings, sessions: object | None = None) -> Backends:
+    """The backends the settings ask for. Snowpark is imported only when Snowflake is used; `sessions` (a
+    SessionProvider) may be passed in, e.g. a local-testing one."""
     needs_snowflake = settings.store == "snowflake" or settings.effective_translate_method != "whisper"
     if needs_snowflake and sessions is None:
         from service.storage.snowflake_session import SessionProvider
@@ -63,27 +77,41 @@ def build_backends(
     db, schema = settings.snowflake_database, settings.snowflake_schema
     home = f"{db}.{schema}" if db and schema else None
     stages = StageReader(settings.stage_mounts, sessions, temp_dir=settings.data_dir, home=home)  # type: ignore[arg-type]
-    return store, stages, translator, sessions
+    inference = InferenceClient(settings.effective_serve_url, settings.request_timeout_s)
+    return Backends(store, stages, inference, translator, sessions)
 
 
-def create_app(settings: Settings | None = None, sessions: object | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, backends: Backends | None = None) -> FastAPI:
+    """The gateway's app. Its lifespan builds the backends (unless given), opens the store, starts the
+    dispatcher and the intake pool, and publishes them as `Services` for the routes' dependencies (deps.py)."""
     settings = settings or get_settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store, stages, translator, provider = build_backends(settings, sessions)
+        parts = backends or build_backends(settings)
         # Cortex's own account settings (AI_TRANSLATE or legacy TRANSLATE, cross-region inference for the
         # COMPLETE model), checked in the background: a problem is logged with the statement that fixes it.
-        app.state.cortex_check = asyncio.create_task(check_cortex_at_start(settings, provider, translator))  # type: ignore[arg-type]
-        await store.open()
-        client = InferenceClient(settings.effective_serve_url, settings.request_timeout_s)
-        dispatcher = Dispatcher(store, client, settings, metrics, stages, translator)
-        app.state.settings, app.state.store, app.state.dispatcher = settings, store, dispatcher
-        app.state.stages = stages
-        app.state.function_batches = FunctionBatches(settings.data_dir / "function-batches")
-        app.state.function_batches.sweep()
-        # OpenAI-compatible requests waiting on jobs: a job whose client went away is cancelled after a grace
-        app.state.openai_attachments = Attachments(app.state, settings.openai_disconnect_grace_s)
+        cortex_check = asyncio.create_task(check_cortex_at_start(settings, parts.sessions, parts.translator))  # type: ignore[arg-type]
+        await parts.store.open()
+        dispatcher = Dispatcher(parts.store, parts.inference, settings, metrics, parts.stages, parts.translator)
+        function_batches = FunctionBatches(settings.data_dir / "function-batches")
+        function_batches.sweep()
+        pool = intake_pool()
+        services = Services(
+            settings=settings,
+            metrics=metrics,
+            store=parts.store,
+            stages=parts.stages,
+            inference=parts.inference,
+            translator=parts.translator,
+            dispatcher=dispatcher,
+            function_batches=function_batches,
+            # OpenAI-compatible requests waiting on jobs: a job whose client went away is cancelled after a grace
+            attachments=Attachments(parts.store, dispatcher, settings.openai_disconnect_grace_s),
+            intake=pool,
+        )
+        app.state.services = services
         await dispatcher.start()
         log.info(
             "gateway up; Ray Serve app at %s; %s store; translation by %s",
@@ -94,12 +122,14 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
         try:
             yield
         finally:
-            await app.state.openai_attachments.close()
+            app.state.services = None
+            await services.attachments.close()
             await dispatcher.stop(drain_s=settings.drain_timeout_s)
-            await client.close()
-            await store.close()
-
-    metrics = Metrics()
+            cortex_check.cancel()
+            await asyncio.gather(cortex_check, return_exceptions=True)
+            await parts.inference.close()
+            await parts.store.close()
+            pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="spcs-whisper",
@@ -107,7 +137,7 @@ def create_app(settings: Settings | None = None, sessions: object | None = None)
         description="Whisper transcription jobs: upload audio or video, read transcripts as JSON, text, SRT or VTT.",
         lifespan=lifespan,
     )
-    app.state.metrics = metrics
+    app.state.settings, app.state.metrics = settings, metrics
     install_error_handlers(app)
     app.add_middleware(
         RequestContext,

@@ -13,8 +13,11 @@ inside SPCS) and is not scoped."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import Request
 
+from service.config import Settings
 from service.jobs.model import Job
 
 USER_HEADER = "sf-context-current-user"
@@ -39,25 +42,33 @@ def role(request: Request) -> str | None:
     return request.headers.get(ROLE_HEADER, "").strip() or None
 
 
-def is_admin(request: Request) -> bool:
-    settings = request.app.state.settings
-    user, current_role = caller(request), role(request)
-    admins = {name.upper() for name in settings.admin_users}
-    return bool(user and user.upper() in admins) or bool(
-        settings.admin_role and current_role and current_role.upper() == settings.admin_role.upper()
-    )
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling (`user`, and `role` on the functions door only) and what they may see."""
 
+    user: str | None
+    role: str | None
+    functions_door: bool
+    admin: bool
 
-def owner_filter(request: Request) -> str | None:
-    """The owner a listing is limited to; None: everything (an admin, or a token holder on the public port
-    naming no user). On the functions port a request without a user never gets here (RequestContext: 400);
-    were it to, it would see nothing (an owner no job has)."""
-    user = caller(request)
-    if user is None:
-        return "\x00no-user" if on_functions_door(request) else None
-    return None if is_admin(request) else user
+    @classmethod
+    def of(cls, request: Request, settings: Settings) -> Caller:
+        user, current_role = caller(request), role(request)
+        admins = {name.upper() for name in settings.admin_users}
+        admin = bool(user and user.upper() in admins) or bool(
+            settings.admin_role and current_role and current_role.upper() == settings.admin_role.upper()
+        )
+        return cls(user, current_role, on_functions_door(request), admin)
 
+    @property
+    def owner_filter(self) -> str | None:
+        """The owner a listing is limited to; None: everything (an admin, or a token holder on the public port
+        naming no user). On the functions port a request without a user never gets here (RequestContext: 400);
+        were it to, it would see nothing (an owner no job has)."""
+        if self.user is None:
+            return "\x00no-user" if self.functions_door else None
+        return None if self.admin else self.user
 
-def visible(request: Request, job: Job) -> bool:
-    user = owner_filter(request)
-    return user is None or job.owner == user
+    def sees(self, job: Job) -> bool:
+        owner = self.owner_filter
+        return owner is None or job.owner == owner

@@ -21,12 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api import openai_errors
 from service.api.callers import DOOR, FUNCTIONS_DOOR, PUBLIC_DOOR, ROLE_HEADER, USER_HEADER
 from service.audio import AudioError
+from service.errors import ServiceError
+from service.logs import request_id_var
 from service.metrics import Metrics
 from service.storage.base import StoreUnavailable
 from service.storage.sources import SourceError
 
-log = logging.getLogger("spcs_whisper.api")
-request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+log = logging.getLogger(__name__)
 openai_route_var: ContextVar[bool] = ContextVar("openai_route", default=False)  # errors in OpenAI's envelope
 
 HTTP_CODES = {
@@ -44,10 +45,11 @@ HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(ServiceError):
+    """An error answered as is: `ApiError(status, code, message, **details)`; `details` join the error body."""
+
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
+        super().__init__(message, code=code, status=status, **details)
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
@@ -69,6 +71,11 @@ async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
 
 
 async def _audio_error(_: Request, exc: AudioError | SourceError) -> JSONResponse:
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    """Any other ServiceError (inference, translation, ...): its status and code; its message is for callers."""
     return error_response(exc.status, exc.code, exc.message)
 
 
@@ -104,6 +111,7 @@ async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(SourceError, _audio_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -10,18 +10,18 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.errors import ApiError, BodyTooLarge
-from service.languages import normalise_language
+from service.config import Settings
+from service.options import JobOptions
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_JSON_DEPTH = 32  # a job body nests 1 level, a service-function batch 3
-DEFAULT_JSON_BYTES = 2 * 1024 * 1024  # without settings (an app built without its lifespan)
 SMALL_JSON_BYTES = 64 * 1024  # checked and parsed in well under a millisecond
 
 
@@ -32,44 +32,18 @@ def multipart_body(required: list[str], properties: dict[str, dict]) -> dict[str
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
-DECODE_OPTION_FIELDS = ("hotwords", "vad_filter", "vad_threshold", "vad_min_silence_ms", "vad_speech_pad_ms")
+class JobRequest(JobOptions):
+    """A job as a client asks for it: its options (service/options.py) and the request-only fields."""
 
-
-class JobOptions(BaseModel):
-    """What a job asks of the model; unknown fields are refused so typos do not pass silently."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    language: str | None = None
-    task: Literal["transcribe", "translate"] = "transcribe"
-    word_timestamps: bool = False
     model: str | None = None
-    prompt: str | None = Field(
-        None,
-        max_length=16_000,
-        description="text that primes Whisper's vocabulary, e.g. the previous transcript: its last 223 tokens are "
-        "used, as Whisper does",
-    )
-    temperature: float = Field(0.0, ge=0.0, le=1.0)
-    hotwords: str | None = Field(None, max_length=1000, description="words or phrases to bias decoding towards")
-    vad_filter: bool | None = Field(None, description="cut the audio at speech (Silero VAD); unset: the service's")
-    vad_threshold: float | None = Field(None, ge=0.0, le=1.0, description="speech probability threshold")
-    vad_min_silence_ms: int | None = Field(None, ge=0, le=10_000, description="silence that ends a speech region")
-    vad_speech_pad_ms: int | None = Field(None, ge=0, le=2000, description="padding kept around each speech region")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
-    translate_to: str | None = Field(None, description="translate the transcript into this language afterwards")
 
-    def decode_options(self) -> dict[str, Any]:
-        """The options a job keeps in `Job.options` (no column of their own), as the Ray app's query parameters."""
-        return {name: getattr(self, name) for name in DECODE_OPTION_FIELDS if getattr(self, name) is not None}
-
-    @field_validator("language", "translate_to")
-    @classmethod
-    def _language(cls, value: str | None) -> str | None:
-        return normalise_language(value)
+    def job_options(self) -> JobOptions:
+        """What the job keeps and the Ray app decodes with (the request-only fields dropped)."""
+        return JobOptions(**self.model_dump(include=set(JobOptions.model_fields), exclude_unset=True))
 
 
-class SourceJob(JobOptions):
+class SourceJob(JobRequest):
     """`POST /v1/jobs` as JSON: the audio is a file on a stage instead of an upload."""
 
     source: str = Field(
@@ -77,7 +51,7 @@ class SourceJob(JobOptions):
     )
 
 
-class BatchRequest(JobOptions):
+class BatchRequest(JobRequest):
     """`POST /v1/batches`: one job per file under `stage` whose relative path fully matches `pattern`."""
 
     stage: str = Field(..., min_length=2, max_length=1200, examples=["@AUDIO_FILES_STAGE"])
@@ -110,15 +84,10 @@ def nesting_problem(body: bytes, limit: int = MAX_JSON_DEPTH) -> str | None:
     return too_deep if brackets else None
 
 
-def _json_limit(request: Request) -> int:
-    settings = getattr(request.app.state, "settings", None)
-    return int(settings.max_json_mb * 1024 * 1024) if settings is not None else DEFAULT_JSON_BYTES
-
-
-async def json_body(request: Request) -> bytes:
-    """The request body, refused with 413 once it is known to exceed the JSON limit: by its Content-Length,
-    else while it streams in (never read whole first)."""
-    limit = _json_limit(request)
+async def json_body(request: Request, settings: Settings) -> bytes:
+    """The request body, refused with 413 once it is known to exceed the JSON limit (MAX_JSON_MB): by its
+    Content-Length, else while it streams in (never read whole first)."""
+    limit = int(settings.max_json_mb * 1024 * 1024)
     too_large = ApiError(
         413, "json_too_large", f"the JSON body exceeds the limit of {limit / 1024 / 1024:g} MB (MAX_JSON_MB)"
     )
@@ -136,10 +105,10 @@ async def json_body(request: Request) -> bytes:
     return bytes(body)
 
 
-async def json_fields(request: Request) -> dict[str, Any]:
+async def json_fields(request: Request, settings: Settings) -> dict[str, Any]:
     """The request body as a JSON object: 413 when larger than the JSON limit, 400 when it is not UTF-8 JSON
     or nests deeper than MAX_JSON_DEPTH (checked before parsing), 422 when it is not an object."""
-    raw = await json_body(request)
+    raw = await json_body(request, settings)
     # A large body (up to MAX_JSON_MB) is checked and parsed off the event loop; a small one is not worth a thread.
     body = parse_json(raw) if len(raw) <= SMALL_JSON_BYTES else await asyncio.to_thread(parse_json, raw)
     if not isinstance(body, dict):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
+from service.api.deps import Services, ServicesDep
 from service.api.errors import ApiError
 
 router = APIRouter(prefix="/v1/models", tags=["openai"])
@@ -19,28 +20,22 @@ OWNER = "spcs-whisper"
 STARTED = int(time.time())  # `created`: when this gateway started serving the model
 
 
-def served_model(state: Any) -> str:
-    """The model the Ray app says it runs (its /ready `model`), else the configured one."""
-    info = getattr(state.dispatcher, "model_info", None) or {}
-    return str(info.get("model") or state.settings.model)
-
-
 def _model(model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": STARTED, "owned_by": OWNER}
 
 
-def _ids(state: Any) -> list[str]:
-    served = served_model(state)
+def _ids(services: Services) -> list[str]:
+    served = services.served_model
     return [served] if served == ALIAS else [served, ALIAS]
 
 
 @router.get("", summary="List models (OpenAI `models.list`)")
-async def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [_model(i) for i in _ids(request.app.state)]}
+async def list_models(services: ServicesDep) -> dict[str, Any]:
+    return {"object": "list", "data": [_model(i) for i in _ids(services)]}
 
 
 @router.get("/{model_id:path}", summary="Retrieve a model (OpenAI `models.retrieve`)")
-async def retrieve_model(request: Request, model_id: str) -> dict[str, Any]:
-    if model_id not in _ids(request.app.state):
+async def retrieve_model(services: ServicesDep, model_id: str) -> dict[str, Any]:
+    if model_id not in _ids(services):
         raise ApiError(404, "model_not_found", f"The model `{model_id}` does not exist on this service")
     return _model(model_id)

@@ -23,14 +23,18 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import UploadFile
 
-from service.api.intake import JobOptions
+from service.api.intake import JobRequest
 from service.jobs.model import InvalidTransition, JobStatus
+from service.storage.base import JobStore
 
-log = logging.getLogger("spcs_whisper.api")
+if TYPE_CHECKING:
+    from service.jobs.dispatcher import Dispatcher
+
+log = logging.getLogger(__name__)
 BUCKET_S = 3600  # implicit keys are looked up in this bucket and the previous one: a retry within 1-2 h
 KEY_PREFIX = "openai-"
 MAX_CHAIN = 8  # jobs per bucket one implicit key may name in turn (each after a cancelled or failed one)
@@ -53,7 +57,7 @@ async def file_digest(upload: UploadFile) -> str:
     return await asyncio.to_thread(_file_digest, upload)
 
 
-def implicit_base(owner: str | None, digest: str, options: JobOptions) -> str:
+def implicit_base(owner: str | None, digest: str, options: JobRequest) -> str:
     """What identifies a request apart from time: who sent it, the bytes, and every option of its job."""
     canonical = options.model_dump(mode="json", exclude={"idempotency_key"})
     material = json.dumps([owner or "", digest, canonical], sort_keys=True, ensure_ascii=False)
@@ -64,7 +68,9 @@ def _key(bucket: int, base: str, index: int) -> str:
     return f"{KEY_PREFIX}{bucket}-{base}" + (f"-{index}" if index else "")
 
 
-async def implicit_key(store: Any, owner: str | None, digest: str, options: JobOptions, at: float | None = None) -> str:
+async def implicit_key(
+    store: JobStore, owner: str | None, digest: str, options: JobRequest, at: float | None = None
+) -> str:
     """The key for this request: that of a live or finished job of the same request (this bucket or the one
     before), else the first unused key of this bucket's chain."""
     base = implicit_base(owner, digest, options)
@@ -85,15 +91,15 @@ async def implicit_key(store: Any, owner: str | None, digest: str, options: JobO
     return free or _key(bucket, base, MAX_CHAIN - 1)
 
 
-async def cancel_job(state: Any, job_id: str) -> bool:
+async def cancel_job(store: JobStore, dispatcher: Dispatcher, job_id: str) -> bool:
     """Cancel a job that has not finished, as DELETE /v1/jobs/{id} does; True when this call cancelled it."""
     for _ in range(3):  # the job may move on between the read and the update
-        job = await state.store.get(job_id)
+        job = await store.get(job_id)
         if job is None or job.status.terminal:
             return False
         try:
-            if await state.store.transition(job, JobStatus.CANCELLED):
-                state.dispatcher.cancel(job_id)
+            if await store.transition(job, JobStatus.CANCELLED):
+                dispatcher.cancel(job_id)
                 return True
         except InvalidTransition:
             continue
@@ -104,8 +110,8 @@ class Attachments:
     """Which jobs have an OpenAI-compatible request waiting on them, and the grace timers of those that lost
     their last one before the result."""
 
-    def __init__(self, state: Any, grace_s: float) -> None:
-        self.state, self.grace_s = state, grace_s
+    def __init__(self, store: JobStore, dispatcher: Dispatcher, grace_s: float) -> None:
+        self.store, self.dispatcher, self.grace_s = store, dispatcher, grace_s
         self._count: dict[str, int] = {}
         self._kept: OrderedDict[str, None] = OrderedDict()
         self._timers: dict[str, asyncio.Task[None]] = {}
@@ -142,7 +148,7 @@ class Attachments:
             await asyncio.sleep(self.grace_s)
             if self._count.get(job_id) or job_id in self._kept:
                 return
-            if await cancel_job(self.state, job_id):
+            if await cancel_job(self.store, self.dispatcher, job_id):
                 log.info("job %s cancelled: no client waited on it for %.0f s", job_id, self.grace_s)
         except asyncio.CancelledError:
             raise
@@ -159,14 +165,6 @@ class Attachments:
             timer.cancel()
         await asyncio.gather(*timers, return_exceptions=True)
         self._timers.clear()
-
-
-def attachments(state: Any) -> Attachments:
-    """The app's registry (made on first use, so an app built without its lifespan works too)."""
-    registry = getattr(state, "openai_attachments", None)
-    if registry is None:
-        registry = state.openai_attachments = Attachments(state, state.settings.openai_disconnect_grace_s)
-    return registry
 
 
 def keeps_job(headers: Any) -> bool:

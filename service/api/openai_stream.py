@@ -19,7 +19,7 @@ import json
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -28,8 +28,12 @@ from service import audio
 from service.api import keepalive
 from service.api.errors import ApiError, request_id_var
 from service.jobs.model import Job, JobStatus
+from service.transcript import Segment, Transcript
 
-log = logging.getLogger("spcs_whisper.api")
+if TYPE_CHECKING:
+    from service.api.deps import Services
+
+log = logging.getLogger(__name__)
 EVENT_STREAM = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 SSE_KEEPALIVE = ": keep-alive\n\n"
@@ -40,9 +44,9 @@ AUDIO_ERROR_STATUS = {
 }
 
 
-def usage(transcript: dict[str, Any]) -> dict[str, Any]:
+def usage(transcript: Transcript) -> dict[str, Any]:
     """As OpenAI reports it for whisper-1: the audio's duration in whole seconds, rounded up."""
-    return {"type": "duration", "seconds": math.ceil(float(transcript.get("duration") or 0.0))}
+    return {"type": "duration", "seconds": math.ceil(float(transcript.duration or 0.0))}
 
 
 def links(job_id: str, fmt: str) -> dict[str, str]:
@@ -100,11 +104,11 @@ class _Deltas:
         self.sent = 0  # segments consumed, in audio order
         self.started = False
 
-    def take(self, segments: list[dict[str, Any]]) -> list[str]:
+    def take(self, segments: list[Segment]) -> list[str]:
         events = []
         for segment in segments[self.sent :]:
             self.sent += 1
-            text = str(segment.get("text", ""))
+            text = segment.text
             if not self.started:
                 text = text.lstrip()
             if text:
@@ -113,9 +117,9 @@ class _Deltas:
         return events
 
 
-async def events(state: Any, job_id: str, deadline: float) -> AsyncIterator[str]:
+async def events(services: Services, job_id: str, deadline: float) -> AsyncIterator[str]:
     """The event stream of one job (see the module's docstring)."""
-    dispatcher, store, every = state.dispatcher, state.store, state.settings.openai_keepalive_s
+    dispatcher, store, every = services.dispatcher, services.store, services.settings.openai_keepalive_s
     loop = asyncio.get_running_loop()
     deltas = _Deltas()
     quiet_since = loop.time()
@@ -140,10 +144,10 @@ async def events(state: Any, job_id: str, deadline: float) -> AsyncIterator[str]
             await dispatcher.wait_progress(job_id, max(0.01, min(pause, deadline - now)))
         if problem := failure(job):
             raise problem
-        transcript = await store.transcript(job_id) or {}
-        for event in deltas.take(transcript.get("segments") or []):
+        transcript = await store.transcript(job_id) or Transcript()
+        for event in deltas.take(transcript.segments):
             yield event
-        yield sse({"type": "transcript.text.done", "text": transcript.get("text", ""), "usage": usage(transcript)})
+        yield sse({"type": "transcript.text.done", "text": transcript.text, "usage": usage(transcript)})
     except ApiError as exc:
         error = keepalive.error_object(exc.status, exc.code, exc.message, **error_details(exc, job_id))
         yield sse({"type": "error", **error})

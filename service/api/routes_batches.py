@@ -8,10 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.admission import accept_batch
-from service.api.callers import caller, role, visible
+from service.api.deps import CallerDep, ServicesDep, StoreDep
 from service.api.errors import ApiError
 from service.api.intake import BatchRequest, json_fields, validated
-from service.api.schemas import BatchView
+from service.api.schemas import BatchView, batch_options
 from service.jobs.model import Batch, Job, JobStatus
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -38,7 +38,7 @@ def batch_view(batch: Batch, jobs: list[Job]) -> BatchView:
         id=batch.id,
         stage=batch.stage,
         pattern=batch.pattern,
-        options=batch.options,
+        options=batch_options(batch),
         created_at=batch.created_at,
         status=status,
         files=batch.files,
@@ -58,22 +58,21 @@ def batch_view(batch: Batch, jobs: list[Job]) -> BatchView:
         "requestBody": {"required": True, "content": {"application/json": {"schema": BatchRequest.model_json_schema()}}}
     },
 )
-async def create_batch(request: Request) -> JSONResponse:
+async def create_batch(request: Request, services: ServicesDep, who: CallerDep) -> JSONResponse:
     """`{"stage": "@AUDIO_FILES_STAGE", "pattern": ".*[.]mp4", "language": "hi", "translate_to": "en"}` →
     one job per matching file, all stored before the 202. The stage must be on the stage allow-list (403
     `stage_not_allowed`); the pattern is RE2 (422 `invalid_pattern` for what RE2 lacks, `pattern_timeout` past
     BATCH_MATCH_TIMEOUT_S)."""
-    body = validated(BatchRequest, await json_fields(request))
-    batch, jobs = await accept_batch(request.app.state, body, caller(request), role(request))
+    body = validated(BatchRequest, await json_fields(request, services.settings))
+    batch, jobs = await accept_batch(services, body, who.user, who.role)
     view = batch_view(batch, jobs).model_dump(mode="json")
     return JSONResponse(view, status_code=202, headers={"location": f"/v1/batches/{batch.id}"})
 
 
 @router.get("/{batch_id}", response_model=BatchView)
-async def get_batch(request: Request, batch_id: str) -> BatchView:
-    store = request.app.state.store
+async def get_batch(store: StoreDep, who: CallerDep, batch_id: str) -> BatchView:
     batch = await store.get_batch(batch_id)
     jobs = await store.batch_jobs(batch_id) if batch else []
-    if batch is None or not all(visible(request, job) for job in jobs):
+    if batch is None or not all(who.sees(job) for job in jobs):
         raise ApiError(404, "batch_not_found", f"no batch with id {batch_id!r}")
     return batch_view(batch, jobs)

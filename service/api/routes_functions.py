@@ -26,13 +26,16 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from service.api.admission import accept_source, check_backlog
-from service.api.callers import caller, is_admin, role, visible
+from service.api.callers import Caller
+from service.api.deps import CallerDep, Services, ServicesDep
 from service.api.errors import ApiError
 from service.api.function_batches import BatchRow
-from service.api.intake import JobOptions, json_fields
+from service.api.intake import JobRequest, json_fields
 from service.audio import AudioError
+from service.config import Settings
 from service.jobs.model import Job, JobStatus
 from service.storage.sources import SourceError
+from service.transcript import Transcript
 
 router = APIRouter(prefix="/functions", tags=["snowflake service functions"])
 MAX_ROWS = 1000
@@ -61,8 +64,8 @@ def _row_error(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
 
-async def _rows(request: Request, min_args: int, max_args: int) -> list[Row]:
-    body = await json_fields(request)
+async def _rows(request: Request, settings: Settings, min_args: int, max_args: int) -> list[Row]:
+    body = await json_fields(request, settings)
     data = body.get("data")
     if not isinstance(data, list):
         raise ApiError(400, "invalid_batch", 'the body must be {"data": [[row_number, arg, ...], ...]}')
@@ -84,15 +87,21 @@ def _text(value: Any) -> str | None:
 
 
 async def _submit(
-    request: Request, row: int, source: Any, language: Any = None, translate_to: Any = None
+    request: Request,
+    services: Services,
+    who: Caller,
+    row: int,
+    source: Any,
+    language: Any = None,
+    translate_to: Any = None,
 ) -> Job | dict:
     """A stage job for one row (reused when Snowflake retries the batch), or that row's error."""
     key = _row_key(request, row, [source, language, translate_to])
     if not isinstance(source, str):
         return _row_error("invalid_source", "the source must be a string like '@STAGE/path/file.mp4'")
     try:
-        options = JobOptions(language=_text(language), translate_to=_text(translate_to) or None, idempotency_key=key)
-        job, _ = await accept_source(request.app.state, source, options, caller(request), role=role(request))
+        options = JobRequest(language=_text(language), translate_to=_text(translate_to) or None, idempotency_key=key)
+        job, _ = await accept_source(services, source, options, who.user, role=who.role)
     except ValidationError as exc:
         return _row_error("validation_error", "; ".join(e["msg"] for e in exc.errors()))
     except (SourceError, AudioError) as exc:
@@ -106,13 +115,13 @@ async def _submit(
     return job
 
 
-def _result(job: Job | None, transcript: dict[str, Any] | None) -> dict[str, Any]:
+def _result(job: Job | None, transcript: Transcript | None) -> dict[str, Any]:
     if job is None:
         return _row_error("job_not_found", "the job was deleted")
     if job.status != JobStatus.SUCCEEDED or transcript is None:
         return _row_error(job.error_code or job.status.value, job.error_message or f"the job is {job.status.value}")
-    keys = ("text", "language", "duration", "segments")
-    return {"job_id": job.id, **{k: transcript.get(k) for k in keys}}
+    body = transcript.dump()
+    return {"job_id": job.id, **{k: body.get(k) for k in ("text", "language", "duration", "segments")}}
 
 
 def _row_key(request: Request, row: int, args: list[Any]) -> str | None:
@@ -142,13 +151,12 @@ def _batch_id(request: Request) -> str | None:
     return batch_id
 
 
-async def _answer(request: Request, batch: list[BatchRow], wait_s: float) -> list[list[Any]] | None:
+async def _answer(services: Services, who: Caller, batch: list[BatchRow], wait_s: float) -> list[list[Any]] | None:
     """The batch's rows once every job finished within `wait_s`; None while some still run. A row whose job
     is not the caller's (a batch id sent by another user) answers job_not_found, as TRANSCRIPTION_STATUS does."""
-    state = request.app.state
     job_ids = [r.job_id for r in batch if r.job_id]
     finished = await asyncio.gather(
-        *(state.dispatcher.wait_finished(job_id, wait_s) for job_id in job_ids), return_exceptions=True
+        *(services.dispatcher.wait_finished(job_id, wait_s) for job_id in job_ids), return_exceptions=True
     )
     if any(isinstance(f, TimeoutError) for f in finished):
         return None
@@ -159,79 +167,77 @@ async def _answer(request: Request, batch: list[BatchRow], wait_s: float) -> lis
             data.append([row.row, row.error])
             continue
         final = done[row.job_id]
-        final = final if isinstance(final, Job) and visible(request, final) else None  # KeyError: deleted
-        transcript = await state.store.transcript(final.id) if final else None
+        final = final if isinstance(final, Job) and who.sees(final) else None  # KeyError: deleted
+        transcript = await services.store.transcript(final.id) if final else None
         data.append([row.row, _result(final, transcript)])
     return data
 
 
-async def _reply(request: Request, batch_id: str, batch: list[BatchRow]) -> Any:
+async def _reply(request: Request, services: Services, who: Caller, batch_id: str, batch: list[BatchRow]) -> Any:
     """200 with the rows, or 202 (Snowflake polls again with GET) while jobs still run."""
-    state = request.app.state
-    data = await _answer(request, batch, state.settings.function_wait_s)
+    data = await _answer(services, who, batch, services.settings.function_wait_s)
     if data is None:
         running = sum(1 for r in batch if r.job_id)
         return JSONResponse({"status": "running", "rows": len(batch), "jobs": running}, status_code=202)
-    state.function_batches.drop(request.url.path, batch_id)
+    services.function_batches.drop(request.url.path, batch_id)
     return {"data": data}
 
 
 @router.post("/transcribe", openapi_extra=FUNCTION_BODY, responses={202: {"description": "still running: poll"}})
-async def transcribe(request: Request) -> Any:
+async def transcribe(request: Request, services: ServicesDep, who: CallerDep) -> Any:
     """`TRANSCRIBE(source, language)`: every row's transcript (`{"text", "language", "duration", "segments"}`);
     a row that fails answers `{"error": {"code", "message"}}`. 202 when not done within `function_wait_s`:
     Snowflake then polls `GET /functions/transcribe` with the same batch id."""
-    rows = await _rows(request, 1, 2)
-    state = request.app.state
+    rows = await _rows(request, services.settings, 1, 2)
     batch_id = _batch_id(request)
-    await check_backlog(state, len(rows), caller(request))
+    await check_backlog(services, len(rows), who.user)
     batch = []
     for row, args in rows:
-        job = await _submit(request, row, *args)
+        job = await _submit(request, services, who, row, *args)
         batch.append(BatchRow(row, job.id) if isinstance(job, Job) else BatchRow(row, error=job))
     if batch_id is not None:
-        state.function_batches.save(request.url.path, batch_id, batch)
-        return await _reply(request, batch_id, batch)
-    data = await _answer(request, batch, state.settings.function_timeout_s)
+        services.function_batches.save(request.url.path, batch_id, batch)
+        return await _reply(request, services, who, batch_id, batch)
+    data = await _answer(services, who, batch, services.settings.function_timeout_s)
     if data is None:
         raise ApiError(503, "still_running", "the batch's jobs are still running; retry", retry_after=10)
     return {"data": data}
 
 
 @router.get("/transcribe", responses={202: {"description": "still running"}, 404: {"description": "unknown"}})
-async def transcribe_poll(request: Request) -> Any:
+async def transcribe_poll(request: Request, services: ServicesDep, who: CallerDep) -> Any:
     """Snowflake's poll of a batch answered 202: 202 again while its jobs run, then 200 with every row."""
     batch_id = request.headers.get(BATCH_ID_HEADER)
     if not batch_id:
         raise ApiError(400, "missing_batch_id", f"a poll carries the {BATCH_ID_HEADER} header of its batch")
-    batch = request.app.state.function_batches.load(request.url.path, batch_id)
+    batch = services.function_batches.load(request.url.path, batch_id)
     if batch is None:  # never seen, or answered already: Snowflake sends the batch again (its jobs are reused)
         raise ApiError(404, "batch_not_found", "no batch with this id is being answered; send it again")
-    return await _reply(request, batch_id, batch)
+    return await _reply(request, services, who, batch_id, batch)
 
 
 @router.post("/submit", openapi_extra=FUNCTION_BODY)
-async def submit(request: Request) -> dict[str, Any]:
+async def submit(request: Request, services: ServicesDep, who: CallerDep) -> dict[str, Any]:
     """`TRANSCRIBE_SUBMIT(source, language, translate_to)`: queues each row's job and answers at once
     with `{"job_id", "status"}`."""
-    rows = await _rows(request, 1, 3)
-    await check_backlog(request.app.state, len(rows), caller(request))
+    rows = await _rows(request, services.settings, 1, 3)
+    await check_backlog(services, len(rows), who.user)
     data = []
     for row, args in rows:
-        job = await _submit(request, row, *args)
+        job = await _submit(request, services, who, row, *args)
         data.append([row, {"job_id": job.id, "status": job.status.value} if isinstance(job, Job) else job])
     return {"data": data}
 
 
 @router.post("/job_status", openapi_extra=FUNCTION_BODY)
-async def job_status(request: Request) -> dict[str, Any]:
+async def job_status(request: Request, services: ServicesDep, who: CallerDep) -> dict[str, Any]:
     """`TRANSCRIPTION_STATUS(job_id)`: status, progress and, once done, the text (and its translation)."""
-    rows = await _rows(request, 1, 1)
-    store = request.app.state.store
+    rows = await _rows(request, services.settings, 1, 1)
+    store = services.store
     data = []
     for row, (job_id,) in rows:
         job = await store.get(str(job_id)) if isinstance(job_id, str) else None
-        if job is None or not visible(request, job):
+        if job is None or not who.sees(job):
             data.append([row, _row_error("job_not_found", f"no job with id {job_id!r:.100}")])
             continue
         value: dict[str, Any] = {"job_id": job.id, "status": job.status.value, "source": job.source}
@@ -239,39 +245,38 @@ async def job_status(request: Request) -> dict[str, Any]:
         if job.error_code:
             value["error"] = {"code": job.error_code, "message": job.error_message}
         if transcript := await store.transcript(job.id):
-            value.update(text=transcript.get("text"), language=transcript.get("language"))
-        if job.translate_to and (translation := await store.translation(job.id)):
+            value.update(text=transcript.text, language=transcript.language)
+        if job.options.translate_to and (translation := await store.translation(job.id)):
             value["translation"] = translation["text"]
         data.append([row, value])
     return {"data": data}
 
 
 @router.post("/drain", openapi_extra=FUNCTION_BODY)
-async def drain(request: Request) -> dict[str, Any]:
+async def drain(request: Request, services: ServicesDep, who: CallerDep) -> dict[str, Any]:
     """`WHISPER_DRAIN(timeout_s)`, before `make teardown` (admin users or role only): claim no more jobs, let
     the running ones finish for up to `timeout_s`, export everything to the Snowflake tables, and answer
     `{"drained", "running", "queued", "pending_exports"}`. `drained` is true only when nothing runs and nothing
     waits to be exported: then the block volume may be dropped without losing anything that is not in the
     tables (queued jobs are there as `queued`, and the next deployment takes them in again)."""
-    rows = await _rows(request, 1, 1)
-    state = request.app.state
-    if not is_admin(request):
+    rows = await _rows(request, services.settings, 1, 1)
+    if not who.admin:
         error = _row_error("forbidden", "WHISPER_DRAIN is for the admin users and role (SPCS_WHISPER_ADMIN_*)")
         return {"data": [[row, error] for row, _ in rows]}
     try:
         timeout = min(max(float(rows[0][1][0] or 0), 0.0), 3000.0)
     except (TypeError, ValueError):
         raise ApiError(400, "invalid_batch", "WHISPER_DRAIN(timeout_s) takes a number of seconds") from None
-    running = await state.dispatcher.drain(timeout)
-    flush = getattr(state.store, "flush", None)
+    running = await services.dispatcher.drain(timeout)
+    flush = getattr(services.store, "flush", None)
     try:
         pending = await flush() if flush is not None else 0
         error = None
     except Exception as exc:  # Snowflake unreachable: what is pending stays on the block volume
-        pending = await state.store.exporter.pending()
+        pending = await services.store.exporter.pending()  # type: ignore[attr-defined]
         log.warning("WHISPER_DRAIN: the export failed: %s", exc)
         error = f"{type(exc).__name__} (details in the gateway's log)"
-    counts = await state.store.count_by_status()
+    counts = await services.store.count_by_status()
     value: dict[str, Any] = {
         "drained": running == 0 and pending == 0,
         "running": running,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.api.deps import ServicesDep
 from service.api.errors import error_response, request_id_var
 from service.api.schemas import ExportHealth, Health, Readiness
 
@@ -23,20 +24,19 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"description": "not ready"}})
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(services: ServicesDep) -> JSONResponse:
     """200 only when the store answers and the Ray Serve app has its model loaded. With the Snowflake store
     the store is the local queue: a Snowflake outage shows in `snowflake_export`, never makes the gateway
     unready (the export retries, and the queue keeps taking jobs)."""
-    state = request.app.state
     try:
-        await state.store.ping()
+        await services.store.ping()
         store = "ok"
     except Exception:  # any store failure means not ready; its details (paths, hosts) go to the log only
         log.warning("readiness: the store does not answer (request %s)", request_id_var.get(), exc_info=True)
         store = "unavailable"
-    info = state.dispatcher.model_info
+    info = services.dispatcher.model_info
     inference = "ok" if info else "unavailable"
-    export = _export(state.store)
+    export = _export(services.store)
     body = Readiness(
         status="ready" if store == "ok" and info else "not_ready",
         store=store,
@@ -67,20 +67,19 @@ def _export(store: object) -> Any:
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-async def metrics(request: Request) -> Response:
+async def metrics(services: ServicesDep) -> Response:
     """Prometheus text format: jobs by status, queue depth, audio seconds, latencies, Whisper batch sizes."""
-    state = request.app.state
-    m = state.metrics
-    counts = await state.store.count_by_status()
+    m = services.metrics
+    counts = await services.store.count_by_status()
     for status in ("queued", "running", "transcribed", "translating", "succeeded", "failed", "cancelled"):
         m.jobs.labels(status).set(counts.get(status, 0))
     m.queue_depth.set(counts.get("queued", 0))
-    m.in_flight.set(state.dispatcher.in_flight)
-    if export := _export(state.store):
+    m.in_flight.set(services.dispatcher.in_flight)
+    if export := _export(services.store):
         m.export_pending.set(export.pending)
         m.export_statements.set(export.statements)
         m.export_failures.set(export.failures)
-    info = state.dispatcher.model_info or {}
+    info = services.dispatcher.model_info or {}
     m.batches.set(info.get("batches") or 0)
     m.batch_windows.set(info.get("windows") or 0)
     m.mean_batch_size.set(info.get("mean_batch_size") or 0)

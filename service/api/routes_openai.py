@@ -34,17 +34,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.api import keepalive, openai_stream
 from service.api.admission import accept
-from service.api.callers import caller
+from service.api.deps import CallerDep, Services, ServicesDep
 from service.api.errors import ApiError, request_id_var
-from service.api.intake import JobOptions, multipart, multipart_body, validated
-from service.api.openai_retries import attachments, file_digest, implicit_key, keeps_job
+from service.api.intake import JobRequest, multipart, multipart_body, validated
+from service.api.openai_retries import file_digest, implicit_key, keeps_job
 from service.api.openai_stream import AttachedStream, error_details, failure, links, still_running, usage
 from service.api.schemas import JobView
 from service.formats import FORMATS, render, to_verbose_json
 from service.jobs.model import Job
 from service.languages import language_name
+from service.options import Task
+from service.transcript import Transcript
 
-log = logging.getLogger("spcs_whisper.api")
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/audio", tags=["openai"])
 
 FORM_SCHEMA = multipart_body(
@@ -213,11 +215,11 @@ def _vad_options(form: OpenAIForm) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def _options(form: OpenAIForm, task: Literal["transcribe", "translate"], key: str | None) -> JobOptions:
+def _options(form: OpenAIForm, task: Task, key: str | None) -> JobRequest:
     language = form.language or (form.languages[0] if len(form.languages) == 1 else None)
     keywords = ", ".join(k.strip() for k in form.keywords if k.strip())
     return validated(
-        JobOptions,
+        JobRequest,
         {
             "language": language,
             "task": task,
@@ -232,20 +234,20 @@ def _options(form: OpenAIForm, task: Literal["transcribe", "translate"], key: st
     )
 
 
-def _language(transcript: dict[str, Any], job: Job) -> str:
+def _language(transcript: Transcript, job: Job) -> str:
     """The language's name, never null: English for a translation, and when nothing was detected (Whisper then
     decodes as English)."""
-    if job.task == "translate":
+    if job.options.task == "translate":
         return "english"
-    return language_name(transcript.get("language") or job.language) or "english"
+    return language_name(transcript.language or job.language) or "english"
 
 
-def _verbose(transcript: dict[str, Any], job: Job, words: bool) -> dict[str, Any]:
+def _verbose(transcript: Transcript, job: Job, words: bool) -> dict[str, Any]:
     """OpenAI's verbose_json with the transcript's real per-segment values; defaults only where absent."""
-    body = to_verbose_json(transcript, job.task)
+    body = to_verbose_json(transcript, job.options.task)
     body["language"] = _language(transcript, job)
-    body["language_probability"] = transcript.get("language_probability")
-    body["duration"] = transcript.get("duration") or 0.0
+    body["language_probability"] = transcript.language_probability
+    body["duration"] = transcript.duration or 0.0
     segments = []
     for segment in body["segments"]:
         segments.append(
@@ -256,7 +258,7 @@ def _verbose(transcript: dict[str, Any], job: Job, words: bool) -> dict[str, Any
                 "end": segment["end"],
                 "text": segment["text"],
                 "tokens": segment.get("tokens", []),
-                "temperature": segment.get("temperature", job.temperature),
+                "temperature": segment.get("temperature", job.options.temperature),
                 "avg_logprob": segment.get("avg_logprob", 0.0),
                 "compression_ratio": segment.get("compression_ratio", 0.0),
                 "no_speech_prob": segment.get("no_speech_prob", 0.0),
@@ -273,30 +275,32 @@ def _verbose(transcript: dict[str, Any], job: Job, words: bool) -> dict[str, Any
     return body
 
 
-async def _wait(state: Any, job_id: str, timeout: float) -> Job:
+async def _wait(services: Services, job_id: str, timeout: float) -> Job:
     """The finished job; TimeoutError while it runs."""
     try:
-        return await state.dispatcher.wait_finished(job_id, timeout)
+        return await services.dispatcher.wait_finished(job_id, timeout)
     except KeyError:
         raise ApiError(404, "job_not_found", f"job {job_id} was deleted while the request waited") from None
 
 
-async def _result(state: Any, job: Job, form: OpenAIForm, words: bool) -> str:
+async def _result(services: Services, job: Job, form: OpenAIForm, words: bool) -> str:
     """The finished job's body in the requested format; ApiError when it did not succeed."""
     if problem := failure(job):
         raise problem
-    transcript = await state.store.transcript(job.id) or {}
+    transcript = await services.store.transcript(job.id) or Transcript()
     if form.response_format == "json":
-        return json.dumps({"text": transcript.get("text", ""), "usage": usage(transcript)}, ensure_ascii=False)
+        return json.dumps({"text": transcript.text, "usage": usage(transcript)}, ensure_ascii=False)
     if form.response_format == "verbose_json":
         return json.dumps(_verbose(transcript, job, words), ensure_ascii=False)
-    return render(transcript, form.response_format, job.task)[0]
+    return render(transcript, form.response_format, job.options.task)[0]
 
 
-async def _kept_alive(state: Any, job_id: str, form: OpenAIForm, words: bool, deadline: float) -> AsyncIterator[str]:
+async def _kept_alive(
+    services: Services, job_id: str, form: OpenAIForm, words: bool, deadline: float
+) -> AsyncIterator[str]:
     """The streamed body: the format's opening, a keep-alive every `openai_keepalive_s`, then the result or,
     as the 200 is already sent, an error object (see keepalive.py)."""
-    fmt, every = form.response_format, state.settings.openai_keepalive_s
+    fmt, every = form.response_format, services.settings.openai_keepalive_s
     loop = asyncio.get_running_loop()
     yield keepalive.opening(fmt)
     try:
@@ -305,11 +309,11 @@ async def _kept_alive(state: Any, job_id: str, form: OpenAIForm, words: bool, de
             if remaining <= 0:
                 raise still_running(job_id, fmt)
             try:
-                job = await _wait(state, job_id, min(every, remaining))
+                job = await _wait(services, job_id, min(every, remaining))
                 break
             except TimeoutError:
                 yield keepalive.KEEPALIVE
-        body = keepalive.remainder(fmt, await _result(state, job, form, words))
+        body = keepalive.remainder(fmt, await _result(services, job, form, words))
     except ApiError as exc:
         yield keepalive.error_tail(
             fmt, keepalive.error_object(exc.status, exc.code, exc.message, **error_details(exc, job_id))
@@ -332,9 +336,9 @@ async def _client_left(request: Request) -> None:
         pass
 
 
-async def _wait_or_leave(request: Request, job_id: str, timeout: float) -> Job | None:
+async def _wait_or_leave(request: Request, services: Services, job_id: str, timeout: float) -> Job | None:
     """The finished job; None when the client went away first; TimeoutError while it runs."""
-    waiting = asyncio.ensure_future(_wait(request.app.state, job_id, timeout))
+    waiting = asyncio.ensure_future(_wait(services, job_id, timeout))
     leaving = asyncio.ensure_future(_client_left(request))
     try:
         await asyncio.wait({waiting, leaving}, return_when=asyncio.FIRST_COMPLETED)
@@ -347,18 +351,19 @@ async def _wait_or_leave(request: Request, job_id: str, timeout: float) -> Job |
     return None
 
 
-async def _submit(request: Request, task: Literal["transcribe", "translate"]) -> tuple[Job, bool, OpenAIForm, bool]:
+async def _submit(
+    request: Request, services: Services, owner: str | None, task: Task
+) -> tuple[Job, bool, OpenAIForm, bool]:
     """(job, replayed, form, word timestamps): the request's job, new or the one its idempotency key names."""
-    state = request.app.state
     explicit = request.headers.get("idempotency-key")
     async with multipart(request) as (upload, fields):
         form = _form(fields)
         options = _options(form, task, explicit)
         if not explicit:
             digest = await file_digest(upload)
-            key = await implicit_key(state.store, caller(request), digest, options)
+            key = await implicit_key(services.store, owner, digest, options)
             options = options.model_copy(update={"idempotency_key": key})
-        job, replayed = await accept(request, upload, options)
+        job, replayed = await accept(services, upload, options, owner)
     if replayed:
         log.info(
             "OpenAI-compatible request replays job %s (retry %s)",
@@ -368,16 +373,15 @@ async def _submit(request: Request, task: Literal["transcribe", "translate"]) ->
     return job, replayed, form, options.word_timestamps
 
 
-async def _run(request: Request, task: Literal["transcribe", "translate"]) -> Response:
-    state = request.app.state
-    settings = state.settings
-    job, replayed, form, words = await _submit(request, task)
+async def _run(request: Request, services: Services, owner: str | None, task: Task) -> Response:
+    settings = services.settings
+    job, replayed, form, words = await _submit(request, services, owner, task)
     headers = {"x-job-id": job.id}
     if replayed:
         headers["idempotent-replayed"] = "true"
     fmt, every, longest = form.response_format, settings.openai_keepalive_s, settings.openai_max_wait_s
     deadline = asyncio.get_running_loop().time() + longest
-    registry = attachments(state)
+    registry = services.attachments
     registry.attach(job.id, keeps_job(request.headers))
     handed_off = left = False
 
@@ -387,27 +391,27 @@ async def _run(request: Request, task: Literal["transcribe", "translate"]) -> Re
     try:
         if form.stream:
             handed_off = True
-            body = openai_stream.events(state, job.id, deadline)
+            body = openai_stream.events(services, job.id, deadline)
             stream_headers = {**headers, **openai_stream.SSE_HEADERS}
             return AttachedStream(body, on_end, media_type=openai_stream.EVENT_STREAM, headers=stream_headers)
         streams = 0 < every < longest  # else the request waits `longest` quietly (keep-alive off or pointless)
         try:
-            finished = await _wait_or_leave(request, job.id, every if streams else longest)
+            finished = await _wait_or_leave(request, services, job.id, every if streams else longest)
         except TimeoutError:
             if not streams:  # the job link, as the POST /v1/jobs answer: it keeps running
-                current = await state.store.get(job.id) or job
+                current = await services.store.get(job.id) or job
                 body_json = JobView.of(current).model_dump(mode="json")
                 headers["location"] = f"/v1/jobs/{job.id}"
                 return JSONResponse(body_json, status_code=202, headers=headers)
             # Headers now, then bytes every `every` seconds: SPCS ingress ends a connection idle for 90 s
             # (https://docs.snowflake.com/en/developer-guide/snowpark-container-services/service-network-communications).
             handed_off = True
-            kept_alive = _kept_alive(state, job.id, form, words, deadline)
+            kept_alive = _kept_alive(services, job.id, form, words, deadline)
             return AttachedStream(kept_alive, on_end, media_type=FORMATS[fmt], headers=headers)
         if finished is None:
             left = True
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it
-        body_text = await _result(state, finished, form, words)
+        body_text = await _result(services, finished, form, words)
         return Response(body_text, media_type=FORMATS[fmt], headers=headers)
     except asyncio.CancelledError:
         left = True
@@ -418,12 +422,12 @@ async def _run(request: Request, task: Literal["transcribe", "translate"]) -> Re
 
 
 @router.post("/transcriptions", openapi_extra=FORM_SCHEMA, responses=RESPONSES)
-async def transcriptions(request: Request) -> Response:
+async def transcriptions(request: Request, services: ServicesDep, who: CallerDep) -> Response:
     """Transcribe audio in its own language (OpenAI `audio.transcriptions.create`)."""
-    return await _run(request, "transcribe")
+    return await _run(request, services, who.user, "transcribe")
 
 
 @router.post("/translations", openapi_extra=FORM_SCHEMA, responses=RESPONSES)
-async def translations(request: Request) -> Response:
+async def translations(request: Request, services: ServicesDep, who: CallerDep) -> Response:
     """Speech in any language to English text (OpenAI `audio.translations.create`)."""
-    return await _run(request, "translate")
+    return await _run(request, services, who.user, "translate")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from service.jobs.model import Job
+from service.jobs.model import Batch, Job
 
 
 class ErrorInfo(BaseModel):
@@ -71,8 +71,8 @@ class JobView(BaseModel):
             status=job.status.value,
             source=job.source,
             language=job.language,
-            task=job.task,
-            word_timestamps=job.word_timestamps,
+            task=job.options.task,
+            word_timestamps=job.options.word_timestamps,
             model=job.model,
             attempts=job.attempts,
             bytes=job.bytes,
@@ -89,21 +89,33 @@ class JobView(BaseModel):
                 queued_s=(queued_until - job.submitted_at).total_seconds() if queued_until else None,
                 processing_s=processing,
                 seconds_per_audio_second=round(processing / audio, 4) if processing and audio else None,
-                decode_s=job.timings.get("decode_s"),
-                inference_s=job.timings.get("inference_s"),
-                whisper_nodes=job.timings.get("whisper_nodes"),
+                decode_s=_timing(job, "decode_s"),
+                inference_s=_timing(job, "inference_s"),
+                whisper_nodes=_timing(job, "whisper_nodes"),
             ),
             error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
             idempotency_key=job.idempotency_key,
-            translate_to=job.translate_to,
+            translate_to=job.options.translate_to,
             batch_id=job.batch_id,
             owner=job.owner,
             links=JobLinks(
                 self=f"/v1/jobs/{job.id}",
                 transcript=f"/v1/jobs/{job.id}/transcript",
-                translation=f"/v1/jobs/{job.id}/translation" if job.translate_to else None,
+                translation=f"/v1/jobs/{job.id}/translation" if job.options.translate_to else None,
             ),
         )
+
+
+def _timing(job: Job, name: str) -> Any:
+    """One of the job's stored timings (a dict, or the typed Timings), None when unknown."""
+    timings: Any = job.timings
+    return timings.get(name) if isinstance(timings, dict) else getattr(timings, name, None)
+
+
+def batch_options(batch: Batch) -> dict[str, Any]:
+    """A batch's options as the API shows them: those that differ from the defaults."""
+    options: Any = batch.options
+    return options if isinstance(options, dict) else options.stored()
 
 
 class TranslationView(BaseModel):

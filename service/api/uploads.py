@@ -1,14 +1,15 @@
 """Turn a multipart upload into a durable, probed file in the store's incoming area.
 
-The file work of one upload (copy, fsync, size check, PyAV probe) is one call on a small dedicated pool:
-spread over the default pool's many threads, the probes fought over the GIL and cost twice the CPU."""
+The file work of one upload (copy, fsync, size check, PyAV probe) is one call on a small dedicated pool
+(`intake_pool()`, made by the app's lifespan): spread over the default pool's many threads, the probes fought
+over the GIL and cost twice the CPU."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
@@ -21,12 +22,16 @@ from service.config import Settings
 
 CHUNK = 1024 * 1024
 INTAKE_THREADS = 2
-_intake = ThreadPoolExecutor(max_workers=INTAKE_THREADS, thread_name_prefix="intake")
 T = TypeVar("T")
 
 
-async def _on_intake_pool(fn: Callable[..., T], *args: object) -> T:
-    return await asyncio.get_running_loop().run_in_executor(_intake, fn, *args)
+def intake_pool() -> ThreadPoolExecutor:
+    """The uploads' pool (one per app; its lifespan shuts it down)."""
+    return ThreadPoolExecutor(max_workers=INTAKE_THREADS, thread_name_prefix="intake")
+
+
+async def _on_pool(pool: Executor, fn: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
 
 def _copy_durably(upload: UploadFile, target: Path) -> int:
@@ -90,21 +95,21 @@ def _container_now(path: Path) -> str | None:
         return None
 
 
-async def container_of(path: Path) -> str | None:
+async def container_of(path: Path, pool: Executor) -> str | None:
     """PyAV's name for the container of a stored file (e.g. `wav`, `mov,mp4,m4a,3gp,3g2,mj2`), or None when
     PyAV does not take it for audio; a quick look (header, first second) on the intake pool, remembered."""
-    return await _on_intake_pool(_container_now, path)
+    return await _on_pool(pool, _container_now, path)
 
 
-async def probe_file(path: Path, size: int, settings: Settings) -> AudioInfo:
+async def probe_file(path: Path, size: int, settings: Settings, pool: Executor) -> AudioInfo:
     """`_probe` off the event loop (for a file the caller keeps, e.g. on a mounted stage)."""
-    return await _on_intake_pool(_probe, path, size, settings)
+    return await _on_pool(pool, _probe, path, size, settings)
 
 
-async def _owning(target: Path, fn: Callable[..., T], *args: object) -> T:
+async def _owning(pool: Executor, target: Path, fn: Callable[..., T], *args: object) -> T:
     """Run `fn` on the intake pool; if the request is cancelled meanwhile (the client went away), let the
     thread finish, then remove `target`, so no incoming file outlives its request."""
-    work = asyncio.ensure_future(_on_intake_pool(fn, *args))
+    work = asyncio.ensure_future(_on_pool(pool, fn, *args))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
@@ -113,11 +118,11 @@ async def _owning(target: Path, fn: Callable[..., T], *args: object) -> T:
         raise
 
 
-async def probe_stored(target: Path, size: int, settings: Settings) -> AudioInfo:
+async def probe_stored(target: Path, size: int, settings: Settings, pool: Executor) -> AudioInfo:
     """Check a file already written to the incoming area (size limits, then PyAV); remove it on any error."""
-    return await _owning(target, _checked, target, size, settings)
+    return await _owning(pool, target, _checked, target, size, settings)
 
 
-async def receive_upload(upload: UploadFile, target: Path, settings: Settings) -> tuple[int, AudioInfo]:
+async def receive_upload(upload: UploadFile, target: Path, settings: Settings, pool: Executor) -> tuple[int, AudioInfo]:
     """Write the upload to `target` (a store-generated name), fsync it and probe it; remove it on any error."""
-    return await _owning(target, _store_upload, upload, target, settings)
+    return await _owning(pool, target, _store_upload, upload, target, settings)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperTokenizer
 
-from service.inference.types import Segment, Word
+from service.transcript import Segment, Word
 
 SECONDS_PER_TOKEN = 0.02  # one timestamp step and one encoder frame
 MEDIAN_FILTER_WIDTH = 7

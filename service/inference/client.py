@@ -1,4 +1,5 @@
-"""Gateway side of the Ray Serve app: plain HTTP with httpx, no engine or torch imports."""
+"""Gateway side of the Ray Serve app: the `Inference` protocol, and `InferenceClient`, which implements it over
+plain HTTP with httpx (no engine or torch imports)."""
 
 from __future__ import annotations
 
@@ -6,23 +7,42 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
+
+from service.errors import ServiceError
+from service.options import JobOptions
+from service.transcript import Segment, Transcript
 
 CHUNK = 1024 * 1024
 log = logging.getLogger(__name__)
 # What a job's error says when the Ray app fails: its URL, hosts and tracebacks stay in the gateway's log.
 UNREACHABLE = "the inference service could not be reached; the job is retried"
-ProgressCallback = Callable[[float, list[dict[str, Any]]], Awaitable[None]]  # fraction done, new segments
+ProgressCallback = Callable[[float, list[Segment]], Awaitable[None]]  # fraction done, newly final segments
 
 
-class InferenceError(Exception):
-    """A call to the Ray Serve app failed. `permanent` errors are the input's fault: do not retry."""
+class InferenceError(ServiceError):
+    """A call to the Ray Serve app failed; `retryable` False: the input's fault (e.g. corrupt audio)."""
 
-    def __init__(self, code: str, message: str, permanent: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.permanent, self.status = code, message, permanent, status
+    code = "inference_failed"
+    status = 500
+
+
+class Inference(Protocol):
+    """What the gateway needs of the Ray Serve app (InferenceClient; tests use a fake)."""
+
+    async def ready(self) -> dict[str, Any]:
+        """The model's facts (`model`, `multilingual`, `job_capacity`, ...); InferenceError while it is down."""
+        ...
+
+    async def transcribe(
+        self, audio: Path, options: JobOptions, on_progress: ProgressCallback | None = None
+    ) -> Transcript:
+        """The transcript of `audio`; `on_progress` gets the fraction done and the segments now final."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -31,37 +51,42 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-class InferenceClient:
-    """Calls `POST {url}/transcribe` and `GET {url}/ready` of the Ray Serve application."""
+def _unavailable(message: str = UNREACHABLE) -> InferenceError:
+    return InferenceError(message, code="inference_unavailable", status=503, retryable=True)
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+
+class InferenceClient:
+    """`Inference` over HTTP: `POST {url}/transcribe` (NDJSON events) and `GET {url}/ready`. `transport`: an
+    httpx transport to use instead of the network (tests: `httpx.ASGITransport` of a stand-in app)."""
+
+    def __init__(self, url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0))
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0), transport=transport)
 
     async def close(self) -> None:
         await self._http.aclose()
 
     async def ready(self) -> dict[str, Any]:
-        """Model facts when the app answers; raises InferenceError (transient) otherwise."""
+        """Model facts when the app answers; raises InferenceError (retryable) otherwise."""
         try:
             response = await self._http.get(f"{self.url}/ready", timeout=5.0)
         except httpx.HTTPError as exc:
             log.info("Ray Serve at %s does not answer: %r", self.url, exc)
-            raise InferenceError("inference_unavailable", UNREACHABLE, False) from exc
+            raise _unavailable() from exc
         if response.status_code != 200:
-            raise InferenceError("inference_unavailable", f"Ray Serve answered {response.status_code}", False)
+            raise _unavailable(f"Ray Serve answered {response.status_code}")
         return response.json()
 
     async def transcribe(
-        self, audio: Path, params: dict[str, Any], on_progress: ProgressCallback | None = None
-    ) -> dict[str, Any]:
-        """Send the stored file; report progress events; return the transcript or raise InferenceError."""
-        query = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items() if v is not None}
+        self, audio: Path, options: JobOptions, on_progress: ProgressCallback | None = None
+    ) -> Transcript:
+        """Send the stored file with `options.query()`; report progress events; return the transcript or raise
+        InferenceError."""
         try:
             async with self._http.stream(
                 "POST",
                 f"{self.url}/transcribe",
-                params=query,
+                params=options.query(),
                 content=_file_chunks(audio),
                 headers={"content-type": "application/octet-stream"},
             ) as response:
@@ -73,15 +98,16 @@ class InferenceClient:
                         continue
                     event = json.loads(line)
                     if event["event"] == "progress" and on_progress is not None:
-                        await on_progress(float(event["fraction"]), event.get("segments", []))
+                        segments = [Segment.model_validate(s) for s in event.get("segments") or []]
+                        await on_progress(float(event["fraction"]), segments)
                     elif event["event"] == "result":
-                        return event["transcript"]
+                        return Transcript.load(event["transcript"])
                     elif event["event"] == "error":
                         raise _stream_error(event)
         except httpx.HTTPError as exc:
             log.warning("Ray Serve call to %s failed: %r", self.url, exc)
-            raise InferenceError("inference_unavailable", UNREACHABLE, False) from exc
-        raise InferenceError("inference_failed", "the Ray Serve stream ended without a result", False)
+            raise _unavailable() from exc
+        raise InferenceError("the Ray Serve stream ended without a result", retryable=True)
 
 
 def _stream_error(event: dict[str, Any]) -> InferenceError:
@@ -95,8 +121,9 @@ def _stream_error(event: dict[str, Any]) -> InferenceError:
     # The Decoder finds some input errors only part-way through decoding (a truncated or over-long file): it
     # sends their 4xx status, and a retry would fail the same way.
     status = event.get("status")
-    status = status if isinstance(status, int) else None
-    return InferenceError(code, message, status is not None and 400 <= status < 500, status)
+    if isinstance(status, int) and 400 <= status < 500:
+        return InferenceError(message, code=code, status=status, retryable=False)
+    return InferenceError(message, code=code, status=status if isinstance(status, int) else 500, retryable=True)
 
 
 def _error(response: httpx.Response) -> InferenceError:
@@ -113,5 +140,5 @@ def _error(response: httpx.Response) -> InferenceError:
     if message is None or status >= 500:
         log.warning("Ray Serve answered %s: %s", status, response.text[:2000])
         message = f"the inference service answered {status}"
-    permanent = 400 <= status < 500 and status not in (404, 408, 429)
-    return InferenceError(code, message, permanent, status)
+    retryable = not 400 <= status < 500 or status in (404, 408, 429)
+    return InferenceError(message, code=code, status=status, retryable=retryable)

@@ -2,49 +2,55 @@
 deployment that batches 30 s windows from all requests (`batcher.Batcher`).
 
 HTTP (under the app's route prefix, `/whisper` by default):
-  POST /transcribe?language=&task=&word_timestamps=&beam_size=&prompt=&temperature=&hotwords=
-                   &vad_filter=&vad_threshold=&vad_min_silence_ms=&vad_speech_pad_ms=   body: the file bytes
+  POST /transcribe?<JobOptions.query()>&beam_size=   body: the file bytes
        -> 4xx JSON error for input refused on opening, else NDJSON: {"event": "progress", "fraction", "segments"}
           ... then {"event": "result", "transcript": {...}} (or {"event": "error", "code", "message", "status"}).
-          Progress segments come in audio order: their concatenation is the transcript's `segments`.
+          Progress segments come in audio order: their concatenation is the transcript's `segments`
+          (`Segment.dump()` each); the result is `Transcript.dump()`. The query is validated by `JobOptions`
+          (an unknown parameter is a 422) plus `beam_size`.
   GET  /ready   model, engine and batching facts once the model is loaded
 
 Memory is bounded, not proportional to the audio's length: a body is spooled to a temporary file, decoded and
 cut in steps (`stream.py`) while its windows go to Whisper; at most `decode_concurrency` files decode at once per
 replica (the others wait, on disk), and at most `decode_windows_in_flight` windows of all jobs together are at
 Whisper (decoding waits beyond). A job whose request goes away (the gateway cancelled it, or the client
-disconnected) stops decoding.
+disconnected) stops decoding. The per-job loop is `pipeline.WindowPipeline`, which the in-process path shares.
 """
 
 import asyncio
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import ray
 from fastapi import FastAPI, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import Field
 from ray import serve
 from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
-from service.audio import SAMPLE_RATE, AudioError, AudioInfo
-from service.config import Settings, gpu_present
-from service.inference.batcher import Batcher
+from service.audio import SAMPLE_RATE, AudioError
+from service.config import InferenceSettings, Settings, gpu_present
+from service.inference.engines import spec
+from service.inference.pipeline import EngineCalls, WindowPipeline
 from service.inference.scaling import decoder_options, job_capacity, whisper_gpus, whisper_options
 from service.inference.stats import Reporter, stats_actor
-from service.inference.stream import BodyTooLarge, Steps, Tick, WindowSource, spool
-from service.inference.types import DecodeOptions, Task, WindowResult
-from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start, transcript_text, vad_options
-from service.languages import normalise_language
+from service.inference.stream import BodyTooLarge, Steps, WindowSource, spool
+from service.inference.types import DecodeOptions, WindowResult
+from service.inference.windows import vad_options
+from service.options import JobOptions
+from service.transcript import Timings
 
-log = logging.getLogger("ray.serve")
+# Under Serve's own logger: a replica's records go where Ray Serve sends its own (the replica's log file and the
+# driver's output); a logger outside "ray.serve" has no handler in a replica and would drop INFO records.
+log = logging.getLogger(f"ray.serve.{__name__}")
 APP_NAME = "whisper"  # the Serve application's name (service/inference/runner.py deploys under it)
 # A Whisper call whose replica went away before answering (its node died, it was restarted, or none is up yet):
 # worth sending again. An engine's own exception is not.
@@ -70,6 +76,13 @@ def replica_states() -> dict[str, dict[str, int]]:
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+class TranscribeQuery(JobOptions):
+    """`POST /transcribe`'s query: the job's options (`JobOptions`, unknown parameters refused) and the beam
+    size (unset: the service's BEAM_SIZE)."""
+
+    beam_size: int | None = Field(None, ge=1, le=16)
 
 
 class _EventStream(StreamingResponse):
@@ -116,55 +129,58 @@ class _Job:
 
 @serve.deployment
 class Whisper:
-    """One model per replica; windows from all requests are batched together per decode options."""
+    """One model per replica; windows from all requests are batched together per decode options (an engine
+    that batches itself gets them one by one, concurrently)."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         from service.inference.engines import load_engine
 
-        self.settings = Settings(**settings)
+        self.settings = InferenceSettings(**settings)
         self.engine = load_engine(self.settings)
-        self.batcher: Batcher[np.ndarray, DecodeOptions, WindowResult] = Batcher(
-            self._run_batch,
+        self.reporter = Reporter("Whisper")
+        self.node = self.reporter.counters.node
+        self.calls = EngineCalls(
+            self.engine,
             self.settings.max_batch_size,
             quiet_s=self.settings.batch_wait_timeout_s,
             max_wait_s=self.settings.batch_max_wait_s,
+            batches_itself=spec(self.settings.effective_engine).batches_itself,
+            node=self.node,
+            on_batch=lambda seconds, windows: self.reporter.add(seconds, batches=1, windows=windows),
         )
-        self.reporter = Reporter("Whisper")
-        self.node = self.reporter.counters.node
 
     def info(self) -> dict[str, Any]:
+        calls = self.calls
         return {
             "engine": self.engine.name,
             "model": self.engine.model_name,
             "multilingual": self.engine.multilingual,
             "max_batch_size": self.settings.max_batch_size,
-            "batches": self.batcher.batches,
-            "windows": self.batcher.items,
-            "mean_batch_size": round(self.batcher.items / self.batcher.batches, 3) if self.batcher.batches else None,
-            "queued_windows": self.batcher.pending(),
+            "batches": calls.batches,
+            "windows": calls.items,
+            "mean_batch_size": round(calls.items / calls.batches, 3) if calls.batches else None,
+            "queued_windows": calls.pending(),
         }
 
     async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        return await asyncio.to_thread(self.engine.detect_language, audio)
+        return await self.calls.detect_language(audio)
 
     async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions) -> WindowResult:
         """One window's result; windows sharing decode options are batched while the engine is busy."""
-        return await self.batcher.submit(options, audio)
-
-    def _run_batch(self, options: DecodeOptions, windows: list[np.ndarray]) -> list[WindowResult]:
-        started = time.perf_counter()
-        try:
-            results = self.engine.transcribe_batch(windows, options)
-        finally:
-            self.reporter.add(time.perf_counter() - started, batches=1, windows=len(windows))
-        for result in results:
-            result.node = self.node
-            if result.temperature is None:
-                result.temperature = options.temperature
-        return results
+        return await self.calls.transcribe_window(audio, options)
 
 
 api = FastAPI(title="spcs-whisper inference", docs_url=None, redoc_url=None)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_query(request: Request, exc: RequestValidationError) -> Response:
+    """An unknown language is `unsupported_language` (the error JSON); any other invalid option FastAPI's 422."""
+    for error in exc.errors():
+        if tuple(error.get("loc", ()))[-1:] == ("language",) and error.get("type") == "value_error":
+            message = str(error.get("ctx", {}).get("error") or error.get("msg"))
+            return _error(422, "unsupported_language", message)
+    return await request_validation_exception_handler(request, exc)
 
 
 @serve.deployment
@@ -174,7 +190,7 @@ class Decoder:
 
     def __init__(self, whisper: DeploymentHandle, settings: dict[str, Any]) -> None:
         self.whisper = whisper
-        self.settings = Settings(**settings)
+        self.settings = InferenceSettings(**settings)
         self._info: dict[str, Any] | None = None
         self._slots = asyncio.Semaphore(self.settings.decode_concurrency)
         self._cleanups: set[asyncio.Task] = set()
@@ -205,18 +221,6 @@ class Decoder:
                 await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
         raise AssertionError("unreachable")
 
-    async def _window(
-        self, audio: np.ndarray, offset: float, options: DecodeOptions, depth: int = 0
-    ) -> list[tuple[float, WindowResult]]:
-        """One window through the batched Whisper deployment, plus its undecoded tail if Whisper stopped early."""
-        result = await self._whisper("transcribe_window", audio, options)
-        pieces = [(offset, result)]
-        start = tail_start(audio, result)
-        if start is not None and depth < MAX_FOLLOW_UPS:
-            tail = audio[int(start * SAMPLE_RATE) :]
-            pieces += await self._window(tail, offset + start, options, depth + 1)
-        return pieces
-
     @api.get("/ready")
     async def ready(self) -> dict[str, Any]:
         """Model facts, the replicas running now and the jobs the gateway may usefully send at once."""
@@ -242,21 +246,7 @@ class Decoder:
         return {"replicas": sorted(rows, key=lambda r: (r["deployment"], r["node"], r["replica"]))}
 
     @api.post("/transcribe")
-    async def transcribe(
-        self,
-        request: Request,
-        language: str | None = Query(None),
-        task: Task = Query("transcribe"),
-        word_timestamps: bool = Query(False),
-        beam_size: int | None = Query(None, ge=1, le=16),
-        prompt: str | None = Query(None, max_length=16_000),
-        temperature: float = Query(0.0, ge=0.0, le=1.0),
-        hotwords: str | None = Query(None, max_length=1000),
-        vad_filter: bool | None = Query(None),
-        vad_threshold: float | None = Query(None, ge=0.0, le=1.0),
-        vad_min_silence_ms: int | None = Query(None, ge=0, le=10_000),
-        vad_speech_pad_ms: int | None = Query(None, ge=0, le=2000),
-    ) -> Response:
+    async def transcribe(self, request: Request, options: Annotated[TranscribeQuery, Query()]) -> Response:
         """Errors about the input answer at once (4xx JSON); then the work streams as NDJSON events.
 
         `prompt` is previous text (the engines keep its last 223 tokens), `hotwords` words or phrases to bias
@@ -264,23 +254,20 @@ class Decoder:
         this file (unset: the service's setting) and `vad_threshold`, `vad_min_silence_ms`, `vad_speech_pad_ms`
         set its threshold, min_silence_duration_ms and speech_pad_ms."""
         started = time.perf_counter()
-        try:
-            lang = normalise_language(language)
-        except ValueError as exc:
-            return _error(422, "unsupported_language", str(exc))
+        lang = options.language
         info = await self._model_info()
-        if not info["multilingual"] and (lang not in (None, "en") or task == "translate"):
+        if not info["multilingual"] and (lang not in (None, "en") or options.task == "translate"):
             return _error(422, "unsupported_language", f"model {info['model']} is English-only")
         try:
             path = await spool(request.stream(), self.settings.max_upload_bytes)
         except BodyTooLarge as exc:
             return _error(413, "file_too_large", str(exc))
-        vad = self.settings.vad if vad_filter is None else vad_filter
+        vad = self.settings.vad if options.vad_filter is None else options.vad_filter
         source = WindowSource(
             path,
             vad=vad,
             max_seconds=self.settings.max_audio_seconds,
-            vad_options=vad_options(vad_threshold, vad_min_silence_ms, vad_speech_pad_ms),
+            vad_options=vad_options(options.vad_threshold, options.vad_min_silence_ms, options.vad_speech_pad_ms),
         )
         job = _Job(path, Steps(source), self._slots, self._cleanups)
         try:
@@ -299,124 +286,35 @@ class Decoder:
         except BaseException:
             await asyncio.shield(job.release())
             raise
-        options = DecodeOptions(
-            language=lang or "en",
-            task=task,
-            word_timestamps=word_timestamps,
-            beam_size=beam_size or self.settings.beam_size,
-            initial_prompt=prompt or None,
-            temperature=temperature,
-            hotwords=hotwords.strip() if hotwords and hotwords.strip() else None,
+        pipeline = WindowPipeline(
+            job.steps,
+            lambda audio, decode: self._whisper("transcribe_window", audio, decode),
+            lambda audio: self._whisper("detect_language", audio),
+            DecodeOptions.of(options, lang, options.beam_size or self.settings.beam_size),
+            detect=lang is None,
+            duration=audio_info.duration,
+            budget=self._window_budget,
+            on_cut=job.release,  # the slot goes to the next file once this job's windows are all cut
+            log=log,
         )
-        events = self._events(job, source, audio_info, options, lang, info, started, waited)
-        return _EventStream(events, job.release)
+        return _EventStream(self._events(job, source, pipeline, info, started, waited), job.release)
 
     async def _events(
         self,
         job: _Job,
         source: WindowSource,
-        audio_info: AudioInfo,
-        options: DecodeOptions,
-        lang: str | None,
+        pipeline: WindowPipeline,
         info: dict[str, Any],
         started: float,
         waited: float,
     ) -> AsyncIterator[str]:
         """NDJSON: a `progress` line as each window (with its tails) is done and as decoding moves on, then the
-        `result`. A window goes to Whisper once the replica's window budget (`in_flight_limit` windows, all jobs
-        together) has room, and the job decodes on only while it has no window waiting: decoding keeps pace
-        with Whisper. The decode slot is given back as soon as the last window is cut.
-
-        Windows finish in any order; their segments are sent in audio order: a finished window's wait until
-        every window before it has been sent, so the progress segments, concatenated, are the transcript's."""
-        pieces: list[tuple[float, WindowResult]] = []
-        segments: list[dict] = []  # the segments sent so far, in audio order
-        held: dict[int, list[tuple[float, WindowResult]]] = {}  # finished windows not yet sent, by number
-        numbers: dict[asyncio.Task, int] = {}  # each window's number, in the order they were cut
-        sent = released = 0  # windows sent to Whisper; windows whose segments have been sent on
-        ready: deque[Window] = deque()  # decoded windows not yet sent (waiting for the language, or room)
-        running: set[asyncio.Task] = set()
-        step: asyncio.Task | None = None
-        grant: asyncio.Task | None = None  # a unit of the window budget, asked for the next ready window
-        budget = self._window_budget
-        decoding, detect = True, lang is None
-        probability = None
-        done_speech = reported = 0.0
-        first_sent = last_done = None
-
-        def fraction() -> float:
-            total = source.windows.seconds
-            if decoding:  # the speech still to come, estimated from the share of the audio decoded so far
-                declared = audio_info.duration
-                share = source.seconds / declared if declared else 0.0
-                total = total / share if share > 0 else float("inf") if declared else total
-                return min(done_speech / total if total else 0.0, 0.99)
-            return done_speech / total if total else 1.0
-
-        def progress(new: list[dict]) -> str | None:
-            nonlocal reported
-            value = round(min(max(fraction(), reported), 1.0), 4)
-            if not new and value <= reported:
-                return None
-            reported = value
-            return json.dumps({"event": "progress", "fraction": value, "segments": new}) + "\n"
-
-        def release() -> list[dict]:
-            """The segments of the finished windows that now follow on from those sent, in audio order."""
-            nonlocal released
-            new: list[dict] = []
-            while released in held:
-                new += stitch(held.pop(released), source.windows.speech)
-                released += 1
-            segments.extend(new)
-            return new
-
+        `result` (`pipeline.WindowPipeline.run`: window budget, decoding at Whisper's pace, audio order). The
+        decode slot is given back as soon as the last window is cut."""
         try:
-            while True:
-                if detect and (ready or not decoding):
-                    if ready:
-                        lang, probability = await self._whisper("detect_language", ready[0].audio)
-                        options = replace(options, language=lang or "en")
-                    detect = False
-                if not detect and ready and grant is None:
-                    grant = asyncio.ensure_future(budget.acquire())
-                if step is None and decoding and not ready:
-                    step = asyncio.ensure_future(job.steps.next())
-                waiting = running | {t for t in (step, grant) if t is not None}
-                if not waiting:
-                    break
-                finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                lines: list[str | None] = []
-                if grant is not None and grant in finished:
-                    grant, window = None, ready.popleft()
-                    first_sent = first_sent or time.perf_counter()
-                    task = asyncio.ensure_future(self._timed_window(window.audio, window.offset, options))
-                    task.add_done_callback(lambda _: budget.release())  # finished, failed or cancelled
-                    running.add(task)
-                    numbers[task], sent = sent, sent + 1
-                if step is not None and step in finished:
-                    item, step = step.result(), None  # AudioError: the file broke part-way
-                    if item is None:
-                        decoding = False
-                        job.release()  # the slot goes to the next file; this job's windows are all cut
-                    elif isinstance(item, Tick):
-                        lines.append(progress([]))
-                    else:
-                        ready.append(item)
-                done_windows = finished & running
-                for task in done_windows:
-                    running.discard(task)
-                    seconds, window_pieces = task.result()
-                    last_done = time.perf_counter()
-                    pieces += window_pieces
-                    done_speech += seconds
-                    held[numbers.pop(task)] = window_pieces
-                if done_windows:
-                    lines.append(progress(release()))
-                for line in lines:
-                    if line is not None:
-                        yield line
-            assert not held and released == sent, "a window finished without its segments being sent"
+            async for step in pipeline.run():
+                segments = [segment.dump() for segment in step.segments]
+                yield json.dumps({"event": "progress", "fraction": step.fraction, "segments": segments}) + "\n"
         except AudioError as exc:  # found while decoding: the input's fault, not worth a retry
             yield json.dumps({"event": "error", "code": exc.code, "message": exc.message, "status": exc.status}) + "\n"
             return
@@ -424,59 +322,32 @@ class Decoder:
             yield json.dumps({"event": "error", "code": "inference_failed", "message": repr(exc)}) + "\n"
             return
         finally:
-            if grant is not None:  # a budget unit asked for and not used
-                if grant.done() and not grant.cancelled():
-                    budget.release()
-                else:
-                    grant.cancel()
-            for task in running | ({step} if step is not None else set()):
-                task.cancel()
-            if decoding or running:  # cancelled (the request went away) or failed part-way
-                declared = f"{audio_info.duration:.0f} s" if audio_info.duration else "unknown"
-                log.info(
-                    "transcription stopped before its end: decoded %.0f s of %s, %d windows cancelled",
-                    source.seconds,
-                    declared,
-                    len(running),
-                )
             await asyncio.shield(job.release())
-            self.reporter.add(source.decode_s + source.vad_s, batches=1, windows=len(pieces))
+            self.reporter.add(source.decode_s + source.vad_s, batches=1, windows=len(pipeline.results))
         done = time.perf_counter()
-        transcript = {
-            "text": transcript_text(segments),
-            "language": lang,  # None when auto-detection found no speech to detect from
-            "language_probability": probability,
-            "duration": round(source.seconds, 3),
-            "speech_seconds": round(source.windows.seconds, 3),
-            "segments": segments,
-            "engine": info["engine"],
-            "model": info["model"],
-            "timings": {
-                "slot_wait_s": round(waited, 4),  # waiting for one of the replica's decode slots
-                "decode_s": round(source.decode_s, 4),  # decoding and VAD overlap inference: CPU time of each
-                "vad_s": round(source.vad_s, 4),
-                "inference_s": round((last_done or done) - (first_sent or done), 4),
-                "total_s": round(done - started, 4),
-                "peak_buffered_s": round(source.peak_buffered / SAMPLE_RATE, 3),
-                "whisper_nodes": sorted({r.node for _, r in pieces if r.node}),  # Ray nodes that decoded it
-            },
-        }
-        yield json.dumps({"event": "result", "transcript": transcript}) + "\n"
-
-    async def _timed_window(
-        self, audio: np.ndarray, offset: float, options: DecodeOptions
-    ) -> tuple[float, list[tuple[float, WindowResult]]]:
-        return audio.shape[0] / SAMPLE_RATE, await self._window(audio, offset, options)
+        timings = Timings(
+            slot_wait_s=round(waited, 4),  # waiting for one of the replica's decode slots
+            decode_s=round(source.decode_s, 4),  # decoding and VAD overlap inference: CPU time of each
+            vad_s=round(source.vad_s, 4),
+            inference_s=round(pipeline.inference_s(done), 4),
+            total_s=round(done - started, 4),
+            peak_buffered_s=round(source.peak_buffered / SAMPLE_RATE, 3),
+            whisper_nodes=pipeline.nodes(),  # Ray nodes that decoded it
+        )
+        transcript = pipeline.transcript(info["engine"], info["model"], timings)
+        yield json.dumps({"event": "result", "transcript": transcript.dump()}) + "\n"
 
 
 def build_app(settings: Settings) -> serve.Application:
-    """Bind both deployments with resources, autoscaling and batching limits taken from `settings`."""
-    config = settings.model_dump(mode="json")
-    on_gpu = settings.device == "cuda" or (settings.device == "auto" and gpu_present())
+    """Bind both deployments with resources, autoscaling and batching limits taken from `settings.inference`,
+    the only part of the settings sent to Ray."""
+    inference = settings.inference
+    config = inference.model_dump(mode="json")
+    on_gpu = inference.device == "cuda" or (inference.device == "auto" and gpu_present())
     # On a cluster the driver (Ray head) has no GPU while the workers do: set WHISPER_NUM_GPUS=1 there, so
     # each replica claims a worker's GPU and Ray places one replica per GPU.
-    whisper = Whisper.options(**whisper_options(settings, whisper_gpus(settings, on_gpu))).bind(config)
-    return Decoder.options(**decoder_options(settings)).bind(whisper, config)
+    whisper = Whisper.options(**whisper_options(inference, whisper_gpus(inference, on_gpu))).bind(config)
+    return Decoder.options(**decoder_options(inference)).bind(whisper, config)
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:

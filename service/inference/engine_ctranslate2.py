@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from math import ceil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -21,7 +22,11 @@ from service.inference.convert import cache_folder
 from service.inference.models import ModelFiles
 from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
-from service.inference.types import DecodeOptions, Segment, WindowResult, Word
+from service.inference.types import DecodeOptions, WindowResult
+from service.transcript import Segment, Word
+
+if TYPE_CHECKING:
+    from service.config import InferenceSettings
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -67,6 +72,18 @@ class CTranslate2Engine:
         self.multilingual = bool(self.model.model.is_multilingual)
         self.device = device
         self.compute_type = compute_type
+
+    @classmethod
+    def load(cls, settings: InferenceSettings, files: ModelFiles | None) -> CTranslate2Engine:
+        """The registry's constructor (`engines.load_engine`)."""
+        assert files is not None, "a model to load"
+        return cls(
+            files,
+            settings.model_cache_dir,
+            device=settings.device,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+        )
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         if not self.multilingual:
@@ -199,10 +216,16 @@ class CTranslate2Engine:
             words = None
             if "words" in seg:
                 words = [
-                    Word(w["word"], min(w["start"], duration), min(w["end"], duration), w["probability"])
+                    Word(
+                        word=w["word"],
+                        start=min(float(w["start"]), duration),
+                        end=min(float(w["end"]), duration),
+                        probability=float(w["probability"]),
+                    )
                     for w in seg["words"]
                 ]
             start = min(float(seg["start"]), duration)
             end = min(max(float(seg["end"]), start), duration)
-            result.segments.append(Segment(start, end, seg["text"], words, list(seg["tokens"])))
+            tokens = list(seg["tokens"])
+            result.segments.append(Segment(start=start, end=end, text=seg["text"], tokens=tokens, words=words))
         return result

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.audio import SAMPLE_RATE
-from service.inference.types import DecodeOptions, Segment, WindowResult
+from service.inference.types import DecodeOptions, WindowResult
+from service.transcript import Segment
+
+if TYPE_CHECKING:
+    from service.config import InferenceSettings
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,11 @@ class StandInEngine:
         self.curve, self.time_scale = CURVES[gpu], time_scale
         self.model_name = f"standin-large-v3-{gpu}"
 
+    @classmethod
+    def load(cls, settings: InferenceSettings, files: Any = None) -> StandInEngine:
+        """The registry's constructor (`engines.load_engine`): no model files."""
+        return cls(settings.standin_gpu, settings.standin_time_scale)
+
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         """One encoder pass and one decoder step: a batch of one's fixed cost. Always English."""
         time.sleep(self.curve.fixed_s * self.time_scale)
@@ -76,5 +86,6 @@ class StandInEngine:
         for window in windows:
             seconds = round(window.shape[0] / SAMPLE_RATE, 3)
             text = f" stand-in {seconds:.1f} s"
-            results.append(WindowResult([Segment(0.0, seconds, text)], avg_logprob=0.0, no_speech_prob=0.0))
+            segment = Segment(start=0.0, end=seconds, text=text)
+            results.append(WindowResult([segment], avg_logprob=0.0, no_speech_prob=0.0))
         return results

@@ -15,6 +15,7 @@ import logging
 import math
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,7 +33,11 @@ from service.inference.convert import LOAD_LOCK, ensure_hf_checkpoint
 from service.inference.models import ModelFiles
 from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
-from service.inference.types import DecodeOptions, Segment, WindowResult
+from service.inference.types import DecodeOptions, WindowResult
+from service.transcript import Segment
+
+if TYPE_CHECKING:
+    from service.config import InferenceSettings
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,18 @@ class TransformersEngine:
             eot=self.eot,
             max_frames=self.max_frames,
             chunk=CHUNK,
+        )
+
+    @classmethod
+    def load(cls, settings: InferenceSettings, files: ModelFiles | None) -> TransformersEngine:
+        """The registry's constructor (`engines.load_engine`)."""
+        assert files is not None, "a model to load"
+        return cls(
+            files,
+            settings.model_cache_dir,
+            device=settings.device,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
         )
 
     # ------------------------------------------------------------------------------------------ public

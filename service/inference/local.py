@@ -1,16 +1,39 @@
-"""In-process transcription without Ray or HTTP: the service's own path (VAD windows, batched decode,
-tail re-decode, stitching) driven synchronously. Used by the CLI and the benchmarks."""
+"""In-process transcription without Ray or HTTP: the Ray app's own pipeline (`pipeline.WindowPipeline`: VAD
+windows, language detection, batched decode, tail re-decode, stitching) run in this process on an engine.
+Used by the CLI and the benchmarks."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 from faster_whisper.vad import VadOptions
 
 from service.audio import SAMPLE_RATE
-from service.inference.types import DecodeOptions, Engine, WindowResult
-from service.inference.windows import MAX_FOLLOW_UPS, cut, stitch, tail_start, transcript_text
+from service.inference.engines import ENGINES
+from service.inference.pipeline import EngineCalls, WindowPipeline
+from service.inference.types import DecodeOptions, Engine
+from service.inference.windows import Window, Windows, cut
+from service.transcript import Timings, Transcript
+
+# An idle engine waits this long for more windows to join its batch (they arrive within microseconds here).
+QUIET_S = 0.01
+
+
+class WindowsFeed:
+    """The pipeline's `Feed` over windows cut in advance (`windows.cut`)."""
+
+    def __init__(self, windows: Windows, seconds: float) -> None:
+        self._windows = deque(Window(audio, offset) for audio, offset in zip(windows.audio, windows.offsets))
+        self.seconds = seconds
+        self.speech_seconds = windows.seconds
+        self.speech = windows.speech
+
+    async def next(self) -> Window | None:
+        return self._windows.popleft() if self._windows else None
 
 
 def transcribe_audio(
@@ -22,35 +45,40 @@ def transcribe_audio(
     vad: bool = True,
     progress: Callable[[float], None] | None = None,
     vad_options: VadOptions | None = None,
-) -> dict:
-    """A transcript dict (the service's JSON shape) for 16 kHz mono audio; `progress` gets seconds done.
-    `options` (hotwords, prompt...) and `vad_options` as the Ray app's request options."""
+) -> Transcript:
+    """The transcript of 16 kHz mono audio. The language is `options.language`, else `language`, else detected
+    on the first window; `options` (hotwords, prompt...) and `vad_options` as the Ray app's request options;
+    `batch_size` windows at most per engine call. `progress` gets the seconds of audio done so far."""
+    started = time.perf_counter()
+    seconds = audio.shape[0] / SAMPLE_RATE
     windows = cut(audio, vad=vad, options=vad_options)
-    probability = None
-    if language is None and windows.audio:
-        language, probability = engine.detect_language(windows.audio[0])
+    detect = options is None and language is None
     options = options or DecodeOptions(language=language or "en")
-    pending = [(w, offset, 0) for w, offset in zip(windows.audio, windows.offsets)]
-    pieces: list[tuple[float, WindowResult]] = []
-    done = 0.0
-    while pending:
-        batch, pending = pending[:batch_size], pending[batch_size:]
-        for (window, offset, depth), result in zip(batch, engine.transcribe_batch([b[0] for b in batch], options)):
-            if result.temperature is None:
-                result.temperature = options.temperature
-            pieces.append((offset, result))
-            start = tail_start(window, result)
-            if start is not None and depth < MAX_FOLLOW_UPS:
-                pending.append((window[int(start * SAMPLE_RATE) :], offset + start, depth + 1))
-            elif depth == 0:
-                done += window.shape[0] / SAMPLE_RATE
-        if progress:
-            progress(done)
-    segments = stitch(pieces, windows.speech)
-    return {
-        "text": transcript_text(segments),
-        "language": options.language if windows.audio else language,
-        "language_probability": probability if windows.audio and options.language == language else None,
-        "duration": round(audio.shape[0] / SAMPLE_RATE, 3),
-        "segments": segments,
-    }
+    registered = ENGINES.get(engine.name)
+
+    async def run() -> WindowPipeline:
+        calls = EngineCalls(
+            engine,
+            batch_size,
+            quiet_s=QUIET_S,
+            max_wait_s=QUIET_S * 10,
+            batches_itself=registered is not None and registered.batches_itself,
+        )
+        pipeline = WindowPipeline(
+            WindowsFeed(windows, seconds),
+            calls.transcribe_window,
+            calls.detect_language,
+            options,
+            detect=detect,
+            duration=seconds,
+            budget=asyncio.Semaphore(2 * batch_size),
+        )
+        async for step in pipeline.run():
+            if progress is not None:
+                progress(step.fraction * seconds)
+        return pipeline
+
+    pipeline = asyncio.run(run())
+    done = time.perf_counter()
+    timings = Timings(inference_s=round(pipeline.inference_s(done), 4), total_s=round(done - started, 4))
+    return pipeline.transcript(engine.name, engine.model_name, timings)

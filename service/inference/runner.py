@@ -10,7 +10,7 @@ import threading
 
 from service.config import Settings
 
-log = logging.getLogger("spcs_whisper.ray")
+log = logging.getLogger(__name__)
 ROUTE_PREFIX = "/whisper"
 
 

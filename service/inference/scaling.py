@@ -21,7 +21,7 @@ import math
 import time
 from typing import Any
 
-from service.config import Settings
+from service.config import InferenceSettings
 
 GPU_REFRESH_S = 2.0
 
@@ -53,14 +53,14 @@ class FollowGPUs:
         return max(min(max(wanted, self.floor), self.room()), 1.0), ctx.policy_state
 
 
-def whisper_gpus(settings: Settings, on_gpu: bool) -> float:
+def whisper_gpus(settings: InferenceSettings, on_gpu: bool) -> float:
     """GPUs one Whisper replica claims: WHISPER_NUM_GPUS, else 1 on a GPU node, else 0."""
     if settings.whisper_num_gpus is not None:
         return settings.whisper_num_gpus
     return 1.0 if on_gpu else 0.0
 
 
-def whisper_options(settings: Settings, num_gpus: float) -> dict[str, Any]:
+def whisper_options(settings: InferenceSettings, num_gpus: float) -> dict[str, Any]:
     """`Whisper.options(...)`: GPU-following autoscaling, at most two batches per replica in flight (one running,
     one forming), so windows beyond that wait in the caller's router for whichever replica frees up first."""
     floor, ceiling = settings.whisper_bounds
@@ -83,7 +83,7 @@ def whisper_options(settings: Settings, num_gpus: float) -> dict[str, Any]:
     }
 
 
-def decoder_options(settings: Settings) -> dict[str, Any]:
+def decoder_options(settings: InferenceSettings) -> dict[str, Any]:
     """`Decoder.options(...)`: autoscaled on files in flight per replica."""
     low, high = settings.decoder_min_replicas, max(settings.decoder_min_replicas, settings.decoder_max_replicas)
     options: dict[str, Any] = {
@@ -103,7 +103,7 @@ def decoder_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def job_capacity(settings: Settings, whisper_running: int) -> int:
+def job_capacity(settings: InferenceSettings, whisper_running: int) -> int:
     """Jobs the gateway may usefully have in flight: two batches of windows per running Whisper replica (a short
     file is one window), at least 16."""
     return max(16, 2 * settings.max_batch_size * max(whisper_running, 1))

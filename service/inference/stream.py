@@ -108,7 +108,8 @@ class WindowSource:
 
 class Steps:
     """Async side: runs a `WindowSource`'s steps on worker threads, one at a time. A caller cancelled while a
-    step runs leaves it to finish (a block at most); `close` waits for it, then stops the source."""
+    step runs leaves it to finish (a block at most); `close` waits for it, then stops the source. It is the
+    pipeline's `Feed` (`pipeline.py`)."""
 
     def __init__(self, source: WindowSource) -> None:
         self.source = source
@@ -120,6 +121,21 @@ class Steps:
         assert self._running is None or self._running.done(), "one step at a time"
         self._running = asyncio.ensure_future(asyncio.to_thread(fn, *args))
         return await asyncio.shield(self._running)
+
+    @property
+    def seconds(self) -> float:
+        """Audio decoded so far."""
+        return self.source.seconds
+
+    @property
+    def speech_seconds(self) -> float:
+        """Audio handed out in windows so far."""
+        return self.source.windows.seconds
+
+    @property
+    def speech(self) -> list[dict] | None:
+        """The VAD spans found so far (None without VAD)."""
+        return self.source.windows.speech
 
     async def open(self) -> AudioInfo:
         return await self._run(self.source.open)

@@ -1,13 +1,19 @@
-"""Plain data passed between the Ray deployments and the engines (no engine imports here)."""
+"""Plain data passed between the Ray deployments and the engines (no engine imports here).
+
+Segments and words are the service's own (`service.transcript`): an engine returns them with times relative to
+its window; `windows.stitch` puts them on the file's timeline."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
-Task = Literal["transcribe", "translate"]
+from service.options import JobOptions, Task
+from service.transcript import Segment
+
+__all__ = ["DecodeOptions", "Engine", "Task", "WindowResult"]
 
 
 @dataclass(frozen=True)
@@ -22,31 +28,25 @@ class DecodeOptions:
     temperature: float = 0.0
     hotwords: str | None = None  # words or phrases to bias decoding, before the previous text (faster-whisper's)
 
-
-@dataclass
-class Word:
-    word: str
-    start: float
-    end: float
-    probability: float
-
-
-@dataclass
-class Segment:
-    """A piece of text with times in seconds relative to the start of its window."""
-
-    start: float
-    end: float
-    text: str
-    words: list[Word] | None = None
-    tokens: list[int] = field(default_factory=list)  # its text token ids (no special or timestamp tokens)
+    @classmethod
+    def of(cls, options: JobOptions, language: str | None = None, beam_size: int = 5) -> DecodeOptions:
+        """A job's decode options: `language` (detected, or the job's) else the job's language else English."""
+        return cls(
+            language=language or options.language or "en",
+            task=options.task,
+            word_timestamps=options.word_timestamps,
+            beam_size=beam_size,
+            initial_prompt=options.prompt or None,
+            temperature=options.temperature,
+            hotwords=options.hotwords.strip() if options.hotwords and options.hotwords.strip() else None,
+        )
 
 
 @dataclass
 class WindowResult:
     """What an engine returns for one (≤ 30 s) window of audio."""
 
-    segments: list[Segment] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)  # times relative to the window's start
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     compression_ratio: float | None = None  # of the window's whole decoded text (Whisper's own measure)
@@ -55,9 +55,9 @@ class WindowResult:
 
 
 class Engine(Protocol):
-    """One Whisper model on one device; both engines implement this."""
+    """One Whisper model on one device; every engine of the registry (`engines.ENGINES`) implements this."""
 
-    name: str  # "ctranslate2" | "transformers"
+    name: str  # its registry name: "ctranslate2" | "transformers" | "standin"
     model_name: str
     multilingual: bool
 

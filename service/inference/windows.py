@@ -21,7 +21,8 @@ from faster_whisper.vad import (
 )
 
 from service.audio import SAMPLE_RATE
-from service.inference.types import Segment, WindowResult
+from service.inference.types import WindowResult
+from service.transcript import Segment, Word
 
 WINDOW_SECONDS = 30
 # Whisper's own rule: a window is silence when it says so and is not confident about its text.
@@ -335,14 +336,16 @@ def tail_start(audio: np.ndarray, result: WindowResult) -> float | None:
     return covered if audio.shape[0] / SAMPLE_RATE - covered >= TAIL_SECONDS else None
 
 
-def stitch(pieces: list[tuple[float, WindowResult]], speech: list[dict] | None) -> list[dict]:
+def stitch(pieces: list[tuple[float, WindowResult]], speech: list[dict] | None) -> list[Segment]:
     """Shift window-relative times by each piece's offset, undo the VAD cut, drop silent windows.
 
     Each segment gets Whisper's fields as OpenAI's verbose_json has them: `text` with Whisper's leading space,
     its text `tokens`, `seek` (where its piece of audio starts on the original timeline, in 10 ms frames),
     the `temperature` it was decoded at, and its window's `avg_logprob`, `compression_ratio` (of the window's
-    whole text, as Whisper measures it) and `no_speech_prob`. Pieces of disjoint stretches of audio stitch
-    independently: the segments of several calls, in the order of their pieces, are those of one call."""
+    whole text, as Whisper measures it) and `no_speech_prob`. Times are rounded to milliseconds, probabilities
+    and the window's figures to 4 places. Pieces of disjoint stretches of audio stitch independently: the
+    segments of several calls, in the order of their pieces, are those of one call. The engines' segments are
+    moved in place; new ones are returned."""
     spans = SpeechTimestampsMap(speech, SAMPLE_RATE) if speech else None
     kept: list[tuple[Segment, int, WindowResult]] = []
     for offset, result in sorted(pieces, key=lambda piece: piece[0]):
@@ -352,56 +355,45 @@ def stitch(pieces: list[tuple[float, WindowResult]], speech: list[dict] | None) 
         for seg in result.segments:
             if not seg.text.strip():
                 continue
-            seg.start += offset
-            seg.end += offset
-            for word in seg.words or []:
-                word.start += offset
-                word.end += offset
+            seg.shift(offset)
             kept.append((seg, seek, result))
     segments = [seg for seg, _, _ in kept]
     if speech:
         segments = list(restore_speech_timestamps(segments, speech, SAMPLE_RATE))
-    out = []
-    for seg, (_, seek, result) in zip(segments, kept):
-        item: dict = {
-            "start": round(seg.start, 3),
-            "end": round(max(seg.end, seg.start), 3),
-            "text": spaced(seg.text),
-            "tokens": list(seg.tokens),
-            "seek": seek,
-        }
-        if result.temperature is not None:
-            item["temperature"] = result.temperature
-        for key in ("avg_logprob", "compression_ratio", "no_speech_prob"):
-            value = getattr(result, key)
-            if value is not None:
-                item[key] = round(value, 4)
-        if seg.words is not None:
-            item["words"] = [
-                {
-                    "word": w.word,
-                    "start": round(w.start, 3),
-                    "end": round(w.end, 3),
-                    "probability": round(w.probability, 4),
-                }
-                for w in seg.words
-            ]
-        out.append(item)
-    return out
+    return [_stitched(seg, seek, result) for seg, (_, seek, result) in zip(segments, kept)]
+
+
+def _stitched(seg: Segment, seek: int, result: WindowResult) -> Segment:
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    words = None
+    if seg.words is not None:
+        words = [
+            Word(word=w.word, start=round(w.start, 3), end=round(w.end, 3), probability=round(w.probability, 4))
+            for w in seg.words
+        ]
+    return Segment(
+        start=round(seg.start, 3),
+        end=round(max(seg.end, seg.start), 3),
+        text=spaced(seg.text),
+        tokens=list(seg.tokens),
+        seek=seek,
+        temperature=result.temperature,
+        avg_logprob=rounded(result.avg_logprob),
+        compression_ratio=rounded(result.compression_ratio),
+        no_speech_prob=rounded(result.no_speech_prob),
+        words=words,
+    )
 
 
 def spaced(text: str) -> str:
     """A segment's text as Whisper writes it: one leading space before its words, none after them. A text
     decoded without one gets it too, unless it starts with a wide (CJK) character: segments then join by plain
-    concatenation (`transcript_text`) in every script."""
+    concatenation (`transcript.joined_text`) in every script."""
     body = text.strip()
     if not body:
         return ""
     if text[0].isspace() or unicodedata.east_asian_width(body[0]) not in ("W", "F"):
         return " " + body
     return body
-
-
-def transcript_text(segments: list[dict]) -> str:
-    """The transcript's text: its segments' texts concatenated (each brings its own leading space), stripped."""
-    return "".join(s["text"] for s in segments).strip()

@@ -10,17 +10,20 @@ from datetime import timedelta
 from typing import Any
 
 from service.config import Settings
-from service.inference.client import InferenceClient, InferenceError
+from service.errors import ServiceError
+from service.inference.client import Inference, InferenceError
 from service.jobs.model import Job, JobStatus, now
 from service.jobs.slots import Slots
 from service.jobs.sources import job_audio
 from service.jobs.translation import TranslationStep
+from service.logs import request_id_var
 from service.metrics import Metrics
 from service.storage.base import JobStore, StoreUnavailable
-from service.storage.stages import StageError, StageReader
+from service.storage.stages import StageReader
+from service.transcript import Segment
 from service.translate.base import Translator
 
-log = logging.getLogger("spcs_whisper.jobs")
+log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 # An idle queue is polled less and less often (1, 2, 4 ... 30 s); the queue is local with either store, so a
 # poll costs no Snowflake statement. New jobs and due retries wake the loop at once.
@@ -41,7 +44,7 @@ class Dispatcher:
     def __init__(
         self,
         store: JobStore,
-        client: InferenceClient,
+        client: Inference,
         settings: Settings,
         metrics: Metrics,
         stages: StageReader | None = None,
@@ -65,7 +68,7 @@ class Dispatcher:
         self._retention_task: asyncio.Task[None] | None = None
         # Segments of running jobs decoded so far, in audio order as the Ray app sends them (this process's
         # current attempt only: a retry or a restart starts over).
-        self.partial: dict[str, list[dict[str, Any]]] = {}
+        self.partial: dict[str, list[Segment]] = {}
         self._progress_waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     @property
@@ -242,17 +245,10 @@ class Dispatcher:
                 await asyncio.wait_for(waiter, min(remaining, POLL_SECONDS))
 
     async def _run(self, job: Job) -> None:
-        params = {
-            "language": job.language,
-            "task": job.task,
-            "word_timestamps": job.word_timestamps,
-            "prompt": job.prompt,
-            "temperature": job.temperature or None,
-            **job.options,
-        }
+        request_id_var.set(job.id)  # this task's log records carry the job's id
         reported = 0.0
 
-        async def progress(fraction: float, segments: list[dict[str, Any]]) -> None:
+        async def progress(fraction: float, segments: list[Segment]) -> None:
             nonlocal reported
             self.partial.setdefault(job.id, []).extend(segments)
             if segments:
@@ -263,44 +259,45 @@ class Dispatcher:
 
         try:
             async with self.open_audio(job) as audio:
-                transcript = await self.client.transcribe(audio, params, progress)
+                transcript = await self.client.transcribe(audio, job.options, progress)
         except asyncio.CancelledError:
             return  # cancelled by DELETE (status already set) or by shutdown (requeued by stop())
-        except StageError as exc:
-            await self._failed(job, exc.code, exc.message, permanent=exc.status < 500)
-            return
         except InferenceError as exc:
             if exc.code in OUTAGE_CODES or exc.status in OUTAGE_STATUSES:
                 await self._outage(job, exc.code, exc.message)
             else:
-                await self._failed(job, exc.code, exc.message, exc.permanent)
+                await self._failed(job, exc.code, exc.message, retryable=exc.retryable)
+            return
+        except ServiceError as exc:  # the audio is gone, unreadable, a stage refused it...
+            await self._failed(job, exc.code, exc.message, retryable=exc.retryable)
             return
         except Exception:  # a bug must fail one job, never the dispatcher
             log.exception("job %s crashed", job.id)
             # The exception's text stays in the log: it may hold internal addresses, paths or values.
             message = f"internal error in job {job.id} (attempt {job.attempts}); the details are in the gateway's log"
-            await self._failed(job, "internal_error", message, permanent=False)
+            await self._failed(job, "internal_error", message, retryable=True)
             return
         self._outages.pop(job.id, None)
         started = job.started_at or now()
-        transcript.setdefault("timings", {})["wall_s"] = round((now() - started).total_seconds(), 4)
-        target = JobStatus.TRANSCRIBED if job.translate_to else JobStatus.SUCCEEDED
+        transcript.timings.wall_s = round((now() - started).total_seconds(), 4)
+        translate = bool(job.options.translate_to)
+        target = JobStatus.TRANSCRIBED if translate else JobStatus.SUCCEEDED
         try:
             saved = await self.store.save_transcript(job, transcript, target)
         except Exception:  # disk full, a value the store refuses: back to the queue, never left running
             log.exception("the transcript of job %s could not be stored", job.id)
             message = "the transcript could not be stored; the job runs again"
             try:
-                await self._failed(job, "result_not_stored", message, permanent=False)
+                await self._failed(job, "result_not_stored", message, retryable=True)
             except Exception:  # the store refuses every write: the next start requeues the job
                 log.exception("job %s could not be returned to the queue", job.id)
             return
         if not saved:
             log.info("job %s changed while running (cancelled?); result dropped", job.id)
             return
-        self.metrics.audio_seconds.inc(transcript.get("duration") or 0.0)
-        self.metrics.job_seconds.observe(transcript["timings"]["wall_s"])
-        if not job.translate_to or await self.translation.run(replace(job, status=JobStatus.TRANSCRIBED)):
+        self.metrics.audio_seconds.inc(transcript.duration or 0.0)
+        self.metrics.job_seconds.observe(transcript.timings.wall_s)
+        if not translate or await self.translation.run(replace(job, status=JobStatus.TRANSCRIBED)):
             self.metrics.finished.labels("succeeded").inc()
 
     async def _outage(self, job: Job, code: str, message: str) -> None:
@@ -326,9 +323,10 @@ class Dispatcher:
                 log.exception("retention failed; tried again later")
             await asyncio.sleep(settings.retention_check_s)
 
-    async def _failed(self, job: Job, code: str, message: str, permanent: bool) -> None:
+    async def _failed(self, job: Job, code: str, message: str, retryable: bool) -> None:
+        """Back to the queue with a growing delay when `retryable` and attempts are left; else failed."""
         self.metrics.attempts_failed.labels(code).inc()
-        if permanent or job.attempts >= self.settings.max_attempts:
+        if not retryable or job.attempts >= self.settings.max_attempts:
             log.warning("job %s failed: %s %s", job.id, code, message)
             if await self.store.transition(job, JobStatus.FAILED, error_code=code, error_message=message):
                 self.metrics.finished.labels("failed").inc()

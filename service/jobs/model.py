@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from service.options import JobOptions
+
 
 class JobStatus(StrEnum):
     QUEUED = "queued"
@@ -73,12 +75,11 @@ class Job:
     id: str
     source: str  # uploads: the client's file name (display only); stage jobs: `@STAGE/path`
     source_kind: str = "upload"  # "upload" (audio in the store) | "stage" (audio read from the stage)
-    language: str | None = None  # None = auto-detect
-    task: str = "transcribe"
-    word_timestamps: bool = False
-    prompt: str | None = None  # initial prompt that primes Whisper's vocabulary
-    temperature: float = 0.0
+    # The language asked for at submit (None = auto-detect), replaced by the detected one once transcribed;
+    # `options.language` keeps the one asked for.
+    language: str | None = None
     model: str = ""
+    options: JobOptions = field(default_factory=JobOptions)  # what the job asks of the model, kept whole
     status: JobStatus = JobStatus.QUEUED
     submitted_at: datetime = field(default_factory=now)
     started_at: datetime | None = None
@@ -91,12 +92,9 @@ class Job:
     progress: float = 0.0  # share of the speech transcribed so far, while running
     bytes: int = 0
     idempotency_key: str | None = None
-    translate_to: str | None = None  # translate the transcript into this language after transcription
     batch_id: str | None = None
     owner: str | None = None  # the Snowflake user who submitted it (SPCS's Sf-Context-Current-User)
     timings: dict[str, Any] = field(default_factory=dict)
-    # Decode options with no column of their own (hotwords, per-request VAD): the Ray app's query parameters.
-    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def processing_seconds(self) -> float | None:
@@ -112,6 +110,6 @@ class Batch:
     id: str
     stage: str  # `@STAGE` or `@STAGE/prefix`
     pattern: str
-    options: dict[str, Any] = field(default_factory=dict)  # language, task, translate_to, ...
+    options: JobOptions = field(default_factory=JobOptions)  # the job options every file of the batch gets
     created_at: datetime = field(default_factory=now)
     files: int = 0

@@ -9,13 +9,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from service.inference.client import InferenceClient, InferenceError
+from service.inference.client import Inference, InferenceError
 from service.jobs.model import Job, JobStatus
 from service.metrics import Metrics
+from service.options import JobOptions
 from service.storage.base import JobStore
+from service.transcript import Transcript
 from service.translate.base import TranslationError, Translator
 
-log = logging.getLogger("spcs_whisper.translate")
+log = logging.getLogger(__name__)
 AudioOpener = Callable[[Job], Any]  # job -> async context manager yielding the audio's local path
 
 
@@ -25,7 +27,7 @@ class TranslationStep:
     def __init__(
         self,
         store: JobStore,
-        client: InferenceClient,
+        client: Inference,
         translator: Translator | None,
         open_audio: AudioOpener,
         metrics: Metrics,
@@ -42,15 +44,15 @@ class TranslationStep:
         if not await self.store.transition(job, JobStatus.TRANSLATING):
             return False  # cancelled, or another process got there first
         job = replace(job, status=JobStatus.TRANSLATING)
-        transcript = await self.store.transcript(job.id) or {}
-        source_language = transcript.get("language") or job.language
-        target = job.translate_to or "en"
+        transcript = await self.store.transcript(job.id) or Transcript()
+        source_language = transcript.language or job.language
+        target = job.options.translate_to or "en"
         method = self.method
         try:
             if source_language == target:
-                text, method = transcript.get("text", ""), "none"
+                text, method = transcript.text, "none"
             elif self.translator is not None:
-                text = await self.translator.translate(transcript.get("text", ""), source_language, target)
+                text = await self.translator.translate(transcript.text, source_language, target)
                 method = self.translator.method  # the function it settled on (AI_TRANSLATE or its fallback)
             else:
                 text = await self._whisper(job, source_language)
@@ -69,11 +71,10 @@ class TranslationStep:
 
     async def _whisper(self, job: Job, source_language: str | None) -> str:
         """Whisper's translate task on the same audio (English only)."""
-        params = {"language": source_language, "task": "translate", "temperature": job.temperature or None}
-        opened = self.open_audio(job)
-        async with opened as path:
-            result = await self.client.transcribe(Path(path), params)
-        return str(result.get("text", "")).strip()
+        options = JobOptions(language=source_language, task="translate", temperature=job.options.temperature)
+        async with self.open_audio(job) as path:
+            result = await self.client.transcribe(Path(path), options)
+        return result.text.strip()
 
     async def _failed(self, job: Job, method: str, exc: Exception) -> None:
         self.metrics.translations.labels(method, "failed").inc()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from service.jobs.model import Batch, Job, JobStatus
+from service.transcript import Transcript
 
 
 class DuplicateIdempotencyKey(Exception):
@@ -100,13 +101,13 @@ class JobStore(Protocol):
     async def transition(self, job: Job, target: JobStatus, **fields: Any) -> bool:
         """Move `job` to `target` only if it is still in its stored status and attempt; False if not."""
 
-    async def save_transcript(
-        self, job: Job, transcript: dict[str, Any], target: JobStatus = JobStatus.SUCCEEDED
-    ) -> bool:
+    async def save_transcript(self, job: Job, transcript: Transcript, target: JobStatus = JobStatus.SUCCEEDED) -> bool:
         """Store the transcript and move the job to `target` (succeeded, or transcribed when a translation
         follows) in one step; False if the job moved on. Stored at most once per job id."""
 
-    async def transcript(self, job_id: str) -> dict[str, Any] | None: ...
+    async def transcript(self, job_id: str) -> Transcript | None:
+        """The stored transcript (one stored by an earlier release loads too)."""
+
     async def save_translation(self, job: Job, translation: dict[str, Any]) -> bool:
         """Store the translation (`text`, `source_language`, `target_language`, `method`) and mark the
         `translating` job succeeded in one step; False if the job moved on."""

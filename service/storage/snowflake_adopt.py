@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from service.jobs.model import Job, JobStatus
 from service.storage.records import job_from_record
 from service.storage.snowflake_schema import JOBS, TRANSCRIPTIONS, from_row, job_from_row
+from service.transcript import Transcript
 
 if TYPE_CHECKING:
     from snowflake.snowpark import Session
@@ -36,8 +37,9 @@ class Inherited:
     """What the earlier release left: its unfinished jobs, their transcripts, its pending outbox results."""
 
     jobs: list[Job] = field(default_factory=list)
-    transcripts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    results: list[tuple[Job, str, dict[str, Any]]] = field(default_factory=list)  # (job after, kind, payload)
+    transcripts: dict[str, Transcript] = field(default_factory=dict)
+    # (job after, kind, payload: a Transcript, or a translation's dict)
+    results: list[tuple[Job, str, Any]] = field(default_factory=list)
 
 
 def read_snowflake(session: Session, inherited: Inherited) -> None:
@@ -49,7 +51,7 @@ def read_snowflake(session: Session, inherited: Inherited) -> None:
     need = [j.id for j in inherited.jobs if j.status in (JobStatus.TRANSCRIBED, JobStatus.TRANSLATING)]
     if need:
         found = session.table(TRANSCRIPTIONS.name).filter(col("JOB_ID").isin(need)).collect()
-        inherited.transcripts = {r["JOB_ID"]: from_row(TRANSCRIPTIONS, r)["body"] for r in found}
+        inherited.transcripts = {r["JOB_ID"]: Transcript.load(from_row(TRANSCRIPTIONS, r)["body"]) for r in found}
 
 
 def read_old_outbox(data_dir: Path, inherited: Inherited) -> None:
@@ -60,7 +62,8 @@ def read_old_outbox(data_dir: Path, inherited: Inherited) -> None:
     try:
         for job, changes, kind, payload in conn.execute("SELECT job, changes, kind, payload FROM outbox"):
             after = job_from_record({**json.loads(job), **json.loads(changes)})
-            inherited.results.append((after, kind, json.loads(payload)))
+            result = json.loads(payload)
+            inherited.results.append((after, kind, Transcript.load(result) if kind == "transcript" else result))
     finally:
         conn.close()
 

@@ -53,6 +53,7 @@ from service.storage.snowflake_schema import (
 from service.storage.snowflake_session import is_session_gone
 from service.storage.snowflake_tables import SchemaMismatch, prepare_tables
 from service.storage.sqlite_schema import row_to_batch, row_to_job
+from service.transcript import Transcript
 
 if TYPE_CHECKING:
     from snowflake.snowpark import Session
@@ -126,7 +127,7 @@ def _rows(conn: sqlite3.Connection, kind: str, ids: list[str]) -> list[list[Any]
     if kind == "transcript":
         sql = f"SELECT j.*, t.body AS _body, t.created_at AS _created FROM transcripts t JOIN jobs j ON j.id = t.job_id WHERE t.job_id IN ({marks})"  # noqa: E501
         return [
-            transcript_values(row_to_job(r), json.loads(r["_body"]), _stamp(r["_created"]))  # type: ignore[arg-type]
+            transcript_values(row_to_job(r), Transcript.load(json.loads(r["_body"])), _stamp(r["_created"]))  # type: ignore[arg-type]
             for r in conn.execute(sql, ids)
         ]
     rows = conn.execute(f"SELECT * FROM translations WHERE job_id IN ({marks})", ids)

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from service.jobs.model import Batch, Job, JobStatus
-from service.storage.records import job_from_record
+from service.storage.records import job_from_record, job_to_record
+from service.transcript import Transcript
 
 if TYPE_CHECKING:
     from snowflake.snowpark.types import DataType, StructType
@@ -75,9 +76,6 @@ JOBS = TableSpec(
         ("TASK", VARCHAR),
         ("TRANSLATE_TO", VARCHAR),
         ("MODEL", VARCHAR),
-        ("WORD_TIMESTAMPS", BOOLEAN),
-        ("PROMPT", VARCHAR),
-        ("TEMPERATURE", FLOAT),
         ("SUBMITTED_AT", TIMESTAMP),
         ("STARTED_AT", TIMESTAMP),
         ("FINISHED_AT", TIMESTAMP),
@@ -92,8 +90,15 @@ JOBS = TableSpec(
         ("BATCH_ID", VARCHAR),
         ("OWNER", VARCHAR),
         ("TIMINGS", VARIANT),
+        ("OPTIONS", VARIANT),
     ),
 )
+# OPTIONS holds the job's options that differ from their defaults (JobOptions.stored()). TASK and TRANSLATE_TO
+# are copies of `options.task` / `options.translate_to`, kept as columns for the analysts' SQL (which jobs are
+# Whisper translations, which get translated) and because TASK is NOT NULL in every deployed table. Tables of
+# an earlier release also have WORD_TIMESTAMPS, PROMPT and TEMPERATURE: nullable and no longer written (read
+# only to take in that release's unfinished jobs, snowflake_adopt.py); sql/01_tables.sql no longer makes them.
+LEGACY_JOB_COLUMNS = ("WORD_TIMESTAMPS", "PROMPT", "TEMPERATURE")
 TRANSCRIPTIONS = TableSpec(
     "TRANSCRIPTIONS",
     _cols(
@@ -205,27 +210,36 @@ def from_row(table: TableSpec, row: Any) -> dict[str, Any]:
 
 
 def job_values(job: Job) -> list[Any]:
-    return row_values(JOBS, {**job.__dict__, "status": job.status.value})
+    task, translate_to = job.options.task, job.options.translate_to  # the analysts' columns
+    return row_values(JOBS, {**job_to_record(job), "task": task, "translate_to": translate_to})
 
 
 def job_from_row(row: Any) -> Job:
-    return job_from_record(from_row(JOBS, row))
+    """A TRANSCRIPTION_JOBS row as a job; an earlier release's row (OPTIONS NULL) has its options folded in
+    from the columns it had (`LEGACY_JOB_COLUMNS`, when the table still has them)."""
+    data = row.as_dict() if hasattr(row, "as_dict") else dict(row)
+    record = from_row(JOBS, row)
+    if record["options"] is None:
+        record.update({name.lower(): data[name] for name in LEGACY_JOB_COLUMNS if name in data})
+    return job_from_record(record)
 
 
 def batch_values(batch: Batch) -> list[Any]:
-    return row_values(BATCHES, dict(batch.__dict__))
+    return row_values(BATCHES, {**batch.__dict__, "options": batch.options.stored()})
 
 
-def transcript_values(job: Job, transcript: dict[str, Any], created_at: datetime) -> list[Any]:
+def transcript_values(job: Job, transcript: Transcript, created_at: datetime) -> list[Any]:
+    """A TRANSCRIPTIONS row: SEGMENTS and BODY hold the JSON the API serves (`Segment.dump`, `Transcript.dump`)."""
+    body = transcript.dump()
     data = {
         "id": job.id,
         "source": job.source,
-        "language": transcript.get("language"),
-        "text": transcript.get("text", ""),
-        "duration": transcript.get("duration"),
-        "segments": transcript.get("segments", []),
-        "body": transcript,
-        "model": transcript.get("model") or job.model,
+        "language": transcript.language,
+        "text": transcript.text,
+        "duration": transcript.duration,
+        "segments": body["segments"],
+        "body": body,
+        "model": transcript.model or job.model,
         "created_at": created_at,
     }
     return row_values(TRANSCRIPTIONS, data)

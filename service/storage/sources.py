@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from service.errors import ServiceError
 
-class SourceError(Exception):
-    """A source that is malformed or forbidden (422), names nothing (404) or is too large (413)."""
+
+class SourceError(ServiceError):
+    """A source that is malformed or forbidden (422), names nothing (404) or is too large (413); a 5xx (the stage
+    cannot be read now) is retryable."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        super().__init__(message, code=code, status=status)

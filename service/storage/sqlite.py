@@ -20,11 +20,13 @@ from service.storage.sqlite_schema import (
     INDEXES,
     MIGRATIONS,
     SCHEMA,
+    fold_options,
     job_to_row,
+    rebuild_jobs,
     row_to_batch,
     row_to_job,
-    scope_idempotency_keys,
 )
+from service.transcript import Transcript
 
 T = TypeVar("T")
 ACTIVE_SQL = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
@@ -73,7 +75,8 @@ class SQLiteStore(BlobFiles):
             for name, declaration in MIGRATIONS:
                 if name not in present:
                     conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {declaration}")
-            if scope_idempotency_keys(conn):  # keys were unique across owners: the table was rebuilt
+            fold_options(conn)  # an earlier release's option columns: into the `options` JSON
+            if rebuild_jobs(conn):  # keys were unique across owners (or old columns left): the table was rebuilt
                 conn.executescript(SCHEMA)  # its indexes went with the old table
             conn.executescript(INDEXES)
             self._schema(conn)
@@ -144,7 +147,7 @@ class SQLiteStore(BlobFiles):
                     batch.id,
                     batch.stage,
                     batch.pattern,
-                    json.dumps(batch.options),
+                    json.dumps(batch.options.stored(), ensure_ascii=False),
                     batch.created_at.isoformat(),
                     batch.files,
                 ),
@@ -274,7 +277,8 @@ class SQLiteStore(BlobFiles):
     async def transition(self, job: Job, target: JobStatus, **fields: Any) -> bool:
         return await self._run(lambda c: self._transition_sql(c, job, target, fields))
 
-    def _put_transcript(self, conn: sqlite3.Connection, job_id: str, transcript: dict[str, Any]) -> None:
+    def _put_transcript(self, conn: sqlite3.Connection, job_id: str, transcript: Transcript) -> None:
+        body = transcript.dump()
         conn.execute(
             """INSERT INTO transcripts (job_id, text, language, duration, segments, body, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -282,11 +286,11 @@ class SQLiteStore(BlobFiles):
                    duration = excluded.duration, segments = excluded.segments, body = excluded.body""",
             (
                 job_id,
-                transcript.get("text", ""),
-                transcript.get("language"),
-                transcript.get("duration"),
-                json.dumps(transcript.get("segments", []), ensure_ascii=False),
-                json.dumps(transcript, ensure_ascii=False),
+                transcript.text,
+                transcript.language,
+                transcript.duration,
+                json.dumps(body["segments"], ensure_ascii=False),
+                json.dumps(body, ensure_ascii=False),
                 now().isoformat(),
             ),
         )
@@ -307,9 +311,7 @@ class SQLiteStore(BlobFiles):
         )
         self._changed(conn, "translation", [job_id])
 
-    async def save_transcript(
-        self, job: Job, transcript: dict[str, Any], target: JobStatus = JobStatus.SUCCEEDED
-    ) -> bool:
+    async def save_transcript(self, job: Job, transcript: Transcript, target: JobStatus = JobStatus.SUCCEEDED) -> bool:
         def save(conn: sqlite3.Connection) -> bool:
             if not self._transition_sql(conn, job, target, transcript_fields(job, transcript)):
                 return False
@@ -318,11 +320,11 @@ class SQLiteStore(BlobFiles):
 
         return await self._run(save)
 
-    async def transcript(self, job_id: str) -> dict[str, Any] | None:
+    async def transcript(self, job_id: str) -> Transcript | None:
         row = await self._run(
             lambda c: c.execute("SELECT body FROM transcripts WHERE job_id = ?", (job_id,)).fetchone()
         )
-        return json.loads(row["body"]) if row else None
+        return Transcript.load(json.loads(row["body"])) if row else None
 
     async def save_translation(self, job: Job, translation: dict[str, Any]) -> bool:
         def save(conn: sqlite3.Connection) -> bool:

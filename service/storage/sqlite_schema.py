@@ -1,4 +1,9 @@
-"""The SQLite store's tables, the columns added since the first release, and job <-> row mapping."""
+"""The SQLite store's tables, the migrations of databases an earlier release wrote, and job <-> row mapping.
+
+A job's options are one JSON column (`options`: `JobOptions.stored()`, the options that differ from their
+defaults); only what queries filter or order on has a column of its own (status, owner, batch_id,
+idempotency_key, submitted_at, ...). `language` is the job's language: the one asked for, then the detected one.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,22 @@ from datetime import datetime
 from typing import Any
 
 from service.jobs.model import Batch, Job
-from service.storage.records import job_from_record, job_to_record
+from service.storage.records import (
+    LEGACY_OPTION_FIELDS,
+    job_from_record,
+    job_to_record,
+    options_from_stored,
+    record_options,
+)
 
 # Idempotency keys are unique per owner (`coalesce(owner, '')`, the index in INDEXES), never across owners: a
 # user's key must neither reveal nor block another user's. Databases from before kept `idempotency_key TEXT
-# UNIQUE` on the column, which SQLite cannot drop: `scope_idempotency_keys` rebuilds such a table once.
+# UNIQUE` on the column, which SQLite cannot drop: `rebuild_jobs` rebuilds such a table once.
 JOBS_TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     source TEXT NOT NULL,
     language TEXT,
-    task TEXT NOT NULL,
-    word_timestamps INTEGER NOT NULL,
-    prompt TEXT,
-    temperature REAL NOT NULL DEFAULT 0,
     model TEXT NOT NULL,
     status TEXT NOT NULL,
     submitted_at TEXT NOT NULL,
@@ -38,7 +45,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     idempotency_key TEXT,
     timings TEXT NOT NULL DEFAULT '{}',
     source_kind TEXT NOT NULL DEFAULT 'upload',
-    translate_to TEXT,
     batch_id TEXT,
     owner TEXT,
     options TEXT NOT NULL DEFAULT '{}'
@@ -80,19 +86,22 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, submitted_at, id);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency_key ON jobs (coalesce(owner, ''), idempotency_key);
 """
+JOB_COLUMNS = tuple(re.findall(r"^    (\w+) ", JOBS_TABLE, re.MULTILINE))
 IDEMPOTENCY_WHERE = "coalesce(owner, '') = ? AND idempotency_key = ?"  # uses jobs_owner_idempotency_key
 GLOBAL_KEY = re.compile(r"\bidempotency_key\s+TEXT\s+UNIQUE\b", re.IGNORECASE)
 
 
-def scope_idempotency_keys(conn: sqlite3.Connection) -> bool:
-    """Rebuild a `jobs` table whose idempotency keys are unique across owners (before per-owner keys), the way
-    SQLite documents for changing a constraint (https://www.sqlite.org/lang_altertable.html#otheralter): a new
-    table, the rows copied, the old one dropped, the new one renamed; foreign keys off meanwhile, so dropping the
-    old table deletes no transcript. Runs in autocommit mode, after MIGRATIONS; True if it rebuilt."""
+def rebuild_jobs(conn: sqlite3.Connection) -> bool:
+    """Rebuild a `jobs` table whose idempotency keys are unique across owners (before per-owner keys), or that
+    still has folded option columns (SQLite < 3.35 cannot drop them), the way SQLite documents for changing a
+    constraint (https://www.sqlite.org/lang_altertable.html#otheralter): a new table, the rows copied (the
+    columns it has), the old one dropped, the new one renamed; foreign keys off meanwhile, so dropping the old
+    table deletes no transcript. Runs in autocommit mode, after `fold_options`; True if it rebuilt."""
     row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone()
-    if row is None or not GLOBAL_KEY.search(row[0]):
+    present = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    if row is None or not (GLOBAL_KEY.search(row[0]) or present & set(FOLDED)):
         return False
-    columns = ", ".join(r[1] for r in conn.execute("PRAGMA table_info(jobs)"))
+    columns = ", ".join(c for c in JOB_COLUMNS if c in present)
     conn.execute("PRAGMA foreign_keys=OFF")  # no effect inside a transaction: set before BEGIN
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -112,22 +121,51 @@ def scope_idempotency_keys(conn: sqlite3.Connection) -> bool:
     return True
 
 
-# Columns added after the first release: (name, declaration), added to older databases at open.
+# Columns added after the first release: (name, declaration), added to older databases at open (before
+# `fold_options`, which reads `options`).
 MIGRATIONS = (
-    ("prompt", "TEXT"),
-    ("temperature", "REAL NOT NULL DEFAULT 0"),
     ("progress", "REAL NOT NULL DEFAULT 0"),
     ("source_kind", "TEXT NOT NULL DEFAULT 'upload'"),
-    ("translate_to", "TEXT"),
     ("batch_id", "TEXT"),
     ("owner", "TEXT"),
     ("options", "TEXT NOT NULL DEFAULT '{}'"),
 )
+# Options that were columns of their own before `options` held them all (`options` held only the rest).
+FOLDED = LEGACY_OPTION_FIELDS
+DROP_COLUMN = (3, 35, 0)  # ALTER TABLE DROP COLUMN: https://www.sqlite.org/lang_altertable.html#altertabdropcol
+
+
+def fold_options(conn: sqlite3.Connection) -> bool:
+    """Move the option columns of an earlier release (`FOLDED`) into the `options` JSON and drop them, in one
+    transaction (a job not transcribed yet also gets its `language`, still the one asked for, as an option).
+    DROP COLUMN needs SQLite >= 3.35; an older one keeps the columns for `rebuild_jobs` to leave behind.
+    Idempotent: folding again gives the same options. Runs in autocommit mode, after MIGRATIONS and
+    before `rebuild_jobs`; True if it folded anything."""
+    present = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
+    old = [name for name in FOLDED if name in present]
+    if not old:
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rows = conn.execute(f"SELECT id, status, language, options, {', '.join(old)} FROM jobs").fetchall()
+        updates = []
+        for row in rows:
+            values = {**dict(row), "options": json.loads(row["options"] or "{}")}
+            updates.append((json.dumps(record_options(values).stored(), ensure_ascii=False), row["id"]))
+        conn.executemany("UPDATE jobs SET options = ? WHERE id = ?", updates)
+        if sqlite3.sqlite_version_info >= DROP_COLUMN:
+            for name in old:
+                conn.execute(f"ALTER TABLE jobs DROP COLUMN {name}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
 
 
 def row_to_batch(row: sqlite3.Row) -> Batch:
     data = dict(row)
-    data["options"] = json.loads(data["options"])
+    data["options"] = options_from_stored(json.loads(data["options"]))
     data["created_at"] = datetime.fromisoformat(data["created_at"])
     return Batch(**data)
 
@@ -141,7 +179,6 @@ def row_to_job(row: sqlite3.Row) -> Job:
 
 def job_to_row(job: Job) -> dict[str, Any]:
     data = job_to_record(job)
-    data["word_timestamps"] = int(job.word_timestamps)
     data["timings"] = json.dumps(job.timings)
-    data["options"] = json.dumps(job.options)
+    data["options"] = json.dumps(data["options"], ensure_ascii=False)
     return data

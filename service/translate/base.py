@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from service.errors import ServiceError
 
-class TranslationError(Exception):
-    """A translation that did not happen; `transient` says whether trying the job again later may help."""
 
-    def __init__(self, code: str, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.transient = transient
+class TranslationError(ServiceError):
+    """A translation that did not happen; `retryable` says whether trying the job again later may help."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message, code=code, retryable=retryable)
 
     def __repr__(self) -> str:
-        return f"TranslationError(code={self.code!r}, message={self.message!r}, transient={self.transient})"
+        return f"TranslationError(code={self.code!r}, message={self.message!r}, retryable={self.retryable})"
 
 
 class Translator(Protocol):

@@ -140,12 +140,12 @@ class _CortexTranslator:
                             "; the model is not served in this account's region: an ACCOUNTADMIN can allow "
                             f"cross-region inference with {CROSS_REGION_STATEMENT}"
                         )
-                    raise TranslationError("translation_failed", message, transient=False) from exc
+                    raise TranslationError("translation_failed", message, retryable=False) from exc
                 if _is_connection_error(exc):
                     self.sessions.invalidate()
                 if attempt + 1 == self.attempts:
                     message = f"{self.method} failed {self.attempts} time(s), giving up; last error: {reason}"
-                    raise TranslationError("translation_failed", message, transient=False) from exc
+                    raise TranslationError("translation_failed", message, retryable=False) from exc
                 delay = self.backoff_s * 2**attempt
                 log.warning(
                     "%s try %d/%d failed, again in %.2fs: %s", self.method, attempt + 1, self.attempts, delay, reason
@@ -351,7 +351,7 @@ def target_code(language: str, function: str = AI_TRANSLATE_FUNCTION) -> str:
             f"{function} cannot translate into {language!r}; it supports {supported} "
             "(SPCS_WHISPER_TRANSLATE_METHOD=cortex-complete can translate into others)"
         )
-        raise TranslationError("translation_failed", message, transient=False)
+        raise TranslationError("translation_failed", message, retryable=False)
     return code
 
 

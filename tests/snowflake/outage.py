@@ -12,8 +12,10 @@ from snowflake.snowpark import Session
 from snowflake.snowpark.exceptions import SnowparkSessionException
 
 from service.config import Settings
-from service.jobs.model import Job, new_job_id
 from service.storage.snowflake import SnowflakeStore
+from tests.storage.helpers import HINDI, add_job, run, transcript_of
+
+__all__ = ["HINDI", "FlakySessions", "add_job", "eventually", "open_store", "rows_in", "run", "transcript_of"]
 
 
 class _FlakySession:
@@ -69,27 +71,10 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
     )
 
 
-HINDI = "नमस्ते, आप कैसे हैं? यह एक परीक्षण है।"
-
-
-def run(coro: Awaitable[Any]) -> Any:
-    return asyncio.run(coro)
-
-
 async def open_store(tmp_path: Path, sessions: FlakySessions, **overrides: Any) -> SnowflakeStore:
     store = SnowflakeStore(settings_for(tmp_path, **overrides), sessions)  # type: ignore[arg-type]
     await store.open()
     return store
-
-
-async def add_job(store: SnowflakeStore, key: str | None = None, **kw: Any) -> Job:
-    incoming = store.incoming_path(new_job_id())
-    incoming.write_bytes(b"audio")
-    return await store.add(Job(id=new_job_id(), source="a.wav", bytes=5, idempotency_key=key, **kw), incoming)
-
-
-def transcript_of(text: str = "hi", language: str = "en") -> dict[str, Any]:
-    return {"text": text, "language": language, "duration": 1.5, "segments": [{"start": 0, "end": 1.5, "text": text}]}
 
 
 def rows_in(sessions: FlakySessions, table: str, job_id: str) -> list[dict[str, Any]]:

@@ -199,7 +199,7 @@ def test_gives_up_after_all_attempts(cortex: StandinCortex, sessions: LocalSessi
     with pytest.raises(TranslationError) as info:
         asyncio.run(translator.translate("hello.", "en", "de"))
     assert len(cortex.complete_calls) == 4
-    assert info.value.code == "translation_failed" and not info.value.transient
+    assert info.value.code == "translation_failed" and not info.value.retryable
     assert "4 time(s)" in info.value.message and "service unavailable" in info.value.message
 
 
@@ -282,7 +282,7 @@ def test_a_target_the_function_cannot_translate_into_fails_at_once(
     translator = CortexTranslate(sessions, max_chars=3000, attempts=3, backoff_s=0.001)
     with pytest.raises(TranslationError) as info:
         asyncio.run(translator.translate("hello.", "en", "ur"))
-    assert info.value.code == "translation_failed" and not info.value.transient
+    assert info.value.code == "translation_failed" and not info.value.retryable
     assert "AI_TRANSLATE cannot translate into 'ur'" in info.value.message and "hi" in info.value.message
     assert "cortex-complete" in info.value.message
     assert cortex.ai_translate_calls == cortex.translate_calls == []  # no query spent on it
@@ -294,7 +294,7 @@ def test_a_target_only_ai_translate_takes_fails_once_the_account_turns_out_legac
     translator = CortexTranslate(sessions, max_chars=3000, attempts=3, backoff_s=0.001)
     with pytest.raises(TranslationError) as info:
         asyncio.run(translator.translate("hello.", "en", "ar"))  # Arabic: AI_TRANSLATE yes, TRANSLATE no
-    assert not info.value.transient and "SNOWFLAKE.CORTEX.TRANSLATE cannot translate into 'ar'" in info.value.message
+    assert not info.value.retryable and "SNOWFLAKE.CORTEX.TRANSLATE cannot translate into 'ar'" in info.value.message
     assert legacy_cortex.translate_calls == [] and translator.method == "cortex.translate"
 
 
@@ -330,7 +330,7 @@ def test_null_answers_from_ai_translate_are_retried_then_explained(
     translator = CortexTranslate(sessions, max_chars=3000, attempts=2, backoff_s=0.001)
     with pytest.raises(TranslationError) as info:
         asyncio.run(translator.translate("नमस्ते।", "hi", "en"))
-    assert len(cortex.ai_translate_calls) == 2 and not info.value.transient
+    assert len(cortex.ai_translate_calls) == 2 and not info.value.retryable
     assert "AI_TRANSLATE answers NULL for a text it cannot process" in info.value.message
     assert translator.method == "cortex.ai_translate"  # the function exists: decided all the same
 
@@ -348,7 +348,7 @@ def test_a_model_outside_the_accounts_region_names_the_cross_region_setting(
     translator = CortexComplete(sessions, "openai-gpt-4.1", "{text}", max_chars=100, attempts=3, backoff_s=0.001)
     with pytest.raises(TranslationError) as info:
         asyncio.run(translator.translate("hello.", "en", "de"))
-    assert len(cortex.complete_calls) == 1 and not info.value.transient  # retrying cannot help
+    assert len(cortex.complete_calls) == 1 and not info.value.retryable  # retrying cannot help
     assert "ALTER ACCOUNT SET CORTEX_ENABLED_CROSS_REGION = 'ANY_REGION';" in info.value.message
     assert "unavailable in your region" in info.value.message
 

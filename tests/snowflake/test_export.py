@@ -20,11 +20,13 @@ from snowflake.snowpark.exceptions import SnowparkSessionException
 from snowflake.snowpark.functions import lit
 
 from service.jobs.model import Job, JobStatus, new_job_id, now
+from service.options import JobOptions
 from service.storage import snowflake_export
 from service.storage.records import job_to_record
 from service.storage.snowflake_schema import JOBS, TRANSCRIPTIONS, TRANSLATIONS, job_values, transcript_values
 from service.storage.snowflake_session import is_session_gone
 from service.storage.snowflake_tables import create_tables
+from service.transcript import Transcript
 from tests.snowflake.outage import (
     HINDI,
     FlakySessions,
@@ -201,7 +203,7 @@ def test_programming_errors_are_not_hidden(tmp_path: Path, sessions: FlakySessio
         await add_job(store)
         claimed = await store.claim_next()
         with pytest.raises(TypeError):  # not JSON: a bug, refused before anything is written
-            await store.save_transcript(claimed, {"text": "x", "segments": [object()]})
+            await store.save_transcript(claimed, Transcript.load({"text": "x", "extra": object()}))
         assert (await store.get(claimed.id)).status == JobStatus.RUNNING  # nothing was written
         await store.close()
 
@@ -236,8 +238,8 @@ def test_an_upgrade_takes_in_the_earlier_releases_unfinished_jobs(tmp_path: Path
         return Job(id=new_job_id(), source="@AUDIO/a.mp3", source_kind="stage", status=status, **kw)
 
     queued, running = stage_job(JobStatus.QUEUED), stage_job(JobStatus.RUNNING, attempts=1)
-    transcribed = stage_job(JobStatus.TRANSCRIBED, attempts=1, translate_to="en")
-    lost = stage_job(JobStatus.TRANSLATING, attempts=1, translate_to="en")  # its transcript row is missing
+    transcribed = stage_job(JobStatus.TRANSCRIBED, attempts=1, options=JobOptions(translate_to="en"))
+    lost = stage_job(JobStatus.TRANSLATING, attempts=1, options=JobOptions(translate_to="en"))  # no transcript row
     done, pending = stage_job(JobStatus.SUCCEEDED, attempts=1), stage_job(JobStatus.RUNNING, attempts=1)
     old = [queued, running, transcribed, lost, done, pending]
     session.create_dataframe([job_values(j) for j in old], schema=JOBS.struct()).write.save_as_table(
@@ -250,7 +252,9 @@ def test_an_upgrade_takes_in_the_earlier_releases_unfinished_jobs(tmp_path: Path
     changes = {"status": "succeeded", "finished_at": now().isoformat()}
     row = (pending.id, "transcript", json.dumps(job_to_record(pending)), json.dumps(changes))
     outbox.execute(OLD_OUTBOX_SCHEMA)
-    outbox.execute("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, 0, ?)", (*row, json.dumps(transcript_of("kept")), "x"))
+    outbox.execute(
+        "INSERT INTO outbox VALUES (?, ?, ?, ?, ?, 0, ?)", (*row, json.dumps(transcript_of("kept").dump()), "x")
+    )
     outbox.commit()
     outbox.close()
 
@@ -265,8 +269,8 @@ def test_an_upgrade_takes_in_the_earlier_releases_unfinished_jobs(tmp_path: Path
             done.id: None,  # finished before the upgrade: its record is the Snowflake tables
             pending.id: JobStatus.SUCCEEDED,
         }
-        assert (await store.transcript(transcribed.id))["text"] == HINDI
-        assert (await store.transcript(pending.id))["text"] == "kept"
+        assert (await store.transcript(transcribed.id)).text == HINDI
+        assert (await store.transcript(pending.id)).text == "kept"
         assert not (tmp_path / "outbox.sqlite3").exists() and (tmp_path / "outbox.sqlite3.adopted").exists()
         assert await store.flush() == 0
         _exactly_once(sessions, running.id, "queued")

@@ -172,7 +172,7 @@ def tables(tmp_path: Path, sessions: FlakySessions) -> dict[str, Any]:
         await store.add_batch(other, [other_job])
         jobs["alice-batch"] = other_job
         while (job := await store.claim_next()) is not None:
-            if job.translate_to:
+            if job.options.translate_to:
                 assert await store.save_transcript(job, transcript_of(job.id), JobStatus.TRANSCRIBED)
                 job = await store.get(job.id)
                 assert await store.transition(job, JobStatus.TRANSLATING)

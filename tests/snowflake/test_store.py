@@ -1,7 +1,7 @@
 """The Snowflake store against Snowpark local testing: Snowflake's own emulator (`local_testing=True`), which
 runs the store's DataFrame/Table statements (create_dataframe, save_as_table, update, merge, delete) in
-memory. No account and no network. The queue itself is the SQLite store (test_store_contract.py runs the
-shared behaviour on both); here: the rows the export writes to Snowflake, VARIANT round trips and values that
+memory. No account and no network. The queue itself is the SQLite store (tests/storage/ runs the shared
+behaviour on both); here: the rows the export writes to Snowflake, VARIANT round trips and values that
 stay data. The outage and crash cases are in test_export.py."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlglot import exp
 from service.jobs.model import JobStatus
 from service.storage.snowflake_schema import JOBS, TABLES, TRANSCRIPTIONS, TRANSLATIONS, VIEWS
 from service.storage.snowflake_tables import DDL_PATH, ddl_statements
+from service.transcript import Transcript
 from tests.snowflake.outage import (
     HINDI,
     FlakySessions,
@@ -53,7 +54,7 @@ def test_ddl_splits_into_statements() -> None:
     assert statements[0].startswith("CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS")
 
 
-# -- rows as Snowflake holds them (the shared behaviour is in test_store_contract.py) -----------------------
+# -- rows as Snowflake holds them (the shared behaviour is in tests/storage/) -----------------------------------
 
 
 def test_one_transcription_row_per_job_and_delete_leaves_none(tmp_path: Path, sessions: FlakySessions) -> None:
@@ -86,24 +87,34 @@ def test_variant_round_trip_with_hindi(tmp_path: Path, sessions: FlakySessions) 
         store = await open_store(tmp_path, sessions)
         job = await add_job(store)
         claimed = await store.claim_next()
-        transcript = {
-            "text": HINDI,
-            "language": "hi",
-            "duration": 3.25,
-            "segments": [{"start": 0.0, "end": 3.25, "text": HINDI, "words": [{"word": "नमस्ते", "p": 0.9}]}],
-            "timings": {"wall_s": 1.5, "decode_s": 0.25},
-            "nested": {"list": [1, "दो", None, True]},
-        }
+        transcript = Transcript.load(
+            {
+                "text": HINDI,
+                "language": "hi",
+                "duration": 3.25,
+                "segments": [
+                    {
+                        "start": 0.0,
+                        "end": 3.25,
+                        "text": HINDI,
+                        "words": [{"word": "नमस्ते", "start": 0, "end": 1, "p": 0.9}],
+                    }
+                ],
+                "timings": {"wall_s": 1.5, "decode_s": 0.25},
+                "nested": {"list": [1, "दो", None, True]},
+            }
+        )
         assert await store.save_transcript(claimed, transcript)
         assert await store.transcript(job.id) == transcript
         done = await store.get(job.id)
-        assert done.timings == transcript["timings"]
+        assert done.timings == transcript.timings.model_dump(exclude_none=True)
         assert await store.flush() == 0
         (row,) = rows_in(sessions, TRANSCRIPTIONS.name, job.id)
         assert row["TEXT"] == HINDI and row["LANGUAGE"] == "hi" and row["SOURCE"] == "a.wav"
-        assert json.loads(row["SEGMENTS"]) == transcript["segments"]
+        assert json.loads(row["SEGMENTS"]) == [s.dump() for s in transcript.segments]
+        assert json.loads(row["BODY"]) == transcript.dump()
         (job_row,) = rows_in(sessions, JOBS.name, job.id)
-        assert json.loads(job_row["TIMINGS"]) == transcript["timings"]
+        assert json.loads(job_row["TIMINGS"]) == done.timings
         await store.close()
 
     run(go())
@@ -127,14 +138,15 @@ def test_values_are_data_never_sql(tmp_path: Path, sessions: FlakySessions, nast
         other = await add_job(store, key="plain", owner="BOB")
         job = await add_job(store, key=nasty, owner=nasty, prompt=nasty)
         stored = await store.get(job.id)
-        assert stored is not None and (stored.idempotency_key, stored.owner, stored.prompt) == (nasty, nasty, nasty)
+        assert stored is not None
+        assert (stored.idempotency_key, stored.owner, stored.options.prompt) == (nasty, nasty, nasty)
         assert (await store.find_by_idempotency_key(nasty, nasty)).id == job.id
         assert [j.id for j in await store.list(None, 10, None, owner=nasty)] == [job.id]
         assert await store.count_active(nasty) == 1
         assert await store.get(other.id) is not None  # nothing else was touched
         assert await store.flush() == 0  # and in Snowflake, through the export's bound values
         (row,) = rows_in(sessions, JOBS.name, job.id)
-        assert (row["IDEMPOTENCY_KEY"], row["OWNER"], row["PROMPT"]) == (nasty, nasty, nasty)
+        assert (row["IDEMPOTENCY_KEY"], row["OWNER"], json.loads(row["OPTIONS"])["prompt"]) == (nasty, nasty, nasty)
         assert len(rows_in(sessions, JOBS.name, other.id)) == 1
         await store.close()
 

@@ -209,10 +209,11 @@ class FakeEngine:
         return "hi", 0.9
 
     def transcribe_batch(self, windows: list, options: object) -> list:
-        from service.inference.types import Segment, WindowResult
+        from service.inference.types import WindowResult
+        from service.transcript import Segment
 
         text = "ask not" if options.task == "translate" else "namaste"  # type: ignore[attr-defined]
-        return [WindowResult([Segment(0.0, w.shape[0] / 16000, text)], -0.1, 0.0, 1.0) for w in windows]
+        return [WindowResult([Segment(start=0.0, end=w.shape[0] / 16000, text=text)], -0.1, 0.0, 1.0) for w in windows]
 
 
 def test_in_process_translation_is_whispers_translate_task(

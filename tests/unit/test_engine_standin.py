@@ -85,12 +85,12 @@ def test_time_scale_multiplies_the_hold() -> None:
 
 
 def test_load_engine_picks_the_standin_only_when_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    engine = engines.load_engine(Settings(engine="standin", standin_gpu="h100", standin_time_scale=3.0))
+    engine = engines.load_engine(Settings(engine="standin", standin_gpu="h100", standin_time_scale=3.0).inference)
     assert isinstance(engine, StandInEngine)
     assert (engine.curve, engine.time_scale) == (CURVES["h100"], 3.0)
     monkeypatch.setenv("SPCS_WHISPER_ENGINE", "standin")
     monkeypatch.setenv("SPCS_WHISPER_STANDIN_TIME_SCALE", "2.5")
-    engine = engines.load_engine(Settings())
+    engine = engines.load_engine(Settings().inference)
     assert isinstance(engine, StandInEngine) and engine.time_scale == 2.5 and engine.curve is CURVES["a10g"]
 
 
@@ -110,4 +110,4 @@ def test_a_real_engine_setting_does_not_load_the_standin(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(engines, "resolve", resolve)
     with pytest.raises(LookupError):
-        engines.load_engine(Settings(engine="ctranslate2", cache_dir=tmp_path))
+        engines.load_engine(Settings(engine="ctranslate2", cache_dir=tmp_path).inference)

@@ -18,7 +18,8 @@ from service.audio import decode
 from service.inference.alignment import dtw, split_spaces
 from service.inference.engine_transformers import TransformersEngine, _WindowEnd
 from service.inference.models import resolve
-from service.inference.types import DecodeOptions, Segment, WindowResult
+from service.inference.types import DecodeOptions, WindowResult
+from service.transcript import Segment
 
 pytestmark = pytest.mark.slow
 

@@ -10,26 +10,29 @@ import srt
 import webvtt
 
 from service.formats import FORMATS, render
+from service.transcript import Transcript
 
-TRANSCRIPT = {
-    "text": "Hello there. --> General Kenobi!",
-    "language": "en",
-    "duration": 3725.5,
-    "segments": [
-        {
-            "start": 0.0,
-            "end": 1.5,
-            "text": "Hello there.",
-            "avg_logprob": -0.2,
-            "words": [
-                {"word": " Hello", "start": 0.0, "end": 0.6, "probability": 0.9},
-                {"word": " there.", "start": 0.6, "end": 1.5, "probability": 0.8},
-            ],
-        },
-        {"start": 3723.25, "end": 3725.5, "text": " --> General Kenobi! "},
-        {"start": 5.0, "end": 5.0, "text": "   "},
-    ],
-}
+TRANSCRIPT = Transcript.load(
+    {
+        "text": "Hello there. --> General Kenobi!",
+        "language": "en",
+        "duration": 3725.5,
+        "segments": [
+            {
+                "start": 0.0,
+                "end": 1.5,
+                "text": "Hello there.",
+                "avg_logprob": -0.2,
+                "words": [
+                    {"word": " Hello", "start": 0.0, "end": 0.6, "probability": 0.9},
+                    {"word": " there.", "start": 0.6, "end": 1.5, "probability": 0.8},
+                ],
+            },
+            {"start": 3723.25, "end": 3725.5, "text": " --> General Kenobi! "},
+            {"start": 5.0, "end": 5.0, "text": "   "},
+        ],
+    }
+)
 
 
 def test_srt_parses_and_keeps_times() -> None:
@@ -62,5 +65,5 @@ def test_json_and_verbose_json() -> None:
 def test_text_and_all_formats_render() -> None:
     assert render(TRANSCRIPT, "text")[0] == "Hello there. --> General Kenobi!\n"
     for fmt in FORMATS:
-        body, _ = render({"text": "", "segments": []}, fmt)
+        body, _ = render(Transcript(), fmt)
         assert isinstance(body, str)

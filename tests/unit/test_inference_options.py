@@ -15,10 +15,12 @@ import pytest
 
 from service.audio import SAMPLE_RATE, decode
 from service.inference import deployment
+from service.inference.pipeline import WindowPipeline
 from service.inference.prompting import PROMPT_TOKENS, prompt_tokens
 from service.inference.stream import Steps, WindowSource
-from service.inference.types import DecodeOptions, Segment, WindowResult, Word
-from service.inference.windows import WindowStream, cut, spaced, stitch, transcript_text, vad_options
+from service.inference.types import DecodeOptions, WindowResult
+from service.inference.windows import WindowStream, cut, spaced, stitch, vad_options
+from service.transcript import Segment, Word, joined_text
 
 DATA = Path(__file__).parent.parent / "data"
 
@@ -91,7 +93,7 @@ def test_special_tokens_typed_into_a_prompt_are_dropped() -> None:
 
 def result(*segments: tuple[float, float, str, list[int]], temperature: float | None = 0.0) -> WindowResult:
     return WindowResult(
-        [Segment(s, e, text, None, tokens) for s, e, text, tokens in segments],
+        [Segment(start=s, end=e, text=text, tokens=tokens) for s, e, text, tokens in segments],
         avg_logprob=-0.25,
         no_speech_prob=0.01,
         compression_ratio=1.5,
@@ -105,13 +107,13 @@ def test_stitched_segments_carry_whisper_fields() -> None:
         (30.0, result((0.0, 1.0, "  spaced out  ", [4]), temperature=0.4)),
     ]
     segments = stitch(pieces, None)
-    assert [s["text"] for s in segments] == [" Hello there.", " General Kenobi.", " spaced out"]
-    assert [s["tokens"] for s in segments] == [[1, 2], [3], [4]]
-    assert [s["seek"] for s in segments] == [0, 0, 3000]
-    assert [s["temperature"] for s in segments] == [0.0, 0.0, 0.4]
-    assert all(s["avg_logprob"] == -0.25 and s["compression_ratio"] == 1.5 for s in segments)
-    assert all(s["no_speech_prob"] == 0.01 for s in segments)
-    assert transcript_text(segments) == "Hello there. General Kenobi. spaced out"
+    assert [s.text for s in segments] == [" Hello there.", " General Kenobi.", " spaced out"]
+    assert [s.tokens for s in segments] == [[1, 2], [3], [4]]
+    assert [s.seek for s in segments] == [0, 0, 3000]
+    assert [s.temperature for s in segments] == [0.0, 0.0, 0.4]
+    assert all(s.avg_logprob == -0.25 and s.compression_ratio == 1.5 for s in segments)
+    assert all(s.no_speech_prob == 0.01 for s in segments)
+    assert joined_text(segments) == "Hello there. General Kenobi. spaced out"
 
 
 def test_seek_is_on_the_original_timeline_with_vad() -> None:
@@ -119,8 +121,8 @@ def test_seek_is_on_the_original_timeline_with_vad() -> None:
     speech = [{"start": 0, "end": 5 * SAMPLE_RATE}, {"start": 15 * SAMPLE_RATE, "end": 20 * SAMPLE_RATE}]
     pieces = [(0.0, result((0.0, 4.0, " one", [1]))), (5.0, result((1.0, 2.0, " two", [2])))]
     segments = stitch(pieces, speech)
-    assert [s["seek"] for s in segments] == [0, 1500]
-    assert [(s["start"], s["end"]) for s in segments] == [(0.0, 4.0), (16.0, 17.0)]
+    assert [s.seek for s in segments] == [0, 1500]
+    assert [(s.start, s.end) for s in segments] == [(0.0, 4.0), (16.0, 17.0)]
 
 
 def test_spaced_keeps_one_leading_space_except_before_wide_characters() -> None:
@@ -129,13 +131,13 @@ def test_spaced_keeps_one_leading_space_except_before_wide_characters() -> None:
     assert spaced("   ") == ""
     assert spaced("你好") == "你好"
     assert spaced(" 你好") == " 你好"
-    segments = [{"text": spaced(t)} for t in ("你好", "世界", " Hi", "there")]
-    assert transcript_text(segments) == "你好世界 Hi there"
+    segments = [Segment(start=0.0, end=0.0, text=spaced(t)) for t in ("你好", "世界", " Hi", "there")]
+    assert joined_text(segments) == "你好世界 Hi there"
 
 
 def test_windows_stitched_one_by_one_equal_all_at_once() -> None:
     def pieces() -> list[tuple[float, WindowResult]]:
-        word = Word(" w", 0.5, 0.8, 0.9)
+        word = Word(word=" w", start=0.5, end=0.8, probability=0.9)
         with_words = result((0.2, 1.0, " a", [1]))
         with_words.segments[0].words = [word]
         return [(0.0, with_words), (2.0, result((0.0, 0.5, " b", [2]))), (30.0, result((0.0, 3.0, " c", [3])))]
@@ -160,12 +162,10 @@ def _write_noise(path: Path, seconds: int) -> None:
 
 
 class _FakeDecoder:
-    """The Decoder's event loop (its real methods) against a Whisper whose later windows answer first, and whose
-    first window stops early so its tail is decoded again, last of all."""
+    """The Decoder's event stream (its real method) over the real pipeline, against a Whisper whose later windows
+    answer first, and whose first window stops early so its tail is decoded again, last of all."""
 
     _events = deployment.Decoder.func_or_class._events
-    _timed_window = deployment.Decoder.func_or_class._timed_window
-    _window = deployment.Decoder.func_or_class._window
 
     def __init__(self) -> None:
         self._window_budget = asyncio.Semaphore(16)
@@ -177,14 +177,17 @@ class _FakeDecoder:
         def add(*args: Any, **kwargs: Any) -> None:
             pass
 
-    async def _whisper(self, method: str, audio: np.ndarray, options: DecodeOptions) -> Any:
-        assert method == "transcribe_window"
+    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions) -> WindowResult:
         call, self.calls = self.calls, self.calls + 1
         seconds = audio.shape[0] / SAMPLE_RATE
         await asyncio.sleep(0.4 if call == 0 else 0.3 - 0.05 * min(call, 5))
         self.finished.append(seconds)
         end = seconds / 2 if call == 0 else seconds  # the first window stops half-way: its tail comes again
-        return WindowResult([Segment(0.0, end, f"window {call}", None, [call])], -0.1, 0.0, 1.2, 0.0)
+        segment = Segment(start=0.0, end=end, text=f"window {call}", tokens=[call])
+        return WindowResult([segment], -0.1, 0.0, 1.2, 0.0)
+
+    async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        raise AssertionError("the language was given")
 
 
 def test_progress_segments_come_in_audio_order(tmp_path: Path) -> None:
@@ -201,9 +204,17 @@ def test_progress_segments_come_in_audio_order(tmp_path: Path) -> None:
         await slots.acquire()
         job = deployment._Job(spooled, steps, slots, set())
         info = await steps.open()
-        events = decoder._events(
-            job, source, info, DecodeOptions("en"), "en", {"engine": "fake", "model": "fake"}, 0.0, 0.0
+        pipeline = WindowPipeline(
+            steps,
+            decoder.transcribe_window,
+            decoder.detect_language,
+            DecodeOptions("en"),
+            detect=False,
+            duration=info.duration,
+            budget=decoder._window_budget,
+            on_cut=job.release,
         )
+        events = decoder._events(job, source, pipeline, {"engine": "fake", "model": "fake"}, 0.0, 0.0)
         return [json.loads(line) async for line in events]
 
     events = asyncio.run(run())

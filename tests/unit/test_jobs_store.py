@@ -1,20 +1,19 @@
-"""The job state machine, and what only the SQLite store does; the behaviour both stores share is the
-contract suite in tests/snowflake/test_store_contract.py."""
+"""The job state machine and the job record's shape; what every store does is the contract suite in
+tests/storage/test_store_contract.py."""
 
 from __future__ import annotations
-
-import asyncio
-from pathlib import Path
 
 import pytest
 
 from service.jobs.model import (
     InvalidTransition,
+    Job,
     JobStatus,
     check_transition,
     new_job_id,
 )
-from service.storage.sqlite import SQLiteStore
+from service.options import JobOptions
+from service.storage.records import job_from_record, job_to_record
 
 
 @pytest.mark.parametrize(
@@ -49,21 +48,15 @@ def test_refused_transitions(current: str, target: str) -> None:
         check_transition(JobStatus(current), JobStatus(target))
 
 
-def run(coro):
-    return asyncio.run(coro)
-
-
-def test_open_removes_uploads_a_previous_process_left_half_received(tmp_path: Path) -> None:
-    async def go() -> None:
-        store = SQLiteStore(tmp_path)
-        await store.open()
-        kept = store.audio_path(new_job_id())
-        kept.write_bytes(b"a stored job's audio")
-        store.incoming_path("left-by-a-crash").write_bytes(b"half an upload")
-        await store.close()
-        store = SQLiteStore(tmp_path)
-        await store.open()
-        assert not list(store.blob_dir.glob(".incoming-*")) and kept.exists()
-        await store.close()
-
-    asyncio.run(go())
+def test_a_job_keeps_its_options_whole() -> None:
+    """The record's options are one `JobOptions`, stored as the options that differ from their defaults; the
+    flat option fields of an earlier release's records fold into it."""
+    options = JobOptions(language="hi", task="translate", translate_to="en", hotwords="Kenobi")
+    job = Job(id=new_job_id(), source="a.wav", language="hi", options=options)
+    record = job_to_record(job)
+    assert record["options"] == {"language": "hi", "task": "translate", "translate_to": "en", "hotwords": "Kenobi"}
+    assert job_from_record(record) == job
+    assert Job(id="j", source="a.wav").options == JobOptions()
+    old = {**record, "options": {"hotwords": "Kenobi"}, "task": "translate", "translate_to": "en", "prompt": None,
+           "word_timestamps": 0, "temperature": 0.0}  # fmt: skip
+    assert job_from_record(old).options == options  # queued: its language is still the one asked for

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from ray.serve.config import AutoscalingConfig
 
-from service.config import Settings
+from service.config import InferenceSettings
 from service.inference import scaling
 from service.inference.scaling import FollowGPUs, decoder_options, job_capacity, whisper_options
 
@@ -40,8 +40,8 @@ def _no_settings_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-def settings(**values: Any) -> Settings:
-    return Settings(**values)
+def settings(**values: Any) -> InferenceSettings:
+    return InferenceSettings(**values)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,325 @@
+"""One job's windows through Whisper, and its `Transcript`: the one orchestration the Ray `Decoder`
+(`deployment.py`) and the in-process path (`local.py`: the CLI, the benchmarks) share.
+
+`WindowPipeline` takes windows from a `Feed` (the Decoder's decoding steps, or windows cut in advance), detects
+the language on the first window when asked, sends each window to `transcribe_window` within a window budget,
+decodes a window's tail again where Whisper stopped early (`windows.tail_start`, at most `MAX_FOLLOW_UPS`
+times), and yields `Progress` with the newly final segments in audio order. `assemble` builds the transcript.
+The engine side is two async callables: the Decoder's are calls to the Whisper deployment; `EngineCalls` makes
+them from an engine in-process (the Whisper deployment uses it too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+
+from service.audio import SAMPLE_RATE
+from service.inference.batcher import Batcher
+from service.inference.types import DecodeOptions, Engine, WindowResult
+from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start
+from service.transcript import Segment, Timings, Transcript, joined_text
+
+log = logging.getLogger(__name__)
+
+TranscribeWindow = Callable[[np.ndarray, DecodeOptions], Awaitable[WindowResult]]
+DetectLanguage = Callable[[np.ndarray], Awaitable[tuple[str, float]]]
+
+
+class Feed(Protocol):
+    """Where a job's windows come from: `next()` gives a window, anything else as a sign of progress (a
+    `stream.Tick` after each decoded block), None at the end of the audio."""
+
+    @property
+    def seconds(self) -> float: ...  # audio read so far
+
+    @property
+    def speech_seconds(self) -> float: ...  # audio handed out in windows so far
+
+    @property
+    def speech(self) -> list[dict] | None: ...  # the VAD spans found so far (None without VAD)
+
+    async def next(self) -> object | None: ...
+
+
+@dataclass
+class Progress:
+    """The fraction of the job done (never less than before) and the segments that became final since the
+    previous `Progress`, in audio order: all of them concatenated are the transcript's segments."""
+
+    fraction: float
+    segments: list[Segment]
+
+
+class WindowPipeline:
+    """One job: `run()` yields `Progress` until every window is transcribed; then `language`,
+    `language_probability`, `segments`, `results` and `transcript()` hold the outcome.
+
+    A window goes to `transcribe_window` once the `budget` (shared by the jobs of a Decoder replica) has room,
+    and the feed is asked for more only while no window waits: decoding keeps pace with Whisper. Windows finish
+    in any order; a finished window's segments wait until every window before it has been released."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        transcribe_window: TranscribeWindow,
+        detect_language: DetectLanguage,
+        options: DecodeOptions,
+        *,
+        detect: bool,
+        duration: float | None,
+        budget: asyncio.Semaphore,
+        on_cut: Callable[[], object] | None = None,
+        log: logging.Logger = log,
+    ) -> None:
+        """`detect`: find the language on the first window (`options.language` else); `duration`: the audio's
+        declared length (for the fraction while decoding); `on_cut`: called once the feed has ended; `log`: the
+        logger of the caller (a Ray replica logs through Serve's)."""
+        self.feed, self.transcribe_window, self.detect_language = feed, transcribe_window, detect_language
+        self.options, self.detect, self.duration, self.budget = options, detect, duration, budget
+        self.on_cut, self.log = on_cut, log
+        self.language: str | None = None if detect else options.language
+        self.language_probability: float | None = None
+        self.segments: list[Segment] = []  # released so far, in audio order
+        self.results: list[WindowResult] = []  # every window's and tail's result
+        self.first_sent: float | None = None
+        self.last_done: float | None = None
+        self.decoding = True  # the feed has not ended
+        self.finished = False  # run() went through to its end
+
+    def inference_s(self, now: float) -> float:
+        """From the first window sent to the last one answered."""
+        return (self.last_done or now) - (self.first_sent or now)
+
+    def nodes(self) -> list[str]:
+        """The Ray nodes whose replicas decoded the job's windows."""
+        return sorted({r.node for r in self.results if r.node})
+
+    async def _window(self, window: Window, options: DecodeOptions) -> tuple[float, list[tuple[float, WindowResult]]]:
+        """A window's seconds and results: its own, and its undecoded tails' where Whisper stopped early."""
+        audio, offset = window.audio, window.offset
+        pieces: list[tuple[float, WindowResult]] = []
+        for depth in range(MAX_FOLLOW_UPS + 1):
+            result = await self.transcribe_window(audio, options)
+            pieces.append((offset, result))
+            start = tail_start(audio, result)
+            if start is None or depth == MAX_FOLLOW_UPS:
+                break
+            audio, offset = audio[int(start * SAMPLE_RATE) :], offset + start
+        return window.seconds, pieces
+
+    async def run(self) -> AsyncIterator[Progress]:  # noqa: C901 - one event loop, its states side by side
+        feed, budget, options = self.feed, self.budget, self.options
+        held: dict[int, list[tuple[float, WindowResult]]] = {}  # finished windows not yet released, by number
+        numbers: dict[asyncio.Task, int] = {}  # each window's number, in the order they were cut
+        sent = released = 0  # windows sent; windows whose segments have been released
+        ready: deque[Window] = deque()  # windows cut and not yet sent (waiting for the language, or room)
+        running: set[asyncio.Task] = set()
+        step: asyncio.Task | None = None
+        grant: asyncio.Task | None = None  # a unit of the window budget, asked for the next ready window
+        detect = self.detect
+        done_speech = reported = 0.0
+
+        def fraction() -> float:
+            total = feed.speech_seconds
+            if self.decoding:  # the speech still to come, estimated from the share of the audio decoded so far
+                declared = self.duration
+                share = feed.seconds / declared if declared else 0.0
+                total = total / share if share > 0 else float("inf") if declared else total
+                return min(done_speech / total if total else 0.0, 0.99)
+            return done_speech / total if total else 1.0
+
+        def progress(new: list[Segment]) -> Progress | None:
+            nonlocal reported
+            value = round(min(max(fraction(), reported), 1.0), 4)
+            if not new and value <= reported:
+                return None
+            reported = value
+            return Progress(value, new)
+
+        def release() -> list[Segment]:
+            """The segments of the finished windows that now follow on from those released, in audio order."""
+            nonlocal released
+            new: list[Segment] = []
+            while released in held:
+                new += stitch(held.pop(released), feed.speech)
+                released += 1
+            self.segments.extend(new)
+            return new
+
+        try:
+            while True:
+                if detect and (ready or not self.decoding):
+                    if ready:
+                        self.language, self.language_probability = await self.detect_language(ready[0].audio)
+                        options = self.options = replace(options, language=self.language or "en")
+                    detect = False
+                if not detect and ready and grant is None:
+                    grant = asyncio.ensure_future(budget.acquire())
+                if step is None and self.decoding and not ready:
+                    step = asyncio.ensure_future(feed.next())
+                waiting = running | {t for t in (step, grant) if t is not None}
+                if not waiting:
+                    break
+                finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                out: list[Progress | None] = []
+                if grant is not None and grant in finished:
+                    grant, window = None, ready.popleft()
+                    self.first_sent = self.first_sent or time.perf_counter()
+                    task = asyncio.ensure_future(self._window(window, options))
+                    task.add_done_callback(lambda _: budget.release())  # finished, failed or cancelled
+                    running.add(task)
+                    numbers[task], sent = sent, sent + 1
+                if step is not None and step in finished:
+                    item, step = step.result(), None  # AudioError: the file broke part-way
+                    if item is None:
+                        self.decoding = False
+                        if self.on_cut is not None:
+                            self.on_cut()  # e.g. the decode slot goes to the next file
+                    elif isinstance(item, Window):
+                        ready.append(item)
+                    else:
+                        out.append(progress([]))
+                done_windows = finished & running
+                for task in done_windows:
+                    running.discard(task)
+                    seconds, pieces = task.result()
+                    self.last_done = time.perf_counter()
+                    self.results += [result for _, result in pieces]
+                    done_speech += seconds
+                    held[numbers.pop(task)] = pieces
+                if done_windows:
+                    out.append(progress(release()))
+                for item in out:
+                    if item is not None:
+                        yield item
+            assert not held and released == sent, "a window finished without its segments being sent"
+            self.finished = True
+        finally:
+            if grant is not None:  # a budget unit asked for and not used
+                if grant.done() and not grant.cancelled():
+                    budget.release()
+                else:
+                    grant.cancel()
+            for task in running | ({step} if step is not None else set()):
+                task.cancel()
+            if self.decoding or running:  # cancelled (the request went away) or failed part-way
+                declared = f"{self.duration:.0f} s" if self.duration else "unknown"
+                self.log.info(
+                    "transcription stopped before its end: decoded %.0f s of %s, %d windows cancelled",
+                    feed.seconds,
+                    declared,
+                    len(running),
+                )
+
+    def transcript(self, engine: str | None, model: str | None, timings: Timings) -> Transcript:
+        """The job's transcript (after `run()`), see `assemble`."""
+        return assemble(
+            self.segments,
+            language=self.language,
+            language_probability=self.language_probability,
+            duration=self.feed.seconds,
+            speech_seconds=self.feed.speech_seconds,
+            engine=engine,
+            model=model,
+            timings=timings,
+        )
+
+
+def assemble(
+    segments: list[Segment],
+    *,
+    language: str | None,
+    language_probability: float | None,
+    duration: float,
+    speech_seconds: float,
+    engine: str | None,
+    model: str | None,
+    timings: Timings | None = None,
+) -> Transcript:
+    """A transcript from its stitched segments (`windows.stitch`, in audio order): their joined text, the
+    language (None when auto-detection found no speech to detect from), lengths rounded to milliseconds."""
+    return Transcript(
+        text=joined_text(segments),
+        language=language,
+        language_probability=language_probability,
+        duration=round(duration, 3),
+        speech_seconds=round(speech_seconds, 3),
+        segments=segments,
+        engine=engine,
+        model=model,
+        timings=timings or Timings(),
+    )
+
+
+class EngineCalls:
+    """An engine's async calls for the pipeline: windows sharing decode options batched by a `Batcher` (for an
+    engine that batches itself, `batches_itself`: one call per window, concurrently, on threads), language
+    detection on a thread. Results get the decode temperature when the engine does not say, and `node`."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        max_batch_size: int,
+        *,
+        quiet_s: float,
+        max_wait_s: float,
+        batches_itself: bool = False,
+        node: str | None = None,
+        on_batch: Callable[[float, int], None] | None = None,
+    ) -> None:
+        """`on_batch(seconds, windows)` is told of every engine call."""
+        self.engine, self.node, self.on_batch = engine, node, on_batch
+        self.batcher: Batcher[np.ndarray, DecodeOptions, WindowResult] | None = None
+        if not batches_itself:
+            self.batcher = Batcher(self.run_batch, max_batch_size, quiet_s=quiet_s, max_wait_s=max_wait_s)
+        self._calls = self._windows = self._waiting = 0  # without a batcher
+
+    @property
+    def batches(self) -> int:
+        """Engine calls made."""
+        return self.batcher.batches if self.batcher is not None else self._calls
+
+    @property
+    def items(self) -> int:
+        """Windows those calls held."""
+        return self.batcher.items if self.batcher is not None else self._windows
+
+    def pending(self) -> int:
+        """Windows waiting for the engine."""
+        return self.batcher.pending() if self.batcher is not None else self._waiting
+
+    async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        return await asyncio.to_thread(self.engine.detect_language, audio)
+
+    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions) -> WindowResult:
+        """One window's result; batched with other windows of the same options while the engine is busy."""
+        if self.batcher is not None:
+            return await self.batcher.submit(options, audio)
+        self._waiting += 1
+        try:
+            self._calls, self._windows = self._calls + 1, self._windows + 1
+            (result,) = await asyncio.to_thread(self.run_batch, options, [audio])
+        finally:
+            self._waiting -= 1
+        return result
+
+    def run_batch(self, options: DecodeOptions, windows: list[np.ndarray]) -> list[WindowResult]:
+        started = time.perf_counter()
+        try:
+            results = self.engine.transcribe_batch(windows, options)
+        finally:
+            if self.on_batch is not None:
+                self.on_batch(time.perf_counter() - started, len(windows))
+        for result in results:
+            result.node = self.node
+            if result.temperature is None:
+                result.temperature = options.temperature
+        return results

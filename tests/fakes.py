@@ -1,0 +1,88 @@
+"""A fake of the Ray Serve app for in-process tests: `FakeInference` implements the gateway's `Inference`
+protocol (service/inference/client.py) without Ray, Whisper or HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from service.inference.client import InferenceError, ProgressCallback
+from service.options import JobOptions
+from service.transcript import Segment, Transcript, joined_text
+
+TEXT = "the fake transcript"
+
+
+class FakeInference:
+    """A deterministic transcript from the options: `segments` segments of one second each (`seconds` spread
+    over them), in the requested language (else `en`), each reported as progress. `fail` makes every call
+    raise it (after `fail_after` segments); `failures` maps a job's `prompt` to the error that call raises;
+    `down` makes `ready()` fail. `calls` records each call's options."""
+
+    def __init__(
+        self,
+        seconds: float = 0.0,
+        segments: int = 2,
+        text: str = TEXT,
+        fail: InferenceError | None = None,
+        fail_after: int = 0,
+        failures: dict[str, Exception] | None = None,
+        model: str = "base",
+        multilingual: bool = True,
+        capacity: int = 16,
+    ) -> None:
+        self.seconds, self.segments, self.text = seconds, segments, text
+        self.fail, self.fail_after, self.failures = fail, fail_after, failures or {}
+        self.info: dict[str, Any] = {
+            "status": "ready",
+            "engine": "fake",
+            "model": model,
+            "multilingual": multilingual,
+            "job_capacity": capacity,
+        }
+        self.down = False
+        self.calls: list[JobOptions] = []
+        self.closed = False
+
+    async def ready(self) -> dict[str, Any]:
+        if self.down:
+            raise InferenceError("the fake is down", code="inference_unavailable", status=503, retryable=True)
+        return dict(self.info)
+
+    def transcript(self, options: JobOptions) -> Transcript:
+        """What `transcribe` returns for these options."""
+        words, count = self.text.split(), max(1, self.segments)
+        cuts = [round(i * len(words) / count) for i in range(count + 1)]
+        segments = [
+            Segment(start=float(i), end=float(i + 1), text=" " + " ".join(words[cuts[i] : cuts[i + 1]]), seek=i * 100)
+            for i in range(count)
+        ]
+        language = options.language or "en"
+        text = joined_text(segments)
+        return Transcript(
+            text=text, language=language, duration=float(self.segments), segments=segments, engine="fake", model="base"
+        )
+
+    async def transcribe(
+        self, audio: Path, options: JobOptions, on_progress: ProgressCallback | None = None
+    ) -> Transcript:
+        self.calls.append(options)
+        if not Path(audio).is_file():
+            raise InferenceError(f"no audio at {Path(audio).name}", code="corrupt_audio", status=400, retryable=False)
+        if options.prompt in self.failures:
+            raise self.failures[options.prompt]
+        result = self.transcript(options)
+        pause = self.seconds / max(1, len(result.segments))
+        for i, segment in enumerate(result.segments):
+            if self.fail is not None and i >= self.fail_after:
+                raise self.fail
+            await asyncio.sleep(pause)
+            if on_progress is not None:
+                await on_progress((i + 1) / len(result.segments), [segment.model_copy(deep=True)])
+        if self.fail is not None:
+            raise self.fail
+        return result
+
+    async def close(self) -> None:
+        self.closed = True
