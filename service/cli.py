@@ -18,8 +18,8 @@ def _gateway(settings: Settings) -> None:
 
     server, sockets = gateway_server(settings)
     print(
-        f"spcs-whisper gateway on http://{settings.host}:{settings.port} "
-        f"(service functions: port {settings.functions_port})",
+        f"spcs-whisper gateway on http://{settings.gateway.host}:{settings.gateway.port} "
+        f"(service functions: port {settings.gateway.functions_port})",
         flush=True,
     )
     server.run(sockets=sockets)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cli_transcribe.run(args, settings))
     if args.command in cli_jobs.COMMANDS:
         sys.exit(cli_jobs.run(args, settings))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.gateway.data_dir.mkdir(parents=True, exist_ok=True)
     {"serve": _serve, "gateway": _gateway, "ray-app": _ray_app}[args.command](settings)
 
 

@@ -32,7 +32,7 @@ class CliError(Exception):
 
 
 def api_token(settings: Settings) -> str | None:
-    return settings.api_token.get_secret_value() if settings.api_token else None
+    return settings.gateway.api_token.get_secret_value() if settings.gateway.api_token else None
 
 
 class Api:

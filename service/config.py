@@ -331,14 +331,6 @@ class Settings(BaseModel):
         url = self.gateway.serve_url or f"http://{self.inference.serve_host}:{self.inference.serve_port}/whisper"
         return url.rstrip("/")
 
-    def __getattr__(self, name: str) -> Any:
-        """Transitional: a flat name reads from the group that holds it."""
-        for group in GROUPS:
-            model = self.__dict__.get(group)
-            if model is not None and (name in type(model).model_fields or hasattr(type(model), name)):
-                return getattr(model, name)
-        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
-
 
 def setting_fields() -> dict[str, FieldInfo]:
     """Every setting of every group, by name (its environment variable is `SPCS_WHISPER_` + the name upper-cased,

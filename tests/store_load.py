@@ -99,10 +99,11 @@ def serving(app: Any, port: int | None = None) -> Iterator[str]:
 def serving_gateway(config: Settings, sessions: Any = None) -> Iterator[tuple[str, str]]:
     """The gateway in this process, as `spcs-whisper gateway` serves it: one app on two free ports, the public
     one and the service functions' one. Yields (public URL, service-function URL)."""
-    config = config.model_copy(update={"port": free_port(), "functions_port": free_port()})
+    doors = config.gateway.model_copy(update={"port": free_port(), "functions_port": free_port()})
+    config = config.model_copy(update={"gateway": doors})
     server, sockets = gateway_server(config, create_app(config, build_backends(config, sessions)), log_level="warning")
     with _running(server, sockets=sockets):
-        yield f"http://127.0.0.1:{config.port}", f"http://127.0.0.1:{config.functions_port}"
+        yield f"http://127.0.0.1:{config.gateway.port}", f"http://127.0.0.1:{config.gateway.functions_port}"
 
 
 def standin_app() -> FastAPI:

@@ -49,7 +49,7 @@ def _check_translation(options: JobRequest, settings: Settings) -> None:
 
 def bounds(settings: Settings, owner: str | None) -> Bounds:
     """The backlog limits for a write by `owner`."""
-    return Bounds(settings.max_queued_jobs, owner, settings.max_jobs_per_user)
+    return Bounds(settings.gateway.max_queued_jobs, owner, settings.gateway.max_jobs_per_user)
 
 
 def _refusal(full: QueueFull) -> ApiError:
@@ -119,8 +119,8 @@ MB = 1024 * 1024
 def check_disk(settings: Settings, incoming_bytes: int = 0) -> None:
     """507 before the data volume fills: the queue (SQLite) and uploads live there, and a full disk must
     refuse new work rather than fail writes half way."""
-    free = shutil.disk_usage(settings.data_dir).free
-    if free - incoming_bytes < settings.min_free_disk_mb * MB:
+    free = shutil.disk_usage(settings.gateway.data_dir).free
+    if free - incoming_bytes < settings.gateway.min_free_disk_mb * MB:
         raise ApiError(
             507,
             "insufficient_storage",
@@ -144,7 +144,7 @@ async def _admission(
 
 
 def _checked_model(services: Services, options: JobRequest) -> str:
-    model = _check_model(options, services.dispatcher.model_info, services.settings.model)
+    model = _check_model(options, services.dispatcher.model_info, services.settings.inference.model)
     _check_translation(options, services.settings)
     return model
 
@@ -156,7 +156,7 @@ async def accept(
     named an existing job, which is returned instead of a new one."""
     settings = services.settings
     # room for the largest upload, before it streams in
-    existing, model = await _admission(services, options, owner, settings.max_upload_bytes)
+    existing, model = await _admission(services, options, owner, settings.inference.max_upload_bytes)
     if existing:
         return existing, True
     path = services.store.incoming_path(uuid.uuid4().hex)
@@ -177,11 +177,11 @@ async def accept_url(services: Services, url: str, options: JobRequest, owner: s
     size, final_url = await fetch_url(
         url,
         path,
-        max_bytes=settings.max_upload_bytes,
-        timeout_s=settings.url_timeout_s,
-        allow_http=settings.url_allow_http,
-        allowlist=settings.url_allowlist,
-        max_concurrent=settings.max_url_downloads,
+        max_bytes=settings.inference.max_upload_bytes,
+        timeout_s=settings.gateway.url_timeout_s,
+        allow_http=settings.gateway.url_allow_http,
+        allowlist=settings.gateway.url_allowlist,
+        max_concurrent=settings.gateway.max_url_downloads,
     )
     info = await probe_stored(path, size, settings, services.intake)
     display = urlsplit(final_url)._replace(query="", fragment="").geturl()[:500]
@@ -232,7 +232,7 @@ async def accept_batch(
     model = _checked_model(services, request)
     check_disk(settings)
     files = await services.stages.list(
-        prefix, pattern, settings.max_batch_files, timeout_s=settings.batch_match_timeout_s
+        prefix, pattern, settings.gateway.max_batch_files, timeout_s=settings.gateway.batch_match_timeout_s
     )
     if not files:
         raise ApiError(404, "no_matching_files", f"no file under {prefix} matches {request.pattern!r}")

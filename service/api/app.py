@@ -58,7 +58,7 @@ class Backends:
 def build_backends(settings: Settings, sessions: object | None = None) -> Backends:
     """The backends the settings ask for. Snowpark is imported only when Snowflake is used; `sessions` (a
     SessionProvider) may be passed in, e.g. a local-testing one."""
-    needs_snowflake = settings.store == "snowflake" or settings.effective_translate_method != "whisper"
+    needs_snowflake = settings.gateway.store == "snowflake" or settings.effective_translate_method != "whisper"
     if needs_snowflake and sessions is None:
         from service.storage.snowflake_session import SessionProvider
 
@@ -68,16 +68,16 @@ def build_backends(settings: Settings, sessions: object | None = None) -> Backen
         from service.translate.cortex import make_translator
 
         translator = make_translator(settings, sessions)
-    if settings.store == "snowflake":
+    if settings.gateway.store == "snowflake":
         from service.storage.snowflake import SnowflakeStore
 
         store: JobStore = SnowflakeStore(settings, sessions)  # type: ignore[arg-type]
     else:
-        store = SQLiteStore(settings.data_dir)
-    db, schema = settings.snowflake_database, settings.snowflake_schema
+        store = SQLiteStore(settings.gateway.data_dir)
+    db, schema = settings.snowflake.snowflake_database, settings.snowflake.snowflake_schema
     home = f"{db}.{schema}" if db and schema else None
-    stages = StageReader(settings.stage_mounts, sessions, temp_dir=settings.data_dir, home=home)  # type: ignore[arg-type]
-    inference = InferenceClient(settings.effective_serve_url, settings.request_timeout_s)
+    stages = StageReader(settings.gateway.stage_mounts, sessions, temp_dir=settings.gateway.data_dir, home=home)  # type: ignore[arg-type]
+    inference = InferenceClient(settings.effective_serve_url, settings.gateway.request_timeout_s)
     return Backends(store, stages, inference, translator, sessions)
 
 
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         cortex_check = asyncio.create_task(check_cortex_at_start(settings, parts.sessions, parts.translator))  # type: ignore[arg-type]
         await parts.store.open()
         dispatcher = Dispatcher(parts.store, parts.inference, settings, metrics, parts.stages, parts.translator)
-        function_batches = FunctionBatches(settings.data_dir / "function-batches")
+        function_batches = FunctionBatches(settings.gateway.data_dir / "function-batches")
         function_batches.sweep()
         pool = intake_pool()
         services = Services(
@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
             dispatcher=dispatcher,
             function_batches=function_batches,
             # OpenAI-compatible requests waiting on jobs: a job whose client went away is cancelled after a grace
-            attachments=Attachments(parts.store, dispatcher, settings.openai_disconnect_grace_s),
+            attachments=Attachments(parts.store, dispatcher, settings.gateway.openai_disconnect_grace_s),
             intake=pool,
         )
         app.state.services = services
@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         log.info(
             "gateway up; Ray Serve app at %s; %s store; translation by %s",
             settings.effective_serve_url,
-            settings.store,
+            settings.gateway.store,
             settings.effective_translate_method,
         )
         try:
@@ -124,7 +124,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         finally:
             app.state.services = None
             await services.attachments.close()
-            await dispatcher.stop(drain_s=settings.drain_timeout_s)
+            await dispatcher.stop(drain_s=settings.gateway.drain_timeout_s)
             cortex_check.cancel()
             await asyncio.gather(cortex_check, return_exceptions=True)
             await parts.inference.close()
@@ -141,13 +141,13 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
     install_error_handlers(app)
     app.add_middleware(
         RequestContext,
-        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD,
-        upload_limit_mb=settings.max_upload_mb,
+        max_body_bytes=settings.inference.max_upload_bytes + MULTIPART_OVERHEAD,
+        upload_limit_mb=settings.inference.max_upload_mb,
         metrics=metrics,
-        api_token=settings.api_token.get_secret_value() if settings.api_token else None,
-        functions_port=settings.functions_port,
-        read_timeout_s=settings.request_read_timeout_s,
-        max_header_bytes=settings.max_header_kb * 1024,
+        api_token=settings.gateway.api_token.get_secret_value() if settings.gateway.api_token else None,
+        functions_port=settings.gateway.functions_port,
+        read_timeout_s=settings.gateway.request_read_timeout_s,
+        max_header_bytes=settings.gateway.max_header_kb * 1024,
     )
     app.include_router(routes_health.router)
     app.include_router(routes_jobs.router)
@@ -197,21 +197,21 @@ def gateway_server(
     """One uvicorn server (one app, one lifespan: one store, one dispatcher) and its two listening sockets: the
     public port (`port`) and the service functions' port (`functions_port`). RequestContext tells the doors apart
     by the local port of each connection. Run it with `server.run(sockets=sockets)`."""
-    if settings.functions_port == settings.port:
+    if settings.gateway.functions_port == settings.gateway.port:
         raise ValueError("SPCS_WHISPER_FUNCTIONS_PORT must differ from SPCS_WHISPER_PORT (two doors, two ports)")
     config = uvicorn.Config(
         app if app is not None else create_app(settings),
         log_level=log_level,
         http=BoundedH11Protocol,
-        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
+        h11_max_incomplete_event_size=settings.gateway.max_header_kb * 1024,
         # Longer than a proxy's usual idle timeout (load balancers), so a client rarely reuses a keep-alive
         # connection the gateway has just closed (a reset under load); also bounds a request head's arrival.
-        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
+        timeout_keep_alive=settings.gateway.keep_alive_s,  # type: ignore[arg-type]
         timeout_graceful_shutdown=30,
     )
-    public = _listen(settings.host, settings.port)
+    public = _listen(settings.gateway.host, settings.gateway.port)
     try:
-        functions = _listen(settings.host, settings.functions_port)
+        functions = _listen(settings.gateway.host, settings.gateway.functions_port)
     except OSError:
         public.close()
         raise

@@ -54,9 +54,9 @@ class Caller:
     @classmethod
     def of(cls, request: Request, settings: Settings) -> Caller:
         user, current_role = caller(request), role(request)
-        admins = {name.upper() for name in settings.admin_users}
+        admins = {name.upper() for name in settings.gateway.admin_users}
         admin = bool(user and user.upper() in admins) or bool(
-            settings.admin_role and current_role and current_role.upper() == settings.admin_role.upper()
+            settings.gateway.admin_role and current_role and current_role.upper() == settings.gateway.admin_role.upper()
         )
         return cls(user, current_role, on_functions_door(request), admin)
 

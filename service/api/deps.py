@@ -42,7 +42,7 @@ class Services:
     def served_model(self) -> str:
         """The model the Ray app says it runs (its /ready `model`), else the configured one."""
         info = self.dispatcher.model_info or {}
-        return str(info.get("model") or self.settings.model)
+        return str(info.get("model") or self.settings.inference.model)
 
 
 def services(request: Request) -> Services:

@@ -87,7 +87,7 @@ def nesting_problem(body: bytes, limit: int = MAX_JSON_DEPTH) -> str | None:
 async def json_body(request: Request, settings: Settings) -> bytes:
     """The request body, refused with 413 once it is known to exceed the JSON limit (MAX_JSON_MB): by its
     Content-Length, else while it streams in (never read whole first)."""
-    limit = int(settings.max_json_mb * 1024 * 1024)
+    limit = int(settings.gateway.max_json_mb * 1024 * 1024)
     too_large = ApiError(
         413, "json_too_large", f"the JSON body exceeds the limit of {limit / 1024 / 1024:g} MB (MAX_JSON_MB)"
     )

@@ -119,7 +119,7 @@ class _Deltas:
 
 async def events(services: Services, job_id: str, deadline: float) -> AsyncIterator[str]:
     """The event stream of one job (see the module's docstring)."""
-    dispatcher, store, every = services.dispatcher, services.store, services.settings.openai_keepalive_s
+    dispatcher, store, every = services.dispatcher, services.store, services.settings.gateway.openai_keepalive_s
     loop = asyncio.get_running_loop()
     deltas = _Deltas()
     quiet_since = loop.time()

@@ -175,7 +175,7 @@ async def _answer(services: Services, who: Caller, batch: list[BatchRow], wait_s
 
 async def _reply(request: Request, services: Services, who: Caller, batch_id: str, batch: list[BatchRow]) -> Any:
     """200 with the rows, or 202 (Snowflake polls again with GET) while jobs still run."""
-    data = await _answer(services, who, batch, services.settings.function_wait_s)
+    data = await _answer(services, who, batch, services.settings.gateway.function_wait_s)
     if data is None:
         running = sum(1 for r in batch if r.job_id)
         return JSONResponse({"status": "running", "rows": len(batch), "jobs": running}, status_code=202)
@@ -198,7 +198,7 @@ async def transcribe(request: Request, services: ServicesDep, who: CallerDep) ->
     if batch_id is not None:
         services.function_batches.save(request.url.path, batch_id, batch)
         return await _reply(request, services, who, batch_id, batch)
-    data = await _answer(services, who, batch, services.settings.function_timeout_s)
+    data = await _answer(services, who, batch, services.settings.gateway.function_timeout_s)
     if data is None:
         raise ApiError(503, "still_running", "the batch's jobs are still running; retry", retry_after=10)
     return {"data": data}

@@ -141,7 +141,7 @@ async def get_job(
 ) -> JobView:
     job = await _job_or_404(services.store, who, job_id)
     if wait > 0 and not job.status.terminal:
-        held, limit = services.long_polls, services.settings.max_long_polls
+        held, limit = services.long_polls, services.settings.gateway.max_long_polls
         if held >= limit:  # each held poll is a connection and a periodic store read: bounded, and refused
             raise ApiError(  # with 429 rather than answered at once (which would make a poll loop spin)
                 429,

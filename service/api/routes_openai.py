@@ -300,7 +300,7 @@ async def _kept_alive(
 ) -> AsyncIterator[str]:
     """The streamed body: the format's opening, a keep-alive every `openai_keepalive_s`, then the result or,
     as the 200 is already sent, an error object (see keepalive.py)."""
-    fmt, every = form.response_format, services.settings.openai_keepalive_s
+    fmt, every = form.response_format, services.settings.gateway.openai_keepalive_s
     loop = asyncio.get_running_loop()
     yield keepalive.opening(fmt)
     try:
@@ -379,7 +379,7 @@ async def _run(request: Request, services: Services, owner: str | None, task: Ta
     headers = {"x-job-id": job.id}
     if replayed:
         headers["idempotent-replayed"] = "true"
-    fmt, every, longest = form.response_format, settings.openai_keepalive_s, settings.openai_max_wait_s
+    fmt, every, longest = form.response_format, settings.gateway.openai_keepalive_s, settings.gateway.openai_max_wait_s
     deadline = asyncio.get_running_loop().time() + longest
     registry = services.attachments
     registry.attach(job.id, keeps_job(request.headers))

@@ -50,14 +50,14 @@ def check_size(size: int, settings: Settings, name: str = "the file") -> None:
     """400 for an empty file, 413 for one over the upload limit."""
     if size == 0:
         raise EmptyAudio(f"{name} is empty")
-    if size > settings.max_upload_bytes:
-        raise ApiError(413, "file_too_large", f"{name} exceeds the limit of {settings.max_upload_mb:g} MB")
+    if size > settings.inference.max_upload_bytes:
+        raise ApiError(413, "file_too_large", f"{name} exceeds the limit of {settings.inference.max_upload_mb:g} MB")
 
 
 def _probe(path: Path, size: int, settings: Settings) -> AudioInfo:
     """PyAV's check of a file: fully demuxed when small enough, else its header and first second."""
-    full = size <= settings.probe_full_decode_mb * 1024 * 1024
-    return probe(path, full=full, max_seconds=settings.max_audio_seconds)
+    full = size <= settings.gateway.probe_full_decode_mb * 1024 * 1024
+    return probe(path, full=full, max_seconds=settings.inference.max_audio_seconds)
 
 
 def _checked(target: Path, size: int, settings: Settings) -> AudioInfo:

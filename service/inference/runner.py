@@ -29,12 +29,12 @@ def run(settings: Settings) -> None:
 
     from service.inference.deployment import APP_NAME, build_app
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.ray_address:
-        ray.init(address=settings.ray_address, log_to_driver=False)
+    settings.gateway.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.inference.ray_address:
+        ray.init(address=settings.inference.ray_address, log_to_driver=False)
     else:
-        temp_dir = os.path.join(tempfile.gettempdir(), f"spcsw-ray-{settings.serve_port}")
-        num_cpus = settings.ray_num_cpus or max(4, os.cpu_count() or 1)
+        temp_dir = os.path.join(tempfile.gettempdir(), f"spcsw-ray-{settings.inference.serve_port}")
+        num_cpus = settings.inference.ray_num_cpus or max(4, os.cpu_count() or 1)
         ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -50,10 +50,21 @@ def run(settings: Settings) -> None:
 
     # One HTTP proxy, on the head: several nodes may share a host (a local cluster), and in SPCS the
     # gateway reaches the app through the head service's DNS name.
-    serve.start(proxy_location="HeadOnly", http_options={"host": settings.serve_host, "port": settings.serve_port})
+    serve.start(
+        proxy_location="HeadOnly",
+        http_options={"host": settings.inference.serve_host, "port": settings.inference.serve_port},
+    )
     serve.run(build_app(settings), name=APP_NAME, route_prefix=ROUTE_PREFIX, blocking=False)
-    log.info("Ray Serve app ready at http://%s:%s%s", settings.serve_host, settings.serve_port, ROUTE_PREFIX)
-    print(f"ray-serve ready at http://{settings.serve_host}:{settings.serve_port}{ROUTE_PREFIX}", flush=True)
+    log.info(
+        "Ray Serve app ready at http://%s:%s%s",
+        settings.inference.serve_host,
+        settings.inference.serve_port,
+        ROUTE_PREFIX,
+    )
+    print(
+        f"ray-serve ready at http://{settings.inference.serve_host}:{settings.inference.serve_port}{ROUTE_PREFIX}",
+        flush=True,
+    )
 
     stop.wait()
     log.info("shutting down Ray Serve")

@@ -51,10 +51,10 @@ class Dispatcher:
         translator: Translator | None = None,
     ) -> None:
         self.store, self.client, self.settings, self.metrics = store, client, settings, metrics
-        self.stages = stages or StageReader(settings.stage_mounts)
+        self.stages = stages or StageReader(settings.gateway.stage_mounts)
         self.translation = TranslationStep(store, client, translator, self.open_audio, metrics)
         self._wake = asyncio.Event()
-        self._slots = Slots(settings.dispatch_concurrency or DEFAULT_CONCURRENCY)
+        self._slots = Slots(settings.gateway.dispatch_concurrency or DEFAULT_CONCURRENCY)
         self._running: dict[str, asyncio.Task[None]] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._resume_task: asyncio.Task[None] | None = None
@@ -156,7 +156,7 @@ class Dispatcher:
                 self.model_info = await self.client.ready()
                 self._inference_up.set()
                 capacity = self.model_info.get("job_capacity")
-                if self.settings.dispatch_concurrency is None and isinstance(capacity, int) and capacity > 0:
+                if self.settings.gateway.dispatch_concurrency is None and isinstance(capacity, int) and capacity > 0:
                     if capacity != self._slots.limit:
                         log.info("jobs in flight at Ray Serve: %d -> %d", self._slots.limit, capacity)
                     self._slots.resize(capacity)
@@ -304,7 +304,7 @@ class Dispatcher:
         """Back to the queue with its attempt given back, retried with a growing delay (capped)."""
         self.metrics.attempts_failed.labels(code).inc()
         count = self._outages[job.id] = self._outages.get(job.id, 0) + 1
-        delay = min(self.settings.retry_backoff_s * 2 ** min(count - 1, 8), MAX_IDLE_POLL_SECONDS)
+        delay = min(self.settings.gateway.retry_backoff_s * 2 ** min(count - 1, 8), MAX_IDLE_POLL_SECONDS)
         log.warning("job %s: Ray app not reachable (%s); retry in %.1f s, attempt not counted", job.id, code, delay)
         await self._requeue(job, code, message, delay, attempts=job.attempts - 1)
 
@@ -313,25 +313,33 @@ class Dispatcher:
         settings = self.settings
         while True:
             stamp = now()
-            audio = stamp - timedelta(days=settings.audio_retention_days) if settings.audio_retention_days else None
-            rows = stamp - timedelta(days=settings.job_retention_days) if settings.job_retention_days else None
+            audio = (
+                stamp - timedelta(days=settings.gateway.audio_retention_days)
+                if settings.gateway.audio_retention_days
+                else None
+            )
+            rows = (
+                stamp - timedelta(days=settings.gateway.job_retention_days)
+                if settings.gateway.job_retention_days
+                else None
+            )
             try:
                 files, jobs = await self.store.purge(rows, audio)
                 if files or jobs:
                     log.info("retention: removed %d audio files and %d finished jobs", files, jobs)
             except Exception:
                 log.exception("retention failed; tried again later")
-            await asyncio.sleep(settings.retention_check_s)
+            await asyncio.sleep(settings.gateway.retention_check_s)
 
     async def _failed(self, job: Job, code: str, message: str, retryable: bool) -> None:
         """Back to the queue with a growing delay when `retryable` and attempts are left; else failed."""
         self.metrics.attempts_failed.labels(code).inc()
-        if not retryable or job.attempts >= self.settings.max_attempts:
+        if not retryable or job.attempts >= self.settings.gateway.max_attempts:
             log.warning("job %s failed: %s %s", job.id, code, message)
             if await self.store.transition(job, JobStatus.FAILED, error_code=code, error_message=message):
                 self.metrics.finished.labels("failed").inc()
             return
-        delay = self.settings.retry_backoff_s * 2 ** (job.attempts - 1)
+        delay = self.settings.gateway.retry_backoff_s * 2 ** (job.attempts - 1)
         log.info("job %s attempt %d failed (%s); retry in %.1f s", job.id, job.attempts, code, delay)
         await self._requeue(job, code, message, delay)
 

@@ -256,7 +256,7 @@ async def fetch_url(
     target = Path(target)
     policy = _policy(allow_http, allowlist)
     resolve = resolver or asyncio.get_running_loop().getaddrinfo
-    limit = max_concurrent if max_concurrent is not None else get_settings().max_url_downloads
+    limit = max_concurrent if max_concurrent is not None else get_settings().gateway.max_url_downloads
     with DOWNLOADS.take(limit):
         return await _fetch_bounded(url, target, max_bytes, timeout_s, policy, resolve, ssl_context)
 

@@ -43,7 +43,7 @@ class SnowflakeStore(SQLiteStore):
     """The SQLite store on the block volume, mirrored into Snowflake tables by an `Exporter`."""
 
     def __init__(self, settings: Settings, sessions: SessionProvider) -> None:
-        super().__init__(settings.data_dir)
+        super().__init__(settings.gateway.data_dir)
         self.settings = settings
         self.exporter = Exporter(self, sessions, settings)
         self._marked = False  # set in the worker thread by `_changed`, read on the event loop by `_run`

@@ -213,7 +213,7 @@ class Exporter:
                 await self._task
             self._task = None
         try:
-            await asyncio.wait_for(self.flush(), timeout=self.settings.drain_timeout_s or None)
+            await asyncio.wait_for(self.flush(), timeout=self.settings.gateway.drain_timeout_s or None)
         except Exception as exc:
             log.warning("export on shutdown incomplete (%s): the next start exports the rest", exc)
         self._pool.shutdown(wait=True)
@@ -221,12 +221,14 @@ class Exporter:
     async def _loop(self) -> None:
         while True:
             await self._wake.wait()
-            await asyncio.sleep(self.settings.export_interval_s)  # the group-commit window
+            await asyncio.sleep(self.settings.snowflake.export_interval_s)  # the group-commit window
             self._wake.clear()
             try:
                 await self.flush()
             except Exception as exc:  # the marks are safe on disk: back off and retry
-                delay = min(self.settings.export_retry_s * 2 ** min(self.status.failures - 1, 10), MAX_BACKOFF_S)
+                delay = min(
+                    self.settings.snowflake.export_retry_s * 2 ** min(self.status.failures - 1, 10), MAX_BACKOFF_S
+                )
                 log.warning("export to Snowflake failed (%s: %s); retry in %.1f s", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 self._wake.set()
@@ -239,7 +241,7 @@ class Exporter:
                 if not self._prepared:
                     await self._prepare()
                 while True:
-                    snap = await self.store._run(lambda c: read_snapshot(c, self.settings.export_max_rows))
+                    snap = await self.store._run(lambda c: read_snapshot(c, self.settings.snowflake.export_max_rows))
                     if not snap.marks:
                         break
                     await self._write(snap)
@@ -260,9 +262,9 @@ class Exporter:
         if not await self.store._run(adopted):
             inherited = Inherited()
             await self._snowflake(lambda s: read_snowflake(s, inherited))
-            read_old_outbox(self.settings.data_dir, inherited)
+            read_old_outbox(self.settings.gateway.data_dir, inherited)
             taken = await self.store._run(lambda c: take_in(self.store, c, inherited))
-            retire_old_outbox(self.settings.data_dir)
+            retire_old_outbox(self.settings.gateway.data_dir)
             if taken:
                 log.warning("took %d unfinished jobs of an earlier release into the local queue", taken)
         self._prepared = True

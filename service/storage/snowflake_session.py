@@ -38,8 +38,8 @@ MISSING = (
 
 def _token(settings: Settings) -> str | None:
     """The SPCS OAuth token, when running in SPCS (host set, token file present and not empty)."""
-    path = settings.snowflake_token_path
-    if not settings.snowflake_host or not path.is_file():
+    path = settings.snowflake.snowflake_token_path
+    if not settings.snowflake.snowflake_host or not path.is_file():
         return None
     return path.read_text(encoding="utf-8").strip() or None
 
@@ -50,34 +50,34 @@ def connection_parameters(settings: Settings) -> dict[str, Any]:
     passphrase; the connector reads it: `private_key_file` / `private_key_file_pwd`); (3) a connections.toml
     name. Database, schema, warehouse and role apply to all three when set. Raises ValueError otherwise."""
     common = {
-        "database": settings.snowflake_database,
-        "schema": settings.snowflake_schema,
-        "warehouse": settings.snowflake_warehouse,
-        "role": settings.snowflake_role,
+        "database": settings.snowflake.snowflake_database,
+        "schema": settings.snowflake.snowflake_schema,
+        "warehouse": settings.snowflake.snowflake_warehouse,
+        "role": settings.snowflake.snowflake_role,
     }
     common = {key: value for key, value in common.items() if value}
     token = _token(settings)
     if token is not None:
-        params: dict[str, Any] = {"host": settings.snowflake_host, "authenticator": "oauth", "token": token}
-        if settings.snowflake_account:
-            params["account"] = settings.snowflake_account
+        params: dict[str, Any] = {"host": settings.snowflake.snowflake_host, "authenticator": "oauth", "token": token}
+        if settings.snowflake.snowflake_account:
+            params["account"] = settings.snowflake.snowflake_account
         return {**params, **common}
-    secret = settings.snowflake_password or settings.snowflake_private_key_file
-    if settings.snowflake_account and settings.snowflake_user and secret:
-        params = {"account": settings.snowflake_account, "user": settings.snowflake_user}
-        if settings.snowflake_host:
-            params["host"] = settings.snowflake_host
-        if settings.snowflake_private_key_file is not None:
-            params["private_key_file"] = str(settings.snowflake_private_key_file)
-            if settings.snowflake_private_key_passphrase is not None:
-                params["private_key_file_pwd"] = settings.snowflake_private_key_passphrase.get_secret_value()
+    secret = settings.snowflake.snowflake_password or settings.snowflake.snowflake_private_key_file
+    if settings.snowflake.snowflake_account and settings.snowflake.snowflake_user and secret:
+        params = {"account": settings.snowflake.snowflake_account, "user": settings.snowflake.snowflake_user}
+        if settings.snowflake.snowflake_host:
+            params["host"] = settings.snowflake.snowflake_host
+        if settings.snowflake.snowflake_private_key_file is not None:
+            params["private_key_file"] = str(settings.snowflake.snowflake_private_key_file)
+            if settings.snowflake.snowflake_private_key_passphrase is not None:
+                params["private_key_file_pwd"] = settings.snowflake.snowflake_private_key_passphrase.get_secret_value()
         else:
-            assert settings.snowflake_password is not None
-            params["password"] = settings.snowflake_password.get_secret_value()
+            assert settings.snowflake.snowflake_password is not None
+            params["password"] = settings.snowflake.snowflake_password.get_secret_value()
         return {**params, **common}
-    if settings.snowflake_connection_name:
-        return {"connection_name": settings.snowflake_connection_name, **common}
-    raise ValueError(MISSING.format(token=settings.snowflake_token_path))
+    if settings.snowflake.snowflake_connection_name:
+        return {"connection_name": settings.snowflake.snowflake_connection_name, **common}
+    raise ValueError(MISSING.format(token=settings.snowflake.snowflake_token_path))
 
 
 _SESSION_GONE = {390111, 390112, 390114}  # session no longer exists / expired / token expired
@@ -117,7 +117,7 @@ class SessionProvider:
     def _create(self) -> Session:
         if self._factory is not None:
             return self._factory()
-        if self.settings.snowflake_local_testing:
+        if self.settings.snowflake.snowflake_local_testing:
             return _builder().config("local_testing", True).create()
         params = connection_parameters(self.settings)
         log.info("opening a Snowflake session (%s)", ", ".join(sorted(k for k in params if k not in SECRET_KEYS)))

@@ -294,13 +294,13 @@ def make_translator(settings: Settings, sessions: SessionSource) -> Translator |
     """The Cortex translator the settings ask for; None when Whisper translates instead."""
     method = settings.effective_translate_method
     common = {
-        "max_chars": settings.cortex_max_chars,
-        "attempts": settings.translate_max_attempts,
-        "backoff_s": settings.retry_backoff_s,
+        "max_chars": settings.snowflake.cortex_max_chars,
+        "attempts": settings.snowflake.translate_max_attempts,
+        "backoff_s": settings.gateway.retry_backoff_s,
     }
     if method == "cortex-translate":
         translator = CortexTranslate(sessions, **common)
-        if settings.snowflake_local_testing:
+        if settings.snowflake.snowflake_local_testing:
             # The emulator answers in-process: decide now, so that METHOD is right from the first job. On an
             # account the start waits for nothing: check_cortex() at start, or the first translation, decides.
             try:
@@ -309,7 +309,7 @@ def make_translator(settings: Settings, sessions: SessionSource) -> Translator |
                 log.warning("could not tell whether the emulator has AI_TRANSLATE: %s", _describe(exc))
         return translator
     if method == "cortex-complete":
-        return CortexComplete(sessions, settings.cortex_model, settings.cortex_prompt, **common)
+        return CortexComplete(sessions, settings.snowflake.cortex_model, settings.snowflake.cortex_prompt, **common)
     return None
 
 

@@ -132,13 +132,13 @@ def check_cortex(
                 value = None
                 problems.append(
                     f"could not read {CROSS_REGION_PARAMETER} ({_describe(exc)}): if COMPLETE answers that "
-                    f"{settings.cortex_model} is unavailable in your region, an ACCOUNTADMIN must run "
+                    f"{settings.snowflake.cortex_model} is unavailable in your region, an ACCOUNTADMIN must run "
                     f"{CROSS_REGION_STATEMENT}"
                 )
             else:
                 if value is None:
                     log.info("%s not read: Snowpark local testing has no account parameters", CROSS_REGION_PARAMETER)
-        problems += cross_region_problems(settings.cortex_model, value)
+        problems += cross_region_problems(settings.snowflake.cortex_model, value)
     for problem in problems:
         log.warning("Cortex: %s", problem)
     return problems

@@ -49,9 +49,9 @@ def gateway(data_dir: Path, inference: Inference | None = None, **settings: Any)
     """A gateway app on `data_dir` with `settings` (Settings fields), its lifespan running meanwhile."""
     config = Settings(data_dir=data_dir, port=PUBLIC_PORT, functions_port=FUNCTIONS_PORT, **settings)
     inference = inference if inference is not None else FakeInference()
-    db, schema = config.snowflake_database, config.snowflake_schema  # as build_backends: the service's home
+    db, schema = config.snowflake.snowflake_database, config.snowflake.snowflake_schema  # the home, as build_backends
     home = f"{db}.{schema}" if db and schema else None
-    stages = StageReader(config.stage_mounts, temp_dir=data_dir, home=home)
+    stages = StageReader(config.gateway.stage_mounts, temp_dir=data_dir, home=home)
     backends = Backends(SQLiteStore(data_dir), stages, inference)
     app = create_app(config, backends)
     with TestClient(app, base_url=f"http://testserver:{PUBLIC_PORT}", raise_server_exceptions=False) as public:

@@ -1,8 +1,7 @@
-"""The official `openai` client, pointed at the service, for every response format."""
+"""The official `openai` client, pointed at the service, for every response format. (Its errors, a gateway rule,
+are tested in process in tests/api/test_openai_rules.py.)"""
 
 from __future__ import annotations
-
-import io
 
 import openai
 import pytest
@@ -60,13 +59,3 @@ def test_translation_endpoint_answers_in_english(client: openai.OpenAI) -> None:
     with (DATA / "en_jfk.m4a").open("rb") as fh:
         result = client.audio.translations.create(model="whisper-1", file=fh)
     assert "country" in result.text.lower()
-
-
-def test_errors_reach_the_client(client: openai.OpenAI) -> None:
-    """Bad files and bad parameters are 400 `BadRequestError`s, as OpenAI answers them (the service's code kept)."""
-    with pytest.raises(openai.BadRequestError) as err:
-        client.audio.transcriptions.create(model="whisper-1", file=("notes.wav", io.BytesIO(b"not audio" * 100)))
-    assert err.value.status_code == 400 and err.value.code == "unsupported_media"
-    with (DATA / "en_jfk.m4a").open("rb") as fh, pytest.raises(openai.BadRequestError) as err:
-        client.audio.transcriptions.create(model="gpt-9-transcribe", file=fh)
-    assert err.value.code == "unsupported_model"

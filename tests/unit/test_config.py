@@ -14,8 +14,13 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in ("HOST", "PORT", "DATA_DIR", "ENGINE", "MODEL", "MAX_UPLOAD_MB"):
         monkeypatch.delenv(f"SPCS_WHISPER_{key}", raising=False)
     s = Settings()
-    assert (s.host, s.port, s.data_dir, s.model) == ("127.0.0.1", 8080, Path("./data"), "base")
-    assert s.effective_engine in ("ctranslate2", "transformers")
+    assert (s.gateway.host, s.gateway.port, s.gateway.data_dir, s.inference.model) == (
+        "127.0.0.1",
+        8080,
+        Path("./data"),
+        "base",
+    )
+    assert s.inference.effective_engine in ("ctranslate2", "transformers")
     assert s.effective_serve_url == "http://127.0.0.1:8000/whisper"
 
 
@@ -27,15 +32,15 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv("SPCS_WHISPER_MODEL", "tiny.en")
     monkeypatch.setenv("SPCS_WHISPER_MAX_UPLOAD_MB", "1.5")
     s = Settings()
-    assert (s.host, s.port, s.data_dir, s.effective_engine, s.model) == (
+    assert (s.gateway.host, s.gateway.port, s.gateway.data_dir, s.inference.effective_engine, s.inference.model) == (
         "0.0.0.0",
         9000,
         tmp_path,
         "transformers",
         "tiny.en",
     )
-    assert s.max_upload_bytes == int(1.5 * 1024 * 1024)
-    assert s.db_path == tmp_path / "jobs.sqlite3"
+    assert s.inference.max_upload_bytes == int(1.5 * 1024 * 1024)
+    assert s.gateway.db_path == tmp_path / "jobs.sqlite3"
 
 
 @pytest.mark.parametrize(("key", "value"), [("ENGINE", "onnx"), ("PORT", "0"), ("MAX_UPLOAD_MB", "-1")])

@@ -144,12 +144,12 @@ def test_replica_autoscaling_follows_the_worker_instances_and_workers_drain_on_s
     scaling = CONFIG["scaling"]
     settings = Settings(_env_file=None, **{k.removeprefix("SPCS_WHISPER_").lower(): v for k, v in env.items()
                                           if k.startswith("SPCS_WHISPER_")})  # fmt: skip
-    assert settings.whisper_bounds == whisper_replicas(CONFIG)
-    assert (settings.decoder_min_replicas, settings.decoder_max_replicas) == (
+    assert settings.inference.whisper_bounds == whisper_replicas(CONFIG)
+    assert (settings.inference.decoder_min_replicas, settings.inference.decoder_max_replicas) == (
         scaling["decoders"]["min"],
         scaling["decoders"]["max"],
     )
-    assert settings.whisper_target_windows == scaling["target_windows_per_replica"]
+    assert settings.inference.whisper_target_windows == scaling["target_windows_per_replica"]
     pool = CONFIG["compute_pools"][CONFIG["services"]["worker"]["pool"]]
     assert pool["max_nodes"] >= CONFIG["services"]["worker"]["max_instances"]
     script = container("worker")["command"][-1]
@@ -276,18 +276,23 @@ def test_settings_env_vars_are_real_settings(key: str, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)  # no .env file
     settings = Settings()
     mounts = json.loads(env.get("SPCS_WHISPER_STAGE_MOUNTS", "{}"))
-    assert settings.stage_mounts == {k: Path(v) for k, v in mounts.items()}
-    assert settings.model == CONFIG["model"]
+    assert settings.gateway.stage_mounts == {k: Path(v) for k, v in mounts.items()}
+    assert settings.inference.model == CONFIG["model"]
     if key == "gateway":
-        assert settings.store == "snowflake" and settings.host == "0.0.0.0"
-        assert settings.port == CONFIG["ports"]["gateway"]
+        assert settings.gateway.store == "snowflake" and settings.gateway.host == "0.0.0.0"
+        assert settings.gateway.port == CONFIG["ports"]["gateway"]
         assert settings.effective_serve_url == env["SPCS_WHISPER_SERVE_URL"]
-        assert str(settings.data_dir) == CONFIG["services"]["gateway"]["data_volume"]["mount"]
-        assert settings.snowflake_warehouse == CONFIG["snowflake"]["warehouse"]
+        assert str(settings.gateway.data_dir) == CONFIG["services"]["gateway"]["data_volume"]["mount"]
+        assert settings.snowflake.snowflake_warehouse == CONFIG["snowflake"]["warehouse"]
     else:
-        assert settings.engine == CONFIG["engine"] and settings.ray_address == "auto"
-        assert settings.whisper_num_gpus == 1 and settings.whisper_bounds == whisper_replicas(CONFIG)
-        assert (settings.serve_host, settings.serve_port) == ("0.0.0.0", endpoints("head")["serve"]["port"])
+        assert settings.inference.engine == CONFIG["engine"] and settings.inference.ray_address == "auto"
+        assert settings.inference.whisper_num_gpus == 1 and settings.inference.whisper_bounds == whisper_replicas(
+            CONFIG
+        )
+        assert (settings.inference.serve_host, settings.inference.serve_port) == (
+            "0.0.0.0",
+            endpoints("head")["serve"]["port"],
+        )
 
 
 def test_secrets_come_from_snowflake_secrets_never_plain_env() -> None:

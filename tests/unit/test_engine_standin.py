@@ -98,8 +98,8 @@ def test_load_engine_picks_the_standin_only_when_named(monkeypatch: pytest.Monke
 def test_default_engine_is_never_the_standin(monkeypatch: pytest.MonkeyPatch, gpu: bool) -> None:
     monkeypatch.setattr(config, "gpu_present", lambda: gpu)
     settings = Settings()
-    assert settings.engine is None
-    assert settings.effective_engine == ("transformers" if gpu else "ctranslate2")
+    assert settings.inference.engine is None
+    assert settings.inference.effective_engine == ("transformers" if gpu else "ctranslate2")
 
 
 def test_a_real_engine_setting_does_not_load_the_standin(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

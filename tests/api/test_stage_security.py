@@ -1,44 +1,39 @@
 """Issue 14, stages: the gateway must not be a confused deputy for the stages its service role can read, and a
-batch pattern must not be able to freeze it. Attacks on the real gateway process (`spcs-whisper gateway`,
-SQLite store, real HTTP).
+batch pattern must not be able to freeze it. Attacks on the gateway app in process (SQLite store, both doors as
+TestClients).
 
-The Ray app is a STAND-IN (tests/store_load.py: the same HTTP protocol, a fixed transcript), because what is
-under test is which stages the gateway agrees to read and how it matches patterns, not Whisper. Folders stand
-for mounted stages: `AUDIO_FILES_STAGE` (the analysts' stage), `HR_RECORDINGS` (a stage the service can read
-but that only the HR_ANALYST role may name) and `BULK_STAGE` (thousands of files with 40-letter names).
+The Ray app is the FAKE inference (tests/fakes.py: a fixed transcript, "stand-in"), because what is under test
+is which stages the gateway agrees to read and how it matches patterns, not Whisper. Folders stand for mounted
+stages: `AUDIO_FILES_STAGE` (the analysts' stage), `HR_RECORDINGS` (a stage the service can read but that only
+the HR_ANALYST role may name) and `BULK_STAGE` (thousands of files with 40-letter names).
 
 The gateway has two doors (service/api/errors.py): the public port, which never believes a role header, and the
-functions port, where Snowflake's service functions send CURRENT_ROLE; the tests use both.
+functions port, where Snowflake's service functions send CURRENT_ROLE; the tests use both. A "restart" is the
+app's lifespan ending and another app starting on the same data directory with other settings.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.harness import free_port, functions_url, start_gateway, stop_gateway
-from tests.store_load import serving, standin_inference, write_stage
+from tests.api.conftest import Gateway, gateway
+from tests.fakes import FakeInference
+from tests.store_load import write_stage
 
-pytestmark = pytest.mark.integration
 HOSTILE = "([a-z/.]+)+x"  # catastrophic backtracking for Python's re on a 40-letter name without an x
 BULK_FILES = 5000
 ALLOWLIST = {"*": ["AUDIO_FILES_STAGE", "BULK_STAGE"], "HR_ANALYST": ["HR_RECORDINGS"]}
 ANALYST = {"sf-context-current-user": "ANALYST", "sf-context-current-role": "WHISPER_ANALYST"}
 HR = {"sf-context-current-user": "HANNA", "sf-context-current-role": "HR_ANALYST"}
 FUNCTION = {"sf-external-function-format": "json", "sf-external-function-format-version": "1.0"}
-
-
-class Gateway:
-    def __init__(self, url: str, functions: str, process: subprocess.Popen) -> None:
-        self.url, self.functions, self.process = url, functions, process
 
 
 def _letters(i: int, width: int = 40) -> str:
@@ -64,62 +59,33 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="module")
-def inference() -> Iterator[str]:
-    with serving(standin_inference(0.0), free_port()) as url:
-        yield f"{url}/whisper"
-
-
-def _start(data: Path, inference: str, mounts: dict[str, Path], **env: str) -> Gateway:
-    url, process = start_gateway(
-        data,
-        inference,
-        data.parent / f"{data.name}.log",
-        SPCS_WHISPER_STAGE_MOUNTS=json.dumps({name: str(path) for name, path in mounts.items()}),
-        **env,
-    )
-    deadline = time.monotonic() + 60
-    while httpx.get(f"{url}/readyz").status_code != 200:  # the dispatcher has seen the stand-in
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-    return Gateway(url, functions_url(url), process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM; a gateway stuck in a pattern on its event loop cannot act on it, so then SIGKILL."""
-    try:
-        stop_gateway(process)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=30)
+def _start(data: Path, mounts: dict[str, Path], **settings: Any) -> Any:
+    """A gateway app on `data` with these stages mounted, its lifespan running while the `with` block does."""
+    return gateway(data, FakeInference(segments=1, text="stand-in"), stage_mounts=mounts, **settings)
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, stages: dict[str, Path], inference: str) -> Iterator[Gateway]:
+def gw(tmp_path_factory: pytest.TempPathFactory, stages: dict[str, Path]) -> Iterator[Gateway]:
     """Every stage mounted (the service role can read them all); the allow-list says who may name which."""
-    started = _start(
+    with _start(
         tmp_path_factory.mktemp("gateway") / "data",
-        inference,
         stages,
-        SPCS_WHISPER_STAGE_ALLOWLIST=json.dumps(ALLOWLIST),
-        SNOWFLAKE_DATABASE="WHISPER_DB",  # as SPCS sets them: names are compared fully qualified
-        SNOWFLAKE_SCHEMA="PUBLIC",
-    )
-    yield started
-    _stop(started.process)
+        stage_allowlist=ALLOWLIST,
+        snowflake_database="WHISPER_DB",  # as SPCS sets them: names are compared fully qualified
+        snowflake_schema="PUBLIC",
+    ) as running:
+        yield running
 
 
 @pytest.fixture
-def client(gateway: Gateway) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=30) as c:
-        yield c
+def client(gw: Gateway) -> Iterator[httpx.Client]:
+    yield gw.client("public")
 
 
 @pytest.fixture
-def functions(gateway: Gateway) -> Iterator[httpx.Client]:
+def functions(gw: Gateway) -> Iterator[httpx.Client]:
     """The functions port, as Snowflake's service functions reach it."""
-    with httpx.Client(base_url=gateway.functions, timeout=30) as c:
-        yield c
+    yield gw.client("functions")
 
 
 def _refused(response: httpx.Response) -> None:
@@ -221,55 +187,37 @@ def test_service_function_rows_off_the_allow_list_get_a_row_error(functions: htt
         assert data[index][1]["error"]["code"] == "stage_not_allowed", data[index]
 
 
-def test_the_audio_route_rechecks_the_allow_list(tmp_path: Path, stages: dict[str, Path], inference: str) -> None:
+def test_the_audio_route_rechecks_the_allow_list(tmp_path: Path, stages: dict[str, Path]) -> None:
     """A job accepted under a wider allow-list (an older deployment) cannot be downloaded once the stage is off
     the list: the audio route reads the stage again, so it checks again."""
     data = tmp_path / "data"
-    wide = json.dumps(["AUDIO_FILES_STAGE", "HR_RECORDINGS"])
-    started = _start(data, inference, stages, SPCS_WHISPER_STAGE_ALLOWLIST=wide)
-    try:
-        with httpx.Client(base_url=started.url, timeout=30) as c:
-            created = c.post("/v1/jobs", json={"source": "@HR_RECORDINGS/call_00000.wav"}, headers=ANALYST)
-            assert created.status_code == 202, created.text
-            job_id = created.json()["id"]
-            assert c.get(f"/v1/jobs/{job_id}/audio", headers=ANALYST).status_code == 200
-    finally:
-        _stop(started.process)
-    narrow = json.dumps(["AUDIO_FILES_STAGE"])
-    started = _start(data, inference, stages, SPCS_WHISPER_STAGE_ALLOWLIST=narrow)
-    try:
-        with httpx.Client(base_url=started.url, timeout=30) as c:
-            assert c.get(f"/v1/jobs/{job_id}", headers=ANALYST).status_code == 200  # the job is still there
-            _refused(c.get(f"/v1/jobs/{job_id}/audio", headers=ANALYST))
-    finally:
-        _stop(started.process)
+    with _start(data, stages, stage_allowlist=["AUDIO_FILES_STAGE", "HR_RECORDINGS"]) as wide, wide.client() as c:
+        created = c.post("/v1/jobs", json={"source": "@HR_RECORDINGS/call_00000.wav"}, headers=ANALYST)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        assert c.get(f"/v1/jobs/{job_id}/audio", headers=ANALYST).status_code == 200
+    with _start(data, stages, stage_allowlist=["AUDIO_FILES_STAGE"]) as narrow, narrow.client() as c:
+        assert c.get(f"/v1/jobs/{job_id}", headers=ANALYST).status_code == 200  # the job is still there
+        _refused(c.get(f"/v1/jobs/{job_id}/audio", headers=ANALYST))
 
 
-def test_by_default_only_the_mounted_stages_are_allowed(
-    tmp_path: Path, stages: dict[str, Path], inference: str
-) -> None:
-    started = _start(tmp_path / "data", inference, {"AUDIO_FILES_STAGE": stages["AUDIO_FILES_STAGE"]})
-    try:
-        with httpx.Client(base_url=started.url, timeout=30) as c:
-            assert c.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/call_00000.wav"}).status_code == 202
-            for source in ("@OTHER_DB.S.HR/call.mp3", "@HR_RECORDINGS/call_00000.wav", "@MODELS/model.bin"):
-                _refused(c.post("/v1/jobs", json={"source": source}))
-            _refused(c.post("/v1/batches", json={"stage": "@OTHER_DB.S.HR", "pattern": ".*"}))
-    finally:
-        _stop(started.process)
+def test_by_default_only_the_mounted_stages_are_allowed(tmp_path: Path, stages: dict[str, Path]) -> None:
+    mounts = {"AUDIO_FILES_STAGE": stages["AUDIO_FILES_STAGE"]}
+    with _start(tmp_path / "data", mounts) as started, started.client() as c:
+        assert c.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/call_00000.wav"}).status_code == 202
+        for source in ("@OTHER_DB.S.HR/call.mp3", "@HR_RECORDINGS/call_00000.wav", "@MODELS/model.bin"):
+            _refused(c.post("/v1/jobs", json={"source": source}))
+        _refused(c.post("/v1/batches", json={"stage": "@OTHER_DB.S.HR", "pattern": ".*"}))
 
 
 # --- 2. batch patterns: linear time, off the event loop, time-bounded ------------------------------------------
 
 
-def _post_in_background(url: str, body: dict[str, Any], out: dict[str, Any]) -> threading.Thread:
+def _post_in_background(gw: Gateway, body: dict[str, Any], out: dict[str, Any]) -> threading.Thread:
     def run() -> None:
         start = time.monotonic()
-        try:
-            with httpx.Client(base_url=url, timeout=120) as c:
-                out["response"] = c.post("/v1/batches", json=body, headers=ANALYST)
-        except httpx.HTTPError as exc:  # the gateway was killed under it
-            out["error"] = exc
+        with gw.client() as c:
+            out["response"] = c.post("/v1/batches", json=body, headers=ANALYST)
         out["seconds"] = time.monotonic() - start
 
     thread = threading.Thread(target=run, daemon=True)
@@ -277,20 +225,30 @@ def _post_in_background(url: str, body: dict[str, Any], out: dict[str, Any]) -> 
     return thread
 
 
-def test_a_hostile_pattern_never_stalls_the_gateway(gateway: Gateway) -> None:
+def test_a_hostile_pattern_never_stalls_the_gateway(gw: Gateway) -> None:
     """`([a-z/.]+)+x` over 40-letter names froze the gateway for minutes (Python re, on the event loop). Now
-    /healthz answers within 1 s throughout, and the batch completes quickly (no name matches) or is refused."""
+    /healthz answers within 1 s throughout, and the batch completes quickly (no name matches) or is refused.
+    The app's event loop runs in the TestClient's portal thread; each /healthz is sent from a worker thread
+    and waited for at most 1 s (as a client's read timeout)."""
     out: dict[str, Any] = {}
-    thread = _post_in_background(gateway.url, {"stage": "@BULK_STAGE", "pattern": HOSTILE}, out)
+    thread = _post_in_background(gw, {"stage": "@BULK_STAGE", "pattern": HOSTILE}, out)
     slowest = 0.0
-    with httpx.Client(base_url=gateway.url, timeout=1.0) as health:
-        deadline = time.monotonic() + 20
-        while thread.is_alive() and time.monotonic() < deadline:
-            start = time.monotonic()
-            assert health.get("/healthz").status_code == 200  # raises ReadTimeout after 1 s
-            slowest = max(slowest, time.monotonic() - start)
-            time.sleep(0.05)
-        assert health.get("/healthz").status_code == 200
+    pool = ThreadPoolExecutor(1)
+
+    def healthz() -> int:
+        return pool.submit(health.get, "/healthz").result(timeout=1.0).status_code  # TimeoutError after 1 s
+
+    try:
+        with gw.client() as health:
+            deadline = time.monotonic() + 20
+            while thread.is_alive() and time.monotonic() < deadline:
+                start = time.monotonic()
+                assert healthz() == 200
+                slowest = max(slowest, time.monotonic() - start)
+                time.sleep(0.05)
+            assert healthz() == 200
+    finally:
+        pool.shutdown(wait=False)  # a /healthz stuck on a frozen loop must not hold the test up
     thread.join(timeout=1)
     assert not thread.is_alive(), "the hostile batch took longer than 20 s"
     assert slowest < 1.0
@@ -313,19 +271,11 @@ def test_a_pattern_that_matches_still_works_over_many_files(client: httpx.Client
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_pattern", refused.text
 
 
-def test_matching_past_its_time_bound_is_refused(tmp_path: Path, stages: dict[str, Path], inference: str) -> None:
+def test_matching_past_its_time_bound_is_refused(tmp_path: Path, stages: dict[str, Path]) -> None:
     """The time bound holds whatever the engine: a stage listing too large to match in time is a 422."""
-    started = _start(
-        tmp_path / "data",
-        inference,
-        {"BULK_STAGE": stages["BULK_STAGE"]},
-        SPCS_WHISPER_BATCH_MATCH_TIMEOUT_S="0.000001",
-    )
-    try:
-        with httpx.Client(base_url=started.url, timeout=30) as c:
-            response = c.post("/v1/batches", json={"stage": "@BULK_STAGE", "pattern": ".*q.*"})
-            assert response.status_code == 422, response.text
-            assert response.json()["error"]["code"] == "pattern_timeout"
-            assert c.get("/healthz").status_code == 200
-    finally:
-        _stop(started.process)
+    mounts = {"BULK_STAGE": stages["BULK_STAGE"]}
+    with _start(tmp_path / "data", mounts, batch_match_timeout_s=0.000001) as started, started.client() as c:
+        response = c.post("/v1/batches", json={"stage": "@BULK_STAGE", "pattern": ".*q.*"})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "pattern_timeout"
+        assert c.get("/healthz").status_code == 200
