@@ -38,12 +38,13 @@ run: install
 lint: install-test
 	$(VENV)/bin/ruff check service tests bench deploy docker
 	$(VENV)/bin/ruff format --check service tests bench deploy docker
+	$(VENV)/bin/mypy
 
 test: install-test browser lint
 	$(PY) -m pytest -q
 
 test-unit: install-test
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests/unit tests/inference tests/api tests/storage
 
 bench: install-test
 	$(PY) -m bench.run

@@ -129,10 +129,10 @@ def _audio_stream(container: av.container.InputContainer) -> av.audio.stream.Aud
     if container.format.name.endswith("_pipe") or container.format.name == "image2":
         raise UnsupportedMedia(f"the file is an image ({container.format.name}), not audio or video")
     if not container.streams.audio:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
         if container.streams.video:
             raise NoAudioTrack("the file has a video track but no audio track")
-        raise UnsupportedMedia(f"the file has no audio stream (streams: {', '.join(kinds)})")
+        raise UnsupportedMedia(f"the file has no audio stream (streams: {kinds})")
     stream = container.streams.audio[0]
     if stream.codec_context is None or not stream.codec_context.name:
         raise UnsupportedMedia("the audio codec is not supported")
@@ -214,6 +214,7 @@ def _scan_stream(
             if packet.duration and unit:
                 ticks += packet.duration
                 if limit is not None and ticks > limit:
+                    assert max_seconds is not None  # limit is None without it
                     raise _too_long(max_seconds)
             elif packet.size:
                 for frame in packet.decode():
@@ -295,6 +296,7 @@ class AudioReader:
                 held += pcm.shape[0]
                 self.samples += pcm.shape[0]
             if limit is not None and self.samples > limit:
+                assert self.max_seconds is not None  # limit is None without it
                 raise _too_long(self.max_seconds)
             while held >= size:
                 joined = np.concatenate(pending)

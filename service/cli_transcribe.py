@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.cli_http import (
     API_FORMATS,
@@ -32,6 +33,9 @@ from service.cli_http import (
 )
 from service.cli_jobs import server_option
 from service.config import Settings
+
+if TYPE_CHECKING:
+    from service.inference.types import Engine
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,7 +75,7 @@ def _via_server(args: argparse.Namespace, settings: Settings, bars: Bars) -> int
         return FAILED if failed else code
 
 
-def _in_process(args: argparse.Namespace, settings: Settings, engine: object, path: Path, bars: Bars) -> list[Path]:
+def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, path: Path, bars: Bars) -> list[Path]:
     from service.audio import decode
     from service.formats import render
     from service.inference.local import transcribe_audio

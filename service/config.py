@@ -17,9 +17,8 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, StringConstraint
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# "standin" is for scale tests only (service/inference/engine_standin.py): it holds each batch for a time
-# calibrated from published GPU figures and returns no speech. It is never chosen unless named.
-Engine = Literal["ctranslate2", "transformers", "standin"]
+from service.inference.engines import check_engine
+
 TranslateMethod = Literal["cortex-translate", "cortex-complete", "whisper"]
 # A stage allow-list entry: Snowflake's unquoted identifier rules (as service/storage/stages.py), optionally db.schema.
 StageName = Annotated[
@@ -160,7 +159,11 @@ class InferenceSettings(BaseSettings):
 
     model_config = _FROM_ENV
 
-    engine: Engine | None = Field(None, description="ctranslate2 on CPU, transformers on GPU when unset")
+    engine: str | None = Field(
+        None,
+        description="an engine of the registry (service/inference/engines.py): ctranslate2 on CPU, transformers on "
+        "GPU when unset; `standin` is for scale tests only",
+    )
     model: str = Field("base", description="tiny.en | base | a CTranslate2 or Hugging Face checkpoint folder")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = Field("auto", description="int8 on CPU, float16 on GPU when auto")
@@ -223,8 +226,15 @@ class InferenceSettings(BaseSettings):
     max_upload_mb: float = Field(512.0, gt=0)
     max_audio_seconds: float = Field(4 * 3600.0, gt=0, description="longest audio a job may hold")
 
+    @model_validator(mode="after")
+    def _engine_runs_here(self) -> InferenceSettings:
+        """ENGINE must be registered and run on DEVICE, as the engine registry declares."""
+        if self.engine is not None and (problem := check_engine(self.engine, self.device)):
+            raise ValueError(problem)
+        return self
+
     @property
-    def effective_engine(self) -> Engine:
+    def effective_engine(self) -> str:
         if self.engine is not None:
             return self.engine
         return "transformers" if gpu_present() else "ctranslate2"

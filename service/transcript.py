@@ -1,7 +1,8 @@
 """The transcript, typed: `Word`, `Segment`, `Transcript`: the one shape every layer passes.
 
-Engines produce segments with times relative to their window; `service.inference.assemble` puts them on the
-file's timeline and builds the `Transcript`; the stores keep it, `formats.py` renders it, the API returns it.
+Engines produce segments with times relative to their window; `service.inference.pipeline.assemble` puts them
+on the file's timeline and builds the `Transcript`; the stores keep it, `formats.py` renders it, the API returns
+it.
 A leaf module (pydantic only): the gateway imports it without any engine.
 
 `dump()` is the JSON shape the API has always answered with: a segment's optional Whisper fields (and a

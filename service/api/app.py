@@ -8,6 +8,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -37,6 +38,9 @@ from service.storage.stages import StageReader
 from service.translate.base import Translator
 from service.translate.cortex_account import check_cortex_at_start
 
+if TYPE_CHECKING:
+    from service.storage.snowflake_session import SessionSource
+
 log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and boundaries on top of the file itself
 
@@ -52,10 +56,10 @@ class Backends:
     stages: StageReader
     inference: Inference
     translator: Translator | None = None
-    sessions: object | None = None
+    sessions: SessionSource | None = None
 
 
-def build_backends(settings: Settings, sessions: object | None = None) -> Backends:
+def build_backends(settings: Settings, sessions: SessionSource | None = None) -> Backends:
     """The backends the settings ask for. Snowpark is imported only when Snowflake is used; `sessions` (a
     SessionProvider) may be passed in, e.g. a local-testing one."""
     needs_snowflake = settings.gateway.store == "snowflake" or settings.effective_translate_method != "whisper"
@@ -67,16 +71,18 @@ def build_backends(settings: Settings, sessions: object | None = None) -> Backen
     if settings.effective_translate_method != "whisper":
         from service.translate.cortex import make_translator
 
+        assert sessions is not None  # needs_snowflake
         translator = make_translator(settings, sessions)
     if settings.gateway.store == "snowflake":
         from service.storage.snowflake import SnowflakeStore
 
-        store: JobStore = SnowflakeStore(settings, sessions)  # type: ignore[arg-type]
+        assert sessions is not None  # needs_snowflake
+        store: JobStore = SnowflakeStore(settings, sessions)
     else:
         store = SQLiteStore(settings.gateway.data_dir)
     db, schema = settings.snowflake.snowflake_database, settings.snowflake.snowflake_schema
     home = f"{db}.{schema}" if db and schema else None
-    stages = StageReader(settings.gateway.stage_mounts, sessions, temp_dir=settings.gateway.data_dir, home=home)  # type: ignore[arg-type]
+    stages = StageReader(settings.gateway.stage_mounts, sessions, temp_dir=settings.gateway.data_dir, home=home)
     inference = InferenceClient(settings.effective_serve_url, settings.gateway.request_timeout_s)
     return Backends(store, stages, inference, translator, sessions)
 
@@ -92,7 +98,7 @@ def create_app(settings: Settings | None = None, backends: Backends | None = Non
         parts = backends or build_backends(settings)
         # Cortex's own account settings (AI_TRANSLATE or legacy TRANSLATE, cross-region inference for the
         # COMPLETE model), checked in the background: a problem is logged with the statement that fixes it.
-        cortex_check = asyncio.create_task(check_cortex_at_start(settings, parts.sessions, parts.translator))  # type: ignore[arg-type]
+        cortex_check = asyncio.create_task(check_cortex_at_start(settings, parts.sessions, parts.translator))
         await parts.store.open()
         dispatcher = Dispatcher(parts.store, parts.inference, settings, metrics, parts.stages, parts.translator)
         function_batches = FunctionBatches(settings.gateway.data_dir / "function-batches")
@@ -169,6 +175,7 @@ class BoundedH11Protocol(H11Protocol):
     The head's size is bounded by h11's incomplete-event limit (`max_header_kb`, else 400), a body that stalls by
     RequestContext (`request_read_timeout_s`, 408): uvicorn itself has no timeout for either."""
 
+    # The transport narrowed to asyncio.Transport as uvicorn's own H11Protocol.connection_made does (and ignores).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
@@ -206,6 +213,7 @@ def gateway_server(
         h11_max_incomplete_event_size=settings.gateway.max_header_kb * 1024,
         # Longer than a proxy's usual idle timeout (load balancers), so a client rarely reuses a keep-alive
         # connection the gateway has just closed (a reset under load); also bounds a request head's arrival.
+        # uvicorn annotates it int, but uses it as seconds for loop.call_later: a float works.
         timeout_keep_alive=settings.gateway.keep_alive_s,  # type: ignore[arg-type]
         timeout_graceful_shutdown=30,
     )

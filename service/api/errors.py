@@ -8,12 +8,13 @@ import hmac
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -108,15 +109,29 @@ async def _store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
     return error_response(503, "store_unavailable", "the job store does not answer; retry shortly", retry_after=5)
 
 
+E = TypeVar("E", bound=Exception)
+
+
+def _on(app: FastAPI, kind: type[E], handler: Callable[[Request, E], Awaitable[Response]]) -> None:
+    """Register `handler` for `kind`: Starlette types every handler as taking `Exception`, though it only ever
+    passes instances of the class the handler was registered for."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, kind)
+        return await handler(request, exc)
+
+    app.add_exception_handler(kind, handle)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(StoreUnavailable, _store_unavailable)
-    app.add_exception_handler(ApiError, _api_error)
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(AudioError, _audio_error)
-    app.add_exception_handler(SourceError, _audio_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(ValidationError, _model_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    _on(app, StoreUnavailable, _store_unavailable)
+    _on(app, ApiError, _api_error)
+    _on(app, ServiceError, _service_error)
+    _on(app, AudioError, _audio_error)
+    _on(app, SourceError, _audio_error)
+    _on(app, RequestValidationError, _validation_error)
+    _on(app, ValidationError, _model_error)
+    _on(app, StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 
 

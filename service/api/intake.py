@@ -27,9 +27,22 @@ SMALL_JSON_BYTES = 64 * 1024  # checked and parsed in well under a millisecond
 
 def multipart_body(required: list[str], properties: dict[str, dict]) -> dict[str, Any]:
     """OpenAPI `openapi_extra` for a route that reads its multipart form itself (with an audio `file`)."""
-    schema = {"type": "object", "required": required, "properties": {"file": {"type": "string", "format": "binary"}}}
-    schema["properties"].update(properties)
+    fields: dict[str, dict] = {"file": {"type": "string", "format": "binary"}}
+    fields.update(properties)
+    schema = {"type": "object", "required": required, "properties": fields}
     return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def form_fields(model: type[BaseModel]) -> dict[str, dict]:
+    """A request model's fields as multipart form properties (its JSON schema's, a nullable one as its type)."""
+    properties = {}
+    for name, field in model.model_json_schema()["properties"].items():
+        variants = [v for v in field.pop("anyOf", [{}]) if v.get("type") != "null"]
+        field.pop("title", None)
+        if field.get("default", 0) is None:
+            del field["default"]
+        properties[name] = {**variants[0], **field}
+    return properties
 
 
 class JobRequest(JobOptions):
@@ -152,8 +165,12 @@ async def multipart(request: Request) -> AsyncIterator[tuple[UploadFile, dict[st
         for key, value in form.multi_items():
             if key == "file" or not isinstance(value, str):
                 continue
+            name = key.removesuffix("[]")
+            held = fields.get(name)
+            if (held is not None) and (isinstance(held, list) != key.endswith("[]")):
+                raise ApiError(422, "validation_error", f"the field {name!r} is sent both as `{name}` and `{name}[]`")
             if key.endswith("[]"):
-                fields.setdefault(key[:-2], []).append(value)  # type: ignore[union-attr]
+                fields[name] = [*(held or []), value]
             else:
-                fields[key] = value
+                fields[name] = value
         yield upload, fields

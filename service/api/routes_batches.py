@@ -26,6 +26,7 @@ def batch_view(batch: Batch, jobs: list[Job]) -> BatchView:
         if job.status in DONE or job.status == JobStatus.RUNNING
     )
     lengths = [job.audio_seconds for job in jobs]
+    known = [length for length in lengths if length is not None]
     if any(not job.status.terminal for job in jobs):
         status = "running"
     elif counts.get("succeeded", 0) == len(jobs):
@@ -45,7 +46,7 @@ def batch_view(batch: Batch, jobs: list[Job]) -> BatchView:
         jobs=[job.id for job in jobs],
         counts=dict(counts),
         audio_seconds_done=round(done, 3),
-        audio_seconds_total=round(sum(lengths), 3) if all(x is not None for x in lengths) else None,  # type: ignore[arg-type]
+        audio_seconds_total=round(sum(known), 3) if len(known) == len(lengths) else None,
         links={"self": f"/v1/batches/{batch.id}", "jobs": "/v1/jobs/{id}"},
     )
 

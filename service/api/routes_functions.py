@@ -166,8 +166,8 @@ async def _answer(services: Services, who: Caller, batch: list[BatchRow], wait_s
         if row.job_id is None:
             data.append([row.row, row.error])
             continue
-        final = done[row.job_id]
-        final = final if isinstance(final, Job) and who.sees(final) else None  # KeyError: deleted
+        outcome = done[row.job_id]
+        final = outcome if isinstance(outcome, Job) and who.sees(outcome) else None  # KeyError: deleted
         transcript = await services.store.transcript(final.id) if final else None
         data.append([row.row, _result(final, transcript)])
     return data
@@ -271,11 +271,12 @@ async def drain(request: Request, services: ServicesDep, who: CallerDep) -> dict
     flush = getattr(services.store, "flush", None)
     try:
         pending = await flush() if flush is not None else 0
-        error = None
+        export_error = None
     except Exception as exc:  # Snowflake unreachable: what is pending stays on the block volume
+        # Only a store with `flush` (SnowflakeStore) gets here, and it has an exporter; JobStore declares neither.
         pending = await services.store.exporter.pending()  # type: ignore[attr-defined]
         log.warning("WHISPER_DRAIN: the export failed: %s", exc)
-        error = f"{type(exc).__name__} (details in the gateway's log)"
+        export_error = f"{type(exc).__name__} (details in the gateway's log)"
     counts = await services.store.count_by_status()
     value: dict[str, Any] = {
         "drained": running == 0 and pending == 0,
@@ -283,7 +284,7 @@ async def drain(request: Request, services: ServicesDep, who: CallerDep) -> dict
         "queued": counts.get("queued", 0),
         "pending_exports": pending,
     }
-    if error:
-        value["export_error"] = error
+    if export_error:
+        value["export_error"] = export_error
     log.warning("drained for teardown: %s", value)
     return {"data": [[row, value] for row, _ in rows]}

@@ -14,7 +14,15 @@ from service.api.admission import accept, accept_source
 from service.api.callers import Caller
 from service.api.deps import CallerDep, DispatcherDep, ServicesDep, StoreDep
 from service.api.errors import ApiError
-from service.api.intake import JobRequest, SourceJob, json_fields, multipart, multipart_body, validated
+from service.api.intake import (
+    JobRequest,
+    SourceJob,
+    form_fields,
+    json_fields,
+    multipart,
+    multipart_body,
+    validated,
+)
 from service.api.schemas import JobList, JobView, TranslationView
 from service.api.uploads import container_of
 from service.formats import FORMATS, render
@@ -71,24 +79,7 @@ AUDIO_HEADERS = {
     "cache-control": "private, no-cache",
 }
 
-SUBMIT_SCHEMA = multipart_body(
-    ["file"],
-    {
-        "language": {"type": "string", "default": "auto"},
-        "task": {"type": "string", "enum": ["transcribe", "translate"]},
-        "word_timestamps": {"type": "boolean", "default": False},
-        "model": {"type": "string"},
-        "prompt": {"type": "string", "maxLength": 16000},
-        "temperature": {"type": "number", "minimum": 0, "maximum": 1},
-        "idempotency_key": {"type": "string", "maxLength": 200},
-        "translate_to": {"type": "string", "description": "e.g. en: translate the transcript afterwards"},
-        "hotwords": {"type": "string", "maxLength": 1000},
-        "vad_filter": {"type": "boolean"},
-        "vad_threshold": {"type": "number", "minimum": 0, "maximum": 1},
-        "vad_min_silence_ms": {"type": "integer", "minimum": 0, "maximum": 10000},
-        "vad_speech_pad_ms": {"type": "integer", "minimum": 0, "maximum": 2000},
-    },
-)
+SUBMIT_SCHEMA = multipart_body(["file"], form_fields(JobRequest))  # the form is JobOptions + request fields
 SUBMIT_SCHEMA["requestBody"]["content"]["application/json"] = {"schema": SourceJob.model_json_schema()}
 
 

@@ -93,6 +93,11 @@ LIST_FIELDS = (
     "keywords",
     "languages",
 )
+Granularity = Literal["word", "segment"]
+
+
+def _segment_granularity() -> list[Granularity]:
+    return ["segment"]
 
 
 class ServerVad(BaseModel):
@@ -126,7 +131,7 @@ class OpenAIForm(BaseModel):
     prompt: str | None = Field(None, max_length=16_000)
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
-    timestamp_granularities: list[Literal["word", "segment"]] = Field(default_factory=lambda: ["segment"])
+    timestamp_granularities: list[Granularity] = Field(default_factory=_segment_granularity)
     stream: bool = False
     include: list[str] = Field(default_factory=list)  # logprobs: accepted, not available from this service
     chunking_strategy: Literal["auto"] | ServerVad | None = None

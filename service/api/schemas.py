@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from service.jobs.model import Batch, Job
+from service.options import JobOptions
 
 
 class ErrorInfo(BaseModel):
@@ -57,6 +58,7 @@ class JobView(BaseModel):
     translate_to: str | None = None
     batch_id: str | None = None
     owner: str | None = None
+    options: JobOptions  # every option the job runs with (the flat fields above repeat the common ones)
     links: JobLinks
 
     @classmethod
@@ -73,6 +75,7 @@ class JobView(BaseModel):
             language=job.language,
             task=job.options.task,
             word_timestamps=job.options.word_timestamps,
+            options=job.options,
             model=job.model,
             attempts=job.attempts,
             bytes=job.bytes,

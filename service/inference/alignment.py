@@ -308,6 +308,7 @@ def attach_words(segments: list[tuple[Segment, int]], words: list[Aligned], dura
                 owner = segment
         start = max(clamp(w.start, duration), previous_end)
         end = max(clamp(w.end, duration), start)
+        assert owner.words is not None  # every segment's list was set above
         owner.words.append(Word(word=w.text, start=start, end=end, probability=round(w.probability, 4)))
         previous_end = end
     for segment, _ in segments:

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -263,8 +263,10 @@ def _verify_strict_load(path: Path) -> int:
     bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model, info = WhisperForConditionalGeneration.from_pretrained(
-            path, dtype=torch.float32, output_loading_info=True
+        # With output_loading_info, from_pretrained returns (model, info); transformers' annotation says model only.
+        model, info = cast(
+            "tuple[WhisperForConditionalGeneration, dict[str, list[str]]]",
+            WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32, output_loading_info=True),
         )
     finally:
         if bars_were_on:

@@ -98,6 +98,7 @@ class _EventStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             try:
+                # Starlette types body_iterator as an AsyncIterable; ours is the async generator given to __init__.
                 await self.body_iterator.aclose()  # type: ignore[attr-defined]
             finally:
                 await asyncio.shield(self._release())
@@ -194,9 +195,9 @@ class Decoder:
         self._info: dict[str, Any] | None = None
         self._slots = asyncio.Semaphore(self.settings.decode_concurrency)
         self._cleanups: set[asyncio.Task] = set()
-        settings = self.settings
-        self.in_flight_limit = settings.decode_windows_in_flight or (
-            2 * settings.max_batch_size * settings.whisper_bounds[1]
+        inference = self.settings
+        self.in_flight_limit = inference.decode_windows_in_flight or (
+            2 * inference.max_batch_size * inference.whisper_bounds[1]
         )
         self._window_budget = asyncio.Semaphore(self.in_flight_limit)
         self.windows_retried = 0
@@ -346,8 +347,9 @@ def build_app(settings: Settings) -> serve.Application:
     on_gpu = inference.device == "cuda" or (inference.device == "auto" and gpu_present())
     # On a cluster the driver (Ray head) has no GPU while the workers do: set WHISPER_NUM_GPUS=1 there, so
     # each replica claims a worker's GPU and Ray places one replica per GPU.
-    whisper = Whisper.options(**whisper_options(inference, whisper_gpus(inference, on_gpu))).bind(config)
-    return Decoder.options(**decoder_options(inference)).bind(whisper, config)
+    # @serve.deployment makes the classes Deployments, which mypy does not see: hence the ignores on `.options`.
+    whisper = Whisper.options(**whisper_options(inference, whisper_gpus(inference, on_gpu))).bind(config)  # type: ignore[attr-defined]
+    return Decoder.options(**decoder_options(inference)).bind(whisper, config)  # type: ignore[attr-defined]
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:

@@ -19,6 +19,7 @@ from faster_whisper.transcribe import (
 )
 
 from service.inference.convert import cache_folder
+from service.inference.engines import from_checkpoint
 from service.inference.models import ModelFiles
 from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
@@ -76,14 +77,7 @@ class CTranslate2Engine:
     @classmethod
     def load(cls, settings: InferenceSettings, files: ModelFiles | None) -> CTranslate2Engine:
         """The registry's constructor (`engines.load_engine`)."""
-        assert files is not None, "a model to load"
-        return cls(
-            files,
-            settings.model_cache_dir,
-            device=settings.device,
-            compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-        )
+        return from_checkpoint(cls, settings, files)
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         if not self.multilingual:

@@ -15,7 +15,7 @@ import logging
 import math
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from service.inference.alignment import SECONDS_PER_TOKEN, Aligned, WordAligner, attach_words
 from service.inference.convert import LOAD_LOCK, ensure_hf_checkpoint
+from service.inference.engines import from_checkpoint
 from service.inference.models import ModelFiles
 from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
@@ -73,7 +74,7 @@ class TransformersEngine:
             )
         if any(p.device.type == "meta" for p in self.model.parameters()):
             raise RuntimeError(f"{path}: weights left on the meta device (a concurrent load in this process?)")
-        self.model.to(self.device).eval()
+        self.model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' `to` wrapper is mistyped
         self.tokenizer = WhisperTokenizer.from_pretrained(path)
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(path)
         self.model_name = files.name
@@ -81,9 +82,10 @@ class TransformersEngine:
         gen = self.model.generation_config
         config = self.model.config
         self.multilingual: bool = bool(getattr(gen, "is_multilingual", config.vocab_size >= 51865))
-        self.eot = int(config.eos_token_id)
+        self.eot = _token_id(config.eos_token_id, "eos_token_id")
         self.sot = int(config.decoder_start_token_id)
-        self.no_timestamps = int(gen.no_timestamps_token_id)
+        # Model-specific generation keys are set as attributes at load time: not declared on GenerationConfig.
+        self.no_timestamps = int(gen.no_timestamps_token_id)  # type: ignore[attr-defined]
         self.timestamp_begin = self.no_timestamps + 1
         self.no_speech = self.no_timestamps - 1  # <|nocaptions|> / <|nospeech|>
         self.prev_sot = int(getattr(gen, "prev_sot_token_id", self.tokenizer.convert_tokens_to_ids("<|startofprev|>")))
@@ -111,14 +113,7 @@ class TransformersEngine:
     @classmethod
     def load(cls, settings: InferenceSettings, files: ModelFiles | None) -> TransformersEngine:
         """The registry's constructor (`engines.load_engine`)."""
-        assert files is not None, "a model to load"
-        return cls(
-            files,
-            settings.model_cache_dir,
-            device=settings.device,
-            compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-        )
+        return from_checkpoint(cls, settings, files)
 
     # ------------------------------------------------------------------------------------------ public
 
@@ -302,13 +297,20 @@ class _WindowEnd(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         limits = self.limits.repeat_interleave(input_ids.shape[0] // self.limits.shape[0])
         vocab = torch.arange(scores.shape[-1], device=scores.device)
-        scores = scores.masked_fill(vocab[None, :] > limits[:, None], -math.inf)
+        masked = scores.masked_fill(vocab[None, :] > limits[:, None], -math.inf)
         ended = input_ids[:, -1] >= limits
         if bool(ended.any()):
-            forced = torch.full_like(scores[0], -math.inf)
+            forced = torch.full_like(masked[0], -math.inf)
             forced[self.eot] = 0.0
-            scores[ended] = forced
-        return scores
+            masked[ended] = forced
+        return cast(torch.FloatTensor, masked)  # LogitsProcessor's annotation; torch ops return plain Tensors
+
+
+def _token_id(value: int | list[int] | None, name: str) -> int:
+    """A config's token id that Whisper's configs hold as one int (the config type allows a list or None)."""
+    if not isinstance(value, int):
+        raise TypeError(f"the model config's {name} is {value!r}, not one token id")
+    return value
 
 
 def _torch_dtype(compute_type: str, device: torch.device) -> torch.dtype:

@@ -10,14 +10,17 @@ continuous batching) gets one call per window from the Whisper deployment instea
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
-from service.inference.models import resolve
+from service.inference.models import ModelFiles, resolve
 
 if TYPE_CHECKING:
     from service.config import InferenceSettings
     from service.inference.types import Engine
+
+E = TypeVar("E")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,18 @@ def check_engine(name: str, device: str) -> str | None:
     if device != "auto" and device not in devices:
         return f"engine {name!r} runs on {' or '.join(devices)}, not {device!r}"
     return None
+
+
+def from_checkpoint(engine_class: Callable[..., E], settings: InferenceSettings, files: ModelFiles | None) -> E:
+    """A checkpoint engine built as each is: its files, the model cache, DEVICE, COMPUTE_TYPE and CPU_THREADS."""
+    assert files is not None, "a model to load"
+    return engine_class(
+        files,
+        settings.model_cache_dir,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        cpu_threads=settings.cpu_threads,
+    )
 
 
 def load_engine(settings: InferenceSettings) -> Engine:

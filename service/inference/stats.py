@@ -47,7 +47,8 @@ def stats_actor() -> Any:
     """The app's stats actor, created by whichever replica asks first: detached (it outlives that replica) and on
     the head node, which the app's life depends on anyway; a worker node's loss cannot take it along, and a
     surviving replica's handle would otherwise point at a dead actor (calls to it fail silently)."""
-    return ReplicaStats.options(
+    # @ray.remote makes the class an ActorClass, which mypy does not see: hence the ignore on `.options`.
+    return ReplicaStats.options(  # type: ignore[attr-defined]
         name=ACTOR_NAME,
         namespace="spcs-whisper",
         get_if_exists=True,

@@ -13,7 +13,7 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +82,7 @@ class WindowSource:
     def seconds(self) -> float:
         return self.reader.seconds if self.reader is not None else 0.0
 
-    def items(self) -> Iterator[Window | Tick]:
+    def items(self) -> Generator[Window | Tick, None, None]:
         assert self.reader is not None, "open() first"
         blocks = self.reader.blocks(self.block_samples)
         while True:
@@ -113,7 +113,7 @@ class Steps:
 
     def __init__(self, source: WindowSource) -> None:
         self.source = source
-        self._items: Iterator[Window | Tick] | None = None
+        self._items: Generator[Window | Tick, None, None] | None = None
         self._running: asyncio.Future[Any] | None = None
         self._closed = False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import replace
 from datetime import timedelta
@@ -190,9 +191,9 @@ class Dispatcher:
             idle = 0
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             self._running[job.id] = task
-            task.add_done_callback(lambda _t, jid=job.id: self._finished(jid))
+            task.add_done_callback(functools.partial(self._finished, job.id))
 
-    def _finished(self, job_id: str) -> None:
+    def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
         self.partial.pop(job_id, None)
         self._slots.release()

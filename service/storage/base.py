@@ -44,8 +44,9 @@ class Bounds:
         """Raise QueueFull when `adding` more jobs would pass a bound."""
         if active + adding > self.max_active:
             raise QueueFull("queue_full", active, self.max_active)
-        if self.per_owner and owner_active is not None and owner_active + adding > self.max_owner_active:  # type: ignore[operator]
-            raise QueueFull("too_many_jobs", owner_active, self.max_owner_active, self.owner)  # type: ignore[arg-type]
+        owner_limit = self.max_owner_active if self.per_owner else None
+        if owner_limit is not None and owner_active is not None and owner_active + adding > owner_limit:
+            raise QueueFull("too_many_jobs", owner_active, owner_limit, self.owner)
 
 
 class StoreUnavailable(ConnectionError):

@@ -27,22 +27,24 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from service.storage.snowflake_export import EXPORTS_SCHEMA, Exporter, ExportStatus
 from service.storage.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from service.config import Settings
-    from service.storage.snowflake_session import SessionProvider
+    from service.storage.snowflake_session import SessionSource
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SnowflakeStore(SQLiteStore):
     """The SQLite store on the block volume, mirrored into Snowflake tables by an `Exporter`."""
 
-    def __init__(self, settings: Settings, sessions: SessionProvider) -> None:
+    def __init__(self, settings: Settings, sessions: SessionSource) -> None:
         super().__init__(settings.gateway.data_dir)
         self.settings = settings
         self.exporter = Exporter(self, sessions, settings)
@@ -69,7 +71,7 @@ class SnowflakeStore(SQLiteStore):
         # never with a "deleted" mark (the tables are the analysts' record and keep it).
         return " AND id NOT IN (SELECT id FROM exports)"
 
-    async def _run(self, fn):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             return await super()._run(fn)
         finally:

@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
     from service.config import Settings
     from service.storage.snowflake import SnowflakeStore
-    from service.storage.snowflake_session import SessionProvider
+    from service.storage.snowflake_session import SessionSource
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def read_snapshot(conn: sqlite3.Connection, limit: int) -> Snapshot:
         marks = conn.execute("SELECT kind, id, version FROM exports WHERE kind = ? LIMIT ?", (kind, limit)).fetchall()
         if not marks:
             continue
-        snap.marks[kind] = [tuple(m) for m in marks]  # type: ignore[misc]
+        snap.marks[kind] = [tuple(m) for m in marks]
         ids = [m[1] for m in marks]
         if kind != "deleted":
             snap.rows[kind] = _rows(conn, kind, ids)
@@ -124,6 +124,7 @@ def _rows(conn: sqlite3.Connection, kind: str, ids: list[str]) -> list[list[Any]
         return [
             batch_values(row_to_batch(r)) for r in conn.execute(f"SELECT * FROM batches WHERE id IN ({marks})", ids)
         ]
+    # The arg-type ignores below: created_at is NOT NULL in both tables, so `_stamp` gives a datetime there.
     if kind == "transcript":
         sql = f"SELECT j.*, t.body AS _body, t.created_at AS _created FROM transcripts t JOIN jobs j ON j.id = t.job_id WHERE t.job_id IN ({marks})"  # noqa: E501
         return [
@@ -171,7 +172,7 @@ def delete_jobs(session: Session, job_ids: list[str]) -> int:
 class Exporter:
     """Flushes the store's marks to Snowflake; woken by `poke()` after local writes."""
 
-    def __init__(self, store: SnowflakeStore, sessions: SessionProvider, settings: Settings) -> None:
+    def __init__(self, store: SnowflakeStore, sessions: SessionSource, settings: Settings) -> None:
         self.store, self.sessions, self.settings = store, sessions, settings
         self.status = ExportStatus()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snowflake-export")

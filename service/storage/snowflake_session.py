@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from snowflake.snowpark import Session
@@ -101,6 +101,14 @@ def _builder() -> Any:
     from snowflake.snowpark import Session
 
     return Session.SessionBuilder()
+
+
+class SessionSource(Protocol):
+    """Hands out a Snowpark session; `invalidate` drops it so the next `get` opens a fresh one."""
+
+    def get(self) -> Session: ...
+
+    def invalidate(self) -> None: ...
 
 
 class SessionProvider:

@@ -11,6 +11,7 @@ in a worker thread under a time bound, never on the event loop."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 import re
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 import re2
 
+from service.config import Settings
 from service.storage.sources import SourceError
 
 # Unquoted Snowflake identifiers: a letter or underscore, then letters, digits, `_` or `$`; at most 255.
@@ -108,9 +110,10 @@ class StageAllowlist:
         return cls(everyone, names, empty.database, empty.schema)
 
     @classmethod
-    def of(cls, settings: Any) -> StageAllowlist:
+    def of(cls, settings: Settings) -> StageAllowlist:
+        gateway, snowflake = settings.gateway, settings.snowflake
         return cls.build(
-            settings.stage_allowlist, settings.stage_mounts, settings.snowflake_database, settings.snowflake_schema
+            gateway.stage_allowlist, gateway.stage_mounts, snowflake.snowflake_database, snowflake.snowflake_schema
         )
 
     def qualified(self, stage: str) -> str:
@@ -271,17 +274,18 @@ class StageReader:
             raise StageError(422, "too_many_files", f"{len(matched)} files match; at most {limit} per batch")
         return [StageRef(prefix.stage, n) for n in matched]
 
-    async def _list_remote(self, ref: StageRef) -> list[tuple[str, int]]:
+    async def _list_remote(self, ref: StageRef) -> builtins.list[tuple[str, int]]:  # `list`: the method above
         """(path relative to the stage, size) of the files under `ref` on a stage that is not mounted: LIST
         with the path as prefix, so a single file costs one small listing, not the whole stage."""
-        if self.sessions is None:
+        sessions = self.sessions
+        if sessions is None:
             raise self._no_stage(ref)
         # LIST takes no bind variables: the stage name passed the identifier rules above and the path holds
         # no control characters; the location is quoted, with quotes doubled, as Snowflake's syntax asks.
         location = "'" + str(ref).replace("\\", "\\\\").replace("'", "''") + "'"
 
         def run() -> list[tuple[str, int]]:
-            rows = self.sessions.get().sql(f"LIST {location}").collect()  # type: ignore[union-attr]
+            rows = sessions.get().sql(f"LIST {location}").collect()
             stage_leaf = ref.stage.rsplit(".", 1)[-1].lower()
             listed = []
             for row in rows:
@@ -313,8 +317,9 @@ class StageReader:
             target.unlink(missing_ok=True)
 
     def _download(self, ref: StageRef, target: Path) -> None:
+        assert self.sessions is not None  # open() checked
         try:
-            stream = self.sessions.get().file.get_stream(str(ref))  # type: ignore[union-attr]
+            stream = self.sessions.get().file.get_stream(str(ref))
         except Exception as exc:
             if "does not exist" in str(exc).lower() or "not found" in str(exc).lower():
                 raise StageError(404, "source_not_found", f"{ref} does not exist") from exc

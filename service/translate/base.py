@@ -20,8 +20,10 @@ class TranslationError(ServiceError):
 class Translator(Protocol):
     """Turns a transcript into another language."""
 
-    method: str
-    """Stored in TRANSLATIONS.METHOD, e.g. `cortex.translate` or `cortex.complete:<model>`."""
+    @property
+    def method(self) -> str:
+        """Stored in TRANSLATIONS.METHOD, e.g. `cortex.translate` or `cortex.complete:<model>`."""
+        ...
 
     async def translate(self, text: str, source_language: str | None, target_language: str) -> str:
         """`text` in `target_language`; `source_language` None means detect it. Raises TranslationError."""

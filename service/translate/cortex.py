@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from service.languages import NAMES
 from service.translate.base import TranslationError, Translator
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from snowflake.snowpark import Column, DataFrame, Session
 
     from service.config import Settings
+    from service.storage.snowflake_session import SessionSource
 
 log = logging.getLogger(__name__)
 
@@ -76,18 +77,9 @@ _CONNECTION = re.compile(
 _THROTTLED = re.compile(r"\b429\b|too many requests|rate limit|throttl|capacity", re.IGNORECASE)
 
 
-class SessionSource(Protocol):
-    """Hands out a Snowpark session; `invalidate` drops it so the next `get` opens a fresh one."""
-
-    def get(self) -> Session: ...
-
-    def invalidate(self) -> None: ...
-
-
 class _CortexTranslator:
     """Splitting, batching into queries, retries with backoff; subclasses say which Cortex function to call."""
 
-    method: str
     max_query_rows = 255  # Snowpark sends frames of 512 cells or more through a temporary table: stay below
     max_query_bytes = 500_000  # Snowflake advises query text under 1 MB; the literals are most of it
 
@@ -105,6 +97,11 @@ class _CortexTranslator:
         for batch in _batches(inputs, self.max_query_rows, self.max_query_bytes):
             results += await self._with_retries(batch, source_language, target_language)
         return " ".join(results)
+
+    @property
+    def method(self) -> str:
+        """Stored in TRANSLATIONS.METHOD (Translator.method)."""
+        raise NotImplementedError
 
     def inputs(self, pieces: list[str], source_language: str | None, target_language: str) -> list[str]:
         """What Cortex gets for each piece of text."""
@@ -181,7 +178,7 @@ class CortexTranslate(_CortexTranslator):
         self._deciding = threading.Lock()
 
     @property
-    def method(self) -> str:  # type: ignore[override]
+    def method(self) -> str:
         """`cortex.ai_translate`, or `cortex.translate` once the account turned out not to have AI_TRANSLATE."""
         return METHODS[self.function or AI_TRANSLATE_FUNCTION]
 
@@ -270,7 +267,10 @@ class CortexComplete(_CortexTranslator):
         super().__init__(sessions, max_chars, attempts, backoff_s)
         self.model = model
         self.prompt_template = prompt_template
-        self.method = f"cortex.complete:{model}"
+
+    @property
+    def method(self) -> str:
+        return f"cortex.complete:{self.model}"
 
     def prompt(self, text: str, source_language: str | None, target_language: str) -> str:
         """The template filled in one pass: braces in the text, or other braces in the template, stay as they are."""
@@ -293,13 +293,10 @@ class CortexComplete(_CortexTranslator):
 def make_translator(settings: Settings, sessions: SessionSource) -> Translator | None:
     """The Cortex translator the settings ask for; None when Whisper translates instead."""
     method = settings.effective_translate_method
-    common = {
-        "max_chars": settings.snowflake.cortex_max_chars,
-        "attempts": settings.snowflake.translate_max_attempts,
-        "backoff_s": settings.gateway.retry_backoff_s,
-    }
+    max_chars, attempts = settings.snowflake.cortex_max_chars, settings.snowflake.translate_max_attempts
+    backoff_s = settings.gateway.retry_backoff_s
     if method == "cortex-translate":
-        translator = CortexTranslate(sessions, **common)
+        translator = CortexTranslate(sessions, max_chars, attempts, backoff_s)
         if settings.snowflake.snowflake_local_testing:
             # The emulator answers in-process: decide now, so that METHOD is right from the first job. On an
             # account the start waits for nothing: check_cortex() at start, or the first translation, decides.
@@ -309,7 +306,8 @@ def make_translator(settings: Settings, sessions: SessionSource) -> Translator |
                 log.warning("could not tell whether the emulator has AI_TRANSLATE: %s", _describe(exc))
         return translator
     if method == "cortex-complete":
-        return CortexComplete(sessions, settings.snowflake.cortex_model, settings.snowflake.cortex_prompt, **common)
+        snowflake = settings.snowflake
+        return CortexComplete(sessions, snowflake.cortex_model, snowflake.cortex_prompt, max_chars, attempts, backoff_s)
     return None
 
 

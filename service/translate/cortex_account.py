@@ -28,7 +28,6 @@ from service.translate.cortex import (
     LANGUAGES,
     TRANSLATE_FUNCTION,
     CortexTranslate,
-    SessionSource,
     _describe,
 )
 
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from snowflake.snowpark import Session
 
     from service.config import Settings
+    from service.storage.snowflake_session import SessionSource
     from service.translate.base import Translator
 
 log = logging.getLogger(__name__)

@@ -88,3 +88,17 @@ def make_gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
             return stack.enter_context(gateway(tmp_path / f"gw{count}", inference, **settings))
 
         yield make
+
+
+@pytest.fixture
+def client(gw: Gateway) -> Iterator[TestClient]:
+    """The public port of the module's `gw` gateway."""
+    with gw.client("public") as public:
+        yield public
+
+
+@pytest.fixture
+def functions(gw: Gateway) -> Iterator[TestClient]:
+    """The service-function port of the module's `gw` gateway, as Snowflake's service functions reach it."""
+    with gw.client("functions") as door:
+        yield door

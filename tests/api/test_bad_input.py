@@ -151,3 +151,14 @@ def test_upload_limit_enforced_while_streaming(make_gateway: Callable[..., Gatew
     response = client.post("/v1/jobs", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"})
     assert_error(response, 413, "file_too_large")
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_field_sent_both_plain_and_as_a_list_is_a_422(make_gateway: Callable[..., Gateway]) -> None:
+    """`x` and `x[]` in one form: a clear 422, in either order (it was a 500 when `x` came first)."""
+    client = make_gateway().public
+    audio = (DATA / "en_jfk.flac").read_bytes()
+    for order in (["language", "language[]"], ["language[]", "language"]):
+        fields = {name: "en" for name in order}  # sent in this order
+        response = client.post("/v1/jobs", data=fields, files={"file": ("a.flac", audio)})
+        assert_error(response, 422, "validation_error")
+        assert "both as `language` and `language[]`" in response.json()["error"]["message"]

@@ -77,17 +77,6 @@ def gw(tmp_path_factory: pytest.TempPathFactory, stages: dict[str, Path]) -> Ite
         yield running
 
 
-@pytest.fixture
-def client(gw: Gateway) -> Iterator[httpx.Client]:
-    yield gw.client("public")
-
-
-@pytest.fixture
-def functions(gw: Gateway) -> Iterator[httpx.Client]:
-    """The functions port, as Snowflake's service functions reach it."""
-    yield gw.client("functions")
-
-
 def _refused(response: httpx.Response) -> None:
     assert response.status_code == 403, response.text
     assert response.json()["error"]["code"] == "stage_not_allowed", response.text

@@ -60,17 +60,6 @@ def gw(stage_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield running
 
 
-@pytest.fixture
-def client(gw: Gateway) -> Iterator[httpx.Client]:
-    yield gw.client("public")
-
-
-@pytest.fixture
-def sql(gw: Gateway) -> Iterator[httpx.Client]:
-    """Snowflake's service functions: the gateway's functions port (not the public one)."""
-    yield gw.client("functions")
-
-
 def test_a_stage_file_becomes_a_job(client: httpx.Client) -> None:
     response = client.post("/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/en_jfk_video.mp4", "language": "en"})
     assert response.status_code == 202, response.text
@@ -250,13 +239,13 @@ def test_submit_then_status_functions(gw: Gateway, client: httpx.Client) -> None
     "body",
     [{"rows": []}, {"data": "x"}, {"data": [["zero", "@A/b.mp3"]]}, {"data": [[0]]}, {"data": [[0, "a", "b", "c"]]}],
 )
-def test_malformed_function_batches_are_400(sql: httpx.Client, body: dict) -> None:
-    response = sql.post("/functions/transcribe", json=body, headers=HEADERS)
+def test_malformed_function_batches_are_400(functions: httpx.Client, body: dict) -> None:
+    response = functions.post("/functions/transcribe", json=body, headers=HEADERS)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] in ("invalid_batch", "validation_error")
 
 
-def test_callers_see_only_their_own_jobs(client: httpx.Client, sql: httpx.Client) -> None:
+def test_callers_see_only_their_own_jobs(client: httpx.Client, functions: httpx.Client) -> None:
     """In SPCS the ingress names the Snowflake user in Sf-Context-Current-User; jobs are scoped to it."""
     alice, bob = {"sf-context-current-user": "ALICE"}, {"sf-context-current-user": "BOB"}
     created = client.post(
@@ -275,7 +264,7 @@ def test_callers_see_only_their_own_jobs(client: httpx.Client, sql: httpx.Client
         "/v1/jobs", json={"source": "@AUDIO_FILES_STAGE/en_jfk.m4a", "idempotency_key": "a1"}, headers=bob
     )
     assert again.status_code == 202 and again.json()["owner"] == "BOB" and again.json()["id"] != job_id
-    status = sql.post("/functions/job_status", json={"data": [[0, job_id]]}, headers=bob).json()
+    status = functions.post("/functions/job_status", json={"data": [[0, job_id]]}, headers=bob).json()
     assert status["data"][0][1]["error"]["code"] == "job_not_found"
     # An admin user sees every job; so does the admin role, where Snowflake sends it (service functions), but a
     # role header on the public port is the client's own claim and grants nothing.
@@ -284,6 +273,6 @@ def test_callers_see_only_their_own_jobs(client: httpx.Client, sql: httpx.Client
     assert job_id in [j["id"] for j in client.get("/v1/jobs", headers=admin).json()["jobs"]]
     claimed = {**bob, "sf-context-current-role": "whisper_admin"}
     assert client.get(f"/v1/jobs/{job_id}", headers=claimed).status_code == 404
-    status = sql.post("/functions/job_status", json={"data": [[0, job_id]]}, headers=claimed).json()
+    status = functions.post("/functions/job_status", json={"data": [[0, job_id]]}, headers=claimed).json()
     assert status["data"][0][1]["job_id"] == job_id
     assert wait(client, job_id)["status"] == "succeeded"

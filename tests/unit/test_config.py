@@ -48,3 +48,26 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, key: str, v
     monkeypatch.setenv(f"SPCS_WHISPER_{key}", value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_settings_come_in_groups_and_only_inference_goes_to_ray() -> None:
+    """Flat keywords land in their group; the Ray deployments get the inference group and nothing else."""
+    from service.config import InferenceSettings
+
+    s = Settings(max_batch_size=4, store="sqlite", snowflake_database="DB", api_token="t", data_dir=Path("/tmp/d"))
+    assert (s.inference.max_batch_size, s.gateway.store, s.snowflake.snowflake_database) == (4, "sqlite", "DB")
+    assert s.inference.model_cache_dir == Path("/tmp/d/models")  # CACHE_DIR defaults under DATA_DIR
+    shipped = s.inference.model_dump(mode="json")
+    assert "api_token" not in shipped and "snowflake_password" not in shipped and "max_batch_size" in shipped
+    assert InferenceSettings(**shipped).max_batch_size == 4
+
+
+def test_engine_is_checked_against_the_registry() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown engine 'vllm'"):
+        Settings(engine="vllm")
+    with pytest.raises(ValidationError, match="runs on cpu, not 'cuda'"):
+        Settings(engine="standin", device="cuda")
+    assert Settings(engine="transformers", device="cpu").inference.effective_engine == "transformers"
