@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 
 from service.config import Settings
+from service.jobs.model import TERMINAL as TERMINAL_STATUSES
 
 OK, FAILED, USAGE, UNREACHABLE, TIMEOUT = 0, 1, 2, 3, 4
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
 EXTENSIONS = {"srt": "srt", "vtt": "vtt", "txt": "txt", "json": "json", "verbose_json": "json"}
 API_FORMATS = {"txt": "text"}
 POLL_S = 0.5

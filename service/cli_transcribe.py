@@ -76,7 +76,7 @@ def _via_server(args: argparse.Namespace, settings: Settings, bars: Bars) -> int
 
 
 def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, path: Path, bars: Bars) -> list[Path]:
-    from service.audio import decode
+    from service.audio import SAMPLE_RATE, decode
     from service.formats import render
     from service.inference.local import transcribe_audio
     from service.inference.types import DecodeOptions
@@ -85,7 +85,7 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, pa
 
     language = normalise_language(args.language)
     audio = decode(path, max_seconds=settings.inference.max_audio_seconds)
-    total = audio.shape[0] / 16000
+    total = audio.shape[0] / SAMPLE_RATE
     key = str(path)
     bars.update(key, path.name, 0.0, total)
 
@@ -105,7 +105,7 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, pa
 
     options = DecodeOptions(language=language, task=args.task) if language else None
     if options is None and args.task == "translate":
-        options = DecodeOptions(language=engine.detect_language(audio[: 30 * 16000])[0], task="translate")
+        options = DecodeOptions(language=engine.detect_language(audio[: 30 * SAMPLE_RATE])[0], task="translate")
     transcript = run(options, language)
     bars.update(key, path.name, total, total)
     stem = _target(args, path)

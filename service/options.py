@@ -51,6 +51,13 @@ class JobOptions(BaseModel):
     def _text(cls, value: str | None) -> str | None:
         return value if value and value.strip() else None
 
+    def english_only_problem(self, model: str) -> str | None:
+        """Why an English-only model cannot run these options (another language, or Whisper's translate task,
+        which is into English from another language); None when it can."""
+        if self.language not in (None, "en") or self.task == "translate":
+            return f"model {model!r} is English-only"
+        return None
+
     def stored(self) -> dict[str, Any]:
         """The job record's OPTIONS column: the options that differ from their defaults."""
         return self.model_dump(exclude_defaults=True)

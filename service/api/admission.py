@@ -31,8 +31,8 @@ def _check_model(options: JobRequest, info: dict | None, configured: str) -> str
     if options.model not in (None, "", served, "whisper-1"):
         raise ApiError(422, "unsupported_model", f"this service runs model {served!r}, not {options.model!r}")
     english_only = bool(info and not info.get("multilingual", True))
-    if english_only and (options.language not in (None, "en") or options.task == "translate"):
-        raise ApiError(422, "unsupported_language", f"model {served!r} is English-only")
+    if english_only and (problem := options.english_only_problem(served)):
+        raise ApiError(422, "unsupported_language", problem)
     return served
 
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api.deps import ServicesDep
 from service.api.errors import error_response, request_id_var
 from service.api.schemas import ExportHealth, Health, Readiness
+from service.jobs.model import JobStatus
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ async def metrics(services: ServicesDep) -> Response:
     """Prometheus text format: jobs by status, queue depth, audio seconds, latencies, Whisper batch sizes."""
     m = services.metrics
     counts = await services.store.count_by_status()
-    for status in ("queued", "running", "transcribed", "translating", "succeeded", "failed", "cancelled"):
-        m.jobs.labels(status).set(counts.get(status, 0))
+    for status in JobStatus:
+        m.jobs.labels(status.value).set(counts.get(status.value, 0))
     m.queue_depth.set(counts.get("queued", 0))
     m.in_flight.set(services.dispatcher.in_flight)
     if export := _export(services.store):

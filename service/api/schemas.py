@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from service.jobs.model import Batch, Job
+from service.jobs.model import TRANSCRIBED, Batch, Job, JobStatus
 from service.options import JobOptions
 
 
@@ -42,7 +42,7 @@ class JobLinks(BaseModel):
 
 class JobView(BaseModel):
     id: str
-    status: Literal["queued", "running", "transcribed", "translating", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     source: str
     language: str | None
     task: str
@@ -63,7 +63,7 @@ class JobView(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobView:
-        done = job.status in ("succeeded", "transcribed", "translating")
+        done = job.status in TRANSCRIBED
         audio = job.audio_seconds
         fraction = 1.0 if done else (job.progress if job.status == "running" else 0.0)
         queued_until = job.started_at or job.finished_at

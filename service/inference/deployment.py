@@ -257,8 +257,8 @@ class Decoder:
         started = time.perf_counter()
         lang = options.language
         info = await self._model_info()
-        if not info["multilingual"] and (lang not in (None, "en") or options.task == "translate"):
-            return _error(422, "unsupported_language", f"model {info['model']} is English-only")
+        if not info["multilingual"] and (problem := options.english_only_problem(info["model"])):
+            return _error(422, "unsupported_language", problem)
         try:
             path = await spool(request.stream(), self.settings.max_upload_bytes)
         except BodyTooLarge as exc:

@@ -28,6 +28,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutput
 
+from service.audio import SAMPLE_RATE
 from service.inference.alignment import SECONDS_PER_TOKEN, Aligned, WordAligner, attach_words
 from service.inference.convert import LOAD_LOCK, ensure_hf_checkpoint
 from service.inference.engines import from_checkpoint
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30.0
 MIN_SAMPLES = 400  # one STFT frame
 CHUNK = 8  # windows per teacher-forced decoder pass (full-vocabulary logits for every token)

@@ -26,6 +26,8 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+# The states in which the job's transcript exists (translation may still be running).
+TRANSCRIBED = frozenset({JobStatus.TRANSCRIBED, JobStatus.TRANSLATING, JobStatus.SUCCEEDED})
 
 # Allowed moves; `running -> queued` is a retry (or recovery after a crash).
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
