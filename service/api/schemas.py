@@ -92,9 +92,9 @@ class JobView(BaseModel):
                 queued_s=(queued_until - job.submitted_at).total_seconds() if queued_until else None,
                 processing_s=processing,
                 seconds_per_audio_second=round(processing / audio, 4) if processing and audio else None,
-                decode_s=_timing(job, "decode_s"),
-                inference_s=_timing(job, "inference_s"),
-                whisper_nodes=_timing(job, "whisper_nodes"),
+                decode_s=job.timings.decode_s,
+                inference_s=job.timings.inference_s,
+                whisper_nodes=job.timings.whisper_nodes,
             ),
             error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
             idempotency_key=job.idempotency_key,
@@ -109,16 +109,9 @@ class JobView(BaseModel):
         )
 
 
-def _timing(job: Job, name: str) -> Any:
-    """One of the job's stored timings (a dict, or the typed Timings), None when unknown."""
-    timings: Any = job.timings
-    return timings.get(name) if isinstance(timings, dict) else getattr(timings, name, None)
-
-
 def batch_options(batch: Batch) -> dict[str, Any]:
     """A batch's options as the API shows them: those that differ from the defaults."""
-    options: Any = batch.options
-    return options if isinstance(options, dict) else options.stored()
+    return batch.options.stored()
 
 
 class TranslationView(BaseModel):

@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 from service.options import JobOptions
+from service.transcript import Timings
 
 
 class JobStatus(StrEnum):
@@ -96,7 +96,7 @@ class Job:
     idempotency_key: str | None = None
     batch_id: str | None = None
     owner: str | None = None  # the Snowflake user who submitted it (SPCS's Sf-Context-Current-User)
-    timings: dict[str, Any] = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)  # the transcript's, once transcribed
 
     @property
     def processing_seconds(self) -> float | None:

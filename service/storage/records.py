@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from service.jobs.model import Job, JobStatus
 from service.options import JobOptions
-from service.transcript import Transcript
+from service.transcript import Timings, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ def job_to_record(job: Job) -> dict[str, Any]:
         data[key] = data[key].isoformat() if data[key] else None
     data["status"] = job.status.value
     data["options"] = job.options.stored()
+    data["timings"] = job.timings.model_dump(exclude_none=True)
     return data
 
 
@@ -71,7 +72,8 @@ def job_from_record(data: dict[str, Any]) -> Job:
         if isinstance(value, str):
             values[key] = datetime.fromisoformat(value)
     values["status"] = JobStatus(values["status"])
-    values["timings"] = values.get("timings") or {}
+    timings = values.get("timings") or {}
+    values["timings"] = Timings.model_validate_json(timings) if isinstance(timings, str) else Timings(**timings)
     values["options"] = options
     return Job(**values)
 

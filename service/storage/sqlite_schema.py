@@ -179,6 +179,6 @@ def row_to_job(row: sqlite3.Row) -> Job:
 
 def job_to_row(job: Job) -> dict[str, Any]:
     data = job_to_record(job)
-    data["timings"] = json.dumps(job.timings)
+    data["timings"] = json.dumps(data["timings"])
     data["options"] = json.dumps(data["options"], ensure_ascii=False)
     return data

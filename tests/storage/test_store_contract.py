@@ -386,7 +386,7 @@ def test_transcript_round_trips(stores: Stores) -> None:
         assert await store.transcript(new_job_id()) is None
         done = await store.get(job.id)
         assert (done.audio_seconds, done.language) == (3.25, "hi")
-        assert done.timings == {"decode_s": 0.25, "whisper_nodes": ["n1"], "wall_s": 1.5}
+        assert done.timings.model_dump(exclude_none=True) == {"decode_s": 0.25, "whisper_nodes": ["n1"], "wall_s": 1.5}
         stored[0] = job.id
 
     async def reopened(store: Any) -> None:
