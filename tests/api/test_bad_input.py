@@ -13,18 +13,8 @@ import httpx
 
 from tests.api.conftest import Gateway
 from tests.fakes import FakeInference
-from tests.integration.helpers import DATA, submit
+from tests.integration.helpers import DATA, assert_error, submit
 from tests.media import write_video_only
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) >= {"code", "message", "request_id"} and error["message"]
-    assert error["request_id"] == response.headers["x-request-id"]
-    if code:
-        assert error["code"] == code, error
-    return error
 
 
 def wait(client: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:

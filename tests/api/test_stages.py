@@ -22,22 +22,15 @@ import pytest
 
 from tests.api.conftest import Gateway, gateway
 from tests.fakes import FakeInference
-from tests.integration.helpers import DATA, MANIFEST_JFK, call_function, wait
+from tests.integration.helpers import DATA, FUNCTION_HEADERS, MANIFEST_JFK, call_function, stage_of_clips, wait
 
 QUEUE_BOUND = 6
-HEADERS = {
-    "sf-external-function-format": "json",
-    "sf-external-function-format-version": "1.0",
-    "sf-external-function-current-query-id": "01b2c3d4-0000-0000-0000-000000000001",
-    "sf-context-current-user": "ANALYST",
-}
+HEADERS = FUNCTION_HEADERS
 
 
 @pytest.fixture(scope="module")
 def stage_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("audio-stage")
-    for name in ("en_jfk.flac", "en_jfk.m4a", "en_jfk_video.mp4"):
-        shutil.copy(DATA / name, folder / name)
+    folder = stage_of_clips(tmp_path_factory.mktemp("audio-stage"))
     (folder / "calls").mkdir()
     shutil.copy(DATA / "en_jfk.flac", folder / "calls" / "monday.flac")
     (folder / "notes.txt").write_text("not audio")

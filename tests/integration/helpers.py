@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 import time
 import unicodedata
 from functools import lru_cache
@@ -23,6 +24,21 @@ def manifest(folder: Path = DATA) -> dict[str, dict[str, str]]:
 
 
 MANIFEST_JFK = manifest()["en_jfk.flac"]["reference_text"]
+# What Snowflake sends with a service-function batch (its query id, the calling user).
+FUNCTION_HEADERS = {
+    "sf-external-function-format": "json",
+    "sf-external-function-format-version": "1.0",
+    "sf-external-function-current-query-id": "01b2c3d4-0000-0000-0000-000000000001",
+    "sf-context-current-user": "ANALYST",
+}
+JFK_CLIPS = ("en_jfk.flac", "en_jfk.m4a", "en_jfk_video.mp4")  # one speech, three containers
+
+
+def stage_of_clips(folder: Path) -> Path:
+    """`folder` as a mounted stage holding the JFK clips (JFK_CLIPS)."""
+    for name in JFK_CLIPS:
+        shutil.copy(DATA / name, folder / name)
+    return folder
 
 
 @lru_cache(maxsize=1)
@@ -82,3 +98,14 @@ def transcribe(client: httpx.Client, path: Path, timeout: float = 300, **fields:
     assert job["status"] == "succeeded", job
     transcript = client.get(f"/v1/jobs/{job['id']}/transcript").json()
     return job, transcript
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    """The service's one error body, with this status (and code), naming the request id it answered with."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"code", "message", "request_id"} and error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    if code:
+        assert error["code"] == code, error
+    return error

@@ -11,8 +11,7 @@ import pytest
 
 from tests.harness import Service, start_gateway, stop_gateway, wait_ready
 from tests.hostile import MAX_AUDIO_SECONDS, MAX_UPLOAD_MB, Case, corpus
-from tests.integration.helpers import DATA, transcribe
-from tests.integration.test_bad_input import assert_error
+from tests.integration.helpers import DATA, assert_error, transcribe
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
 

@@ -10,7 +10,6 @@ process, against a fake inference, in tests/api/test_stages.py.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,23 +18,23 @@ import httpx
 import pytest
 
 from tests.harness import Service, functions_url, start_gateway, stop_gateway, wait_ready
-from tests.integration.helpers import DATA, MANIFEST_JFK, SHARED_AUDIO, call_function, wait, wer
+from tests.integration.helpers import (
+    FUNCTION_HEADERS,
+    MANIFEST_JFK,
+    SHARED_AUDIO,
+    call_function,
+    stage_of_clips,
+    wait,
+    wer,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
-HEADERS = {
-    "sf-external-function-format": "json",
-    "sf-external-function-format-version": "1.0",
-    "sf-external-function-current-query-id": "01b2c3d4-0000-0000-0000-000000000001",
-    "sf-context-current-user": "ANALYST",
-}
+HEADERS = FUNCTION_HEADERS
 
 
 @pytest.fixture(scope="module")
 def stage_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("audio-stage")
-    for name in ("en_jfk.flac", "en_jfk.m4a", "en_jfk_video.mp4"):
-        shutil.copy(DATA / name, folder / name)
-    return folder
+    return stage_of_clips(tmp_path_factory.mktemp("audio-stage"))
 
 
 @pytest.fixture(scope="module")
