@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from service.inference.client import InferenceError, ProgressCallback
+from service.inference.types import AppInfo
 from service.options import JobOptions
 from service.transcript import Segment, Transcript, joined_text
 
@@ -34,21 +34,15 @@ class FakeInference:
     ) -> None:
         self.seconds, self.segments, self.text = seconds, segments, text
         self.fail, self.fail_after, self.failures = fail, fail_after, failures or {}
-        self.info: dict[str, Any] = {
-            "status": "ready",
-            "engine": "fake",
-            "model": model,
-            "multilingual": multilingual,
-            "job_capacity": capacity,
-        }
+        self.info = AppInfo(engine="fake", model=model, multilingual=multilingual, job_capacity=capacity)
         self.down = False
         self.calls: list[JobOptions] = []
         self.closed = False
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> AppInfo:
         if self.down:
             raise InferenceError("the fake is down", code="inference_unavailable", status=503, retryable=True)
-        return dict(self.info)
+        return self.info.model_copy()
 
     def transcript(self, options: JobOptions) -> Transcript:
         """What `transcribe` returns for these options."""

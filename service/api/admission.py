@@ -16,6 +16,7 @@ from service.api.errors import ApiError
 from service.api.intake import BatchRequest, JobRequest
 from service.api.uploads import check_size, probe_file, probe_stored, receive_upload
 from service.config import Settings
+from service.inference.types import AppInfo
 from service.jobs.model import Batch, Job, new_batch_id, new_job_id, now
 from service.storage.base import Bounds, DuplicateIdempotencyKey, QueueFull
 from service.storage.remote import fetch_url
@@ -25,12 +26,12 @@ if TYPE_CHECKING:
     from service.api.deps import Services
 
 
-def _check_model(options: JobRequest, info: dict | None, configured: str) -> str:
+def _check_model(options: JobRequest, info: AppInfo | None, configured: str) -> str:
     """The model that will run the job; refuses what it cannot do (English-only model, other model)."""
-    served = (info or {}).get("model", configured)
+    served = info.model if info is not None and info.model else configured
     if options.model not in (None, "", served, "whisper-1"):
         raise ApiError(422, "unsupported_model", f"this service runs model {served!r}, not {options.model!r}")
-    english_only = bool(info and not info.get("multilingual", True))
+    english_only = info is not None and not info.multilingual
     if english_only and (problem := options.english_only_problem(served)):
         raise ApiError(422, "unsupported_language", problem)
     return served

@@ -41,8 +41,8 @@ class Services:
     @property
     def served_model(self) -> str:
         """The model the Ray app says it runs (its /ready `model`), else the configured one."""
-        info = self.dispatcher.model_info or {}
-        return str(info.get("model") or self.settings.inference.model)
+        info = self.dispatcher.model_info
+        return info.model if info is not None and info.model else self.settings.inference.model
 
 
 def services(request: Request) -> Services:

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api.deps import ServicesDep
 from service.api.errors import error_response, request_id_var
 from service.api.schemas import ExportHealth, Health, Readiness
+from service.inference.types import AppInfo
 from service.jobs.model import JobStatus
 
 router = APIRouter(tags=["health"])
@@ -43,9 +44,9 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         store=store,
         snowflake_export=_export_health(export) if export else None,
         inference=inference,
-        engine=(info or {}).get("engine"),
-        model=(info or {}).get("model"),
-        multilingual=(info or {}).get("multilingual"),
+        engine=info.engine if info else None,
+        model=info.model if info else None,
+        multilingual=info.multilingual if info else None,
     )
     if body.status != "ready":
         return error_response(503, "not_ready", f"store: {store}; inference: {inference}", retry_after=5)
@@ -80,8 +81,8 @@ async def metrics(services: ServicesDep) -> Response:
         m.export_pending.set(export.pending)
         m.export_statements.set(export.statements)
         m.export_failures.set(export.failures)
-    info = services.dispatcher.model_info or {}
-    m.batches.set(info.get("batches") or 0)
-    m.batch_windows.set(info.get("windows") or 0)
-    m.mean_batch_size.set(info.get("mean_batch_size") or 0)
+    info = services.dispatcher.model_info or AppInfo()
+    m.batches.set(info.batches)
+    m.batch_windows.set(info.windows)
+    m.mean_batch_size.set(info.mean_batch_size or 0)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

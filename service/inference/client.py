@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import httpx
 
 from service.errors import ServiceError
+from service.inference.types import AppInfo
 from service.options import JobOptions
 from service.transcript import Segment, Transcript
 
@@ -32,7 +33,7 @@ class InferenceError(ServiceError):
 class Inference(Protocol):
     """What the gateway needs of the Ray Serve app (InferenceClient; tests use a fake)."""
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> AppInfo:
         """The model's facts (`model`, `multilingual`, `job_capacity`, ...); InferenceError while it is down."""
         ...
 
@@ -66,7 +67,7 @@ class InferenceClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> AppInfo:
         """Model facts when the app answers; raises InferenceError (retryable) otherwise."""
         try:
             response = await self._http.get(f"{self.url}/ready", timeout=5.0)
@@ -75,7 +76,11 @@ class InferenceClient:
             raise _unavailable() from exc
         if response.status_code != 200:
             raise _unavailable(f"Ray Serve answered {response.status_code}")
-        return response.json()
+        try:
+            return AppInfo.model_validate(response.json())
+        except ValueError as exc:  # not the app's answer (a proxy's page): as good as down
+            log.warning("Ray Serve's /ready answer is not its facts: %s", response.text[:500])
+            raise _unavailable("Ray Serve answered something else than its facts") from exc
 
     async def transcribe(
         self, audio: Path, options: JobOptions, on_progress: ProgressCallback | None = None

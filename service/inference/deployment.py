@@ -43,7 +43,7 @@ from service.inference.pipeline import EngineCalls, WindowPipeline
 from service.inference.scaling import decoder_options, job_capacity, whisper_gpus, whisper_options
 from service.inference.stats import Reporter, stats_actor
 from service.inference.stream import BodyTooLarge, Steps, WindowSource, spool
-from service.inference.types import DecodeOptions, WindowResult
+from service.inference.types import AppInfo, DecodeOptions, WindowResult
 from service.inference.windows import vad_options
 from service.options import JobOptions
 from service.transcript import Timings
@@ -150,18 +150,19 @@ class Whisper:
             on_batch=lambda seconds, windows: self.reporter.add(seconds, batches=1, windows=windows),
         )
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> AppInfo:
+        """This replica's model and batching counters (the Decoder adds the replicas and capacity)."""
         calls = self.calls
-        return {
-            "engine": self.engine.name,
-            "model": self.engine.model_name,
-            "multilingual": self.engine.multilingual,
-            "max_batch_size": self.settings.max_batch_size,
-            "batches": calls.batches,
-            "windows": calls.items,
-            "mean_batch_size": round(calls.items / calls.batches, 3) if calls.batches else None,
-            "queued_windows": calls.pending(),
-        }
+        return AppInfo(
+            engine=self.engine.name,
+            model=self.engine.model_name,
+            multilingual=self.engine.multilingual,
+            max_batch_size=self.settings.max_batch_size,
+            batches=calls.batches,
+            windows=calls.items,
+            mean_batch_size=round(calls.items / calls.batches, 3) if calls.batches else None,
+            queued_windows=calls.pending(),
+        )
 
     async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         return await self.calls.detect_language(audio)
@@ -192,7 +193,7 @@ class Decoder:
     def __init__(self, whisper: DeploymentHandle, settings: dict[str, Any]) -> None:
         self.whisper = whisper
         self.settings = InferenceSettings(**settings)
-        self._info: dict[str, Any] | None = None
+        self._info: AppInfo | None = None
         self._slots = asyncio.Semaphore(self.settings.decode_concurrency)
         self._cleanups: set[asyncio.Task] = set()
         inference = self.settings
@@ -203,7 +204,7 @@ class Decoder:
         self.windows_retried = 0
         self.reporter = Reporter("Decoder")
 
-    async def _model_info(self) -> dict[str, Any]:
+    async def _model_info(self) -> AppInfo:
         if self._info is None:
             self._info = await self._whisper("info")
         return self._info
@@ -223,19 +224,19 @@ class Decoder:
         raise AssertionError("unreachable")
 
     @api.get("/ready")
-    async def ready(self) -> dict[str, Any]:
+    async def ready(self) -> AppInfo:
         """Model facts, the replicas running now and the jobs the gateway may usefully send at once."""
-        info = await self._whisper("info")
+        info: AppInfo = await self._whisper("info")
         states = await asyncio.to_thread(replica_states)
         running = {name: counts.get("RUNNING", 0) for name, counts in states.items()}
-        return {
-            "status": "ready",
-            **info,
-            "replicas": running,
-            "replica_states": states,
-            "job_capacity": job_capacity(self.settings, running.get("Whisper", 1)),
-            "windows_retried": self.windows_retried,
-        }
+        return info.model_copy(
+            update={
+                "replicas": running,
+                "replica_states": states,
+                "job_capacity": job_capacity(self.settings, running.get("Whisper", 1)),
+                "windows_retried": self.windows_retried,
+            }
+        )
 
     @api.get("/stats")
     async def stats(self) -> dict[str, Any]:
@@ -257,7 +258,7 @@ class Decoder:
         started = time.perf_counter()
         lang = options.language
         info = await self._model_info()
-        if not info["multilingual"] and (problem := options.english_only_problem(info["model"])):
+        if not info.multilingual and (problem := options.english_only_problem(str(info.model))):
             return _error(422, "unsupported_language", problem)
         try:
             path = await spool(request.stream(), self.settings.max_upload_bytes)
@@ -305,7 +306,7 @@ class Decoder:
         job: _Job,
         source: WindowSource,
         pipeline: WindowPipeline,
-        info: dict[str, Any],
+        info: AppInfo,
         started: float,
         waited: float,
     ) -> AsyncIterator[str]:
@@ -335,7 +336,7 @@ class Decoder:
             peak_buffered_s=round(source.peak_buffered / SAMPLE_RATE, 3),
             whisper_nodes=pipeline.nodes(),  # Ray nodes that decoded it
         )
-        transcript = pipeline.transcript(info["engine"], info["model"], timings)
+        transcript = pipeline.transcript(info.engine, info.model, timings)
         yield json.dumps({"event": "result", "transcript": transcript.dump()}) + "\n"
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.options import JobOptions, Task
 from service.transcript import Segment
@@ -68,3 +69,24 @@ class Engine(Protocol):
     def transcribe_batch(self, windows: list[np.ndarray], options: DecodeOptions) -> list[WindowResult]:
         """Decode several ≤ 30 s windows (16 kHz mono float32) in one batch; one result per window."""
         ...
+
+
+class AppInfo(BaseModel):
+    """What the Ray app's `GET /ready` says: the model it serves, its batching counters, its replicas and how
+    many jobs the gateway may usefully send at once. The Decoder answers with it; the gateway reads it."""
+
+    model_config = ConfigDict(extra="allow")  # a newer app's facts pass through
+
+    status: str = "ready"
+    engine: str | None = None
+    model: str | None = None
+    multilingual: bool = True
+    max_batch_size: int | None = None
+    batches: int = 0  # Whisper batches run, windows in them, and their mean size (this replica's counters)
+    windows: int = 0
+    mean_batch_size: float | None = None
+    queued_windows: int = 0
+    replicas: dict[str, int] = Field(default_factory=dict)  # RUNNING replicas per deployment
+    replica_states: dict[str, dict[str, int]] = Field(default_factory=dict)
+    job_capacity: int | None = None
+    windows_retried: int = 0

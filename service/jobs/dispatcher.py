@@ -13,6 +13,7 @@ from typing import Any
 from service.config import Settings
 from service.errors import ServiceError
 from service.inference.client import Inference, InferenceError
+from service.inference.types import AppInfo
 from service.jobs.model import Job, JobStatus, now
 from service.jobs.slots import Slots
 from service.jobs.sources import job_audio
@@ -60,7 +61,7 @@ class Dispatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._resume_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
-        self.model_info: dict | None = None  # the Ray app's /ready answer; None while it is down
+        self.model_info: AppInfo | None = None  # the Ray app's /ready answer; None while it is down
         self._inference_up = asyncio.Event()
         self._claiming = asyncio.Event()  # cleared by drain(): no job is claimed until resume()
         self._claiming.set()
@@ -156,8 +157,8 @@ class Dispatcher:
             try:
                 self.model_info = await self.client.ready()
                 self._inference_up.set()
-                capacity = self.model_info.get("job_capacity")
-                if self.settings.gateway.dispatch_concurrency is None and isinstance(capacity, int) and capacity > 0:
+                capacity = self.model_info.job_capacity
+                if self.settings.gateway.dispatch_concurrency is None and capacity is not None and capacity > 0:
                     if capacity != self._slots.limit:
                         log.info("jobs in flight at Ray Serve: %d -> %d", self._slots.limit, capacity)
                     self._slots.resize(capacity)

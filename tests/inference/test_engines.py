@@ -135,5 +135,5 @@ def test_the_whisper_deployment_follows_the_registry(monkeypatch: pytest.MonkeyP
 
     results = asyncio.run(run())
     assert whisper.engine.calls == [1, 1, 1] and all(r.node == "node-1" for r in results)
-    assert whisper.info()["batches"] == 3 and whisper.info()["mean_batch_size"] == 1.0
+    assert whisper.info().batches == 3 and whisper.info().mean_batch_size == 1.0
     assert len(whisper.reporter.added) == 3
