@@ -18,7 +18,7 @@ from service.inference import deployment
 from service.inference.pipeline import WindowPipeline
 from service.inference.prompting import PROMPT_TOKENS, prompt_tokens
 from service.inference.stream import Steps, WindowSource
-from service.inference.types import DecodeOptions, WindowResult
+from service.inference.types import AppInfo, DecodeOptions, WindowResult
 from service.inference.windows import WindowStream, cut, spaced, stitch, vad_options
 from service.transcript import Segment, Word, joined_text
 
@@ -214,7 +214,7 @@ def test_progress_segments_come_in_audio_order(tmp_path: Path) -> None:
             budget=decoder._window_budget,
             on_cut=job.release,
         )
-        events = decoder._events(job, source, pipeline, {"engine": "fake", "model": "fake"}, 0.0, 0.0)
+        events = decoder._events(job, source, pipeline, AppInfo(engine="fake", model="fake"), 0.0, 0.0)
         return [json.loads(line) async for line in events]
 
     events = asyncio.run(run())
