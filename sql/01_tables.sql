@@ -17,7 +17,8 @@
 -- ATTEMPTS counts runs; together with STATUS it fences writes from stale workers.
 -- NOT_BEFORE is the retry backoff; PROGRESS is the share of the audio done by the running attempt.
 -- OPTIONS holds what the job asked of the model, the options that differ from their defaults (language, task,
--- word_timestamps, prompt, temperature, hotwords, vad_*, translate_to), e.g. OPTIONS:prompt::STRING.
+-- word_timestamps, prompt, temperature, hotwords, vad_*, translate_to), e.g. OPTIONS:prompt::STRING
+-- (path syntax and cast: https://docs.snowflake.com/en/user-guide/querying-semistructured).
 -- TASK and TRANSLATE_TO repeat options.task / options.translate_to as plain columns for SQL filters.
 -- LANGUAGE is the language asked for until the job is transcribed, then the detected one.
 CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS (
@@ -48,10 +49,13 @@ CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS (
 COMMENT = 'spcs-whisper: transcription jobs and their state';
 -- Columns added after the first release, for tables created by an older version (re-runnable).
 ALTER TABLE TRANSCRIPTION_JOBS ADD COLUMN IF NOT EXISTS OWNER VARCHAR;
+-- ADD [ COLUMN ] [ IF NOT EXISTS ]: a no-op on a table that has it, so re-running `make deploy` is safe;
+-- a column added this way is nullable and old rows read NULL (https://docs.snowflake.com/en/sql-reference/sql/alter-table).
 ALTER TABLE TRANSCRIPTION_JOBS ADD COLUMN IF NOT EXISTS OPTIONS VARIANT;
 -- Tables made before OPTIONS keep WORD_TIMESTAMPS, PROMPT and TEMPERATURE (nullable, no longer written; their
 -- old rows keep their values). Once those are no longer needed:
 --   ALTER TABLE TRANSCRIPTION_JOBS DROP COLUMN WORD_TIMESTAMPS, PROMPT, TEMPERATURE;
+-- (DROP [ COLUMN ] [ IF EXISTS ] <col_name> [, ...], same page.)
 
 -- One row per transcribed job (at most one: written with MERGE on JOB_ID). TEXT is the whole transcript,
 -- SEGMENTS the timed segments (and words when asked for), BODY the whole document the API serves.

@@ -11,7 +11,7 @@ from service.api.admission import accept_batch
 from service.api.deps import CallerDep, ServicesDep, StoreDep
 from service.api.errors import ApiError
 from service.api.intake import BatchRequest, json_fields, validated
-from service.api.schemas import BatchView, batch_options
+from service.api.schemas import BatchView
 from service.jobs.model import Batch, Job, JobStatus
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -39,7 +39,7 @@ def batch_view(batch: Batch, jobs: list[Job]) -> BatchView:
         id=batch.id,
         stage=batch.stage,
         pattern=batch.pattern,
-        options=batch_options(batch),
+        options=batch.options.stored(),  # those that differ from the defaults
         created_at=batch.created_at,
         status=status,
         files=batch.files,

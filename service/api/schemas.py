@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel
 
-from service.jobs.model import TRANSCRIBED, Batch, Job, JobStatus
+from service.jobs.model import TRANSCRIBED, Job, JobStatus
 from service.options import JobOptions
 
 
@@ -107,11 +107,6 @@ class JobView(BaseModel):
                 translation=f"/v1/jobs/{job.id}/translation" if job.options.translate_to else None,
             ),
         )
-
-
-def batch_options(batch: Batch) -> dict[str, Any]:
-    """A batch's options as the API shows them: those that differ from the defaults."""
-    return batch.options.stored()
 
 
 class TranslationView(BaseModel):

@@ -39,7 +39,7 @@ class DecodeOptions:
             beam_size=beam_size,
             initial_prompt=options.prompt or None,
             temperature=options.temperature,
-            hotwords=options.hotwords.strip() if options.hotwords and options.hotwords.strip() else None,
+            hotwords=(options.hotwords or "").strip() or None,
         )
 
 

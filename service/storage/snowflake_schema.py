@@ -98,6 +98,8 @@ JOBS = TableSpec(
 # Whisper translations, which get translated) and because TASK is NOT NULL in every deployed table. Tables of
 # an earlier release also have WORD_TIMESTAMPS, PROMPT and TEMPERATURE: nullable and no longer written (read
 # only to take in that release's unfinished jobs, snowflake_adopt.py); sql/01_tables.sql no longer makes them.
+# `make deploy` adds OPTIONS to such a table with ADD COLUMN IF NOT EXISTS, nullable, NULL in old rows
+# (https://docs.snowflake.com/en/sql-reference/sql/alter-table), hence the fold in `job_from_row`.
 LEGACY_JOB_COLUMNS = ("WORD_TIMESTAMPS", "PROMPT", "TEMPERATURE")
 TRANSCRIPTIONS = TableSpec(
     "TRANSCRIPTIONS",
