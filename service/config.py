@@ -82,6 +82,15 @@ class GatewaySettings(BaseSettings):
         description="jobs the gateway runs on Ray Serve at once; unset: what the Ray app says it can hold "
         "(job_capacity of its /ready: 2 × MAX_BATCH_SIZE per running Whisper replica, at least 16)",
     )
+    scheduling: Literal["fair", "fifo"] = Field(
+        "fair",
+        description="fair: interactive jobs (service-function rows, the synchronous OpenAI routes, files of at most "
+        "INTERACTIVE_MAX_SECONDS) go first, at the gateway and in the Ray app, and queued jobs are claimed fewest "
+        "running per owner first; fifo: in submission order",
+    )
+    interactive_max_seconds: float = Field(
+        30.0, ge=0, description="with fair scheduling, an uploaded file at most this long is interactive"
+    )
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long running jobs may finish")
     max_attempts: int = Field(3, ge=1, description="tries per job before it fails")
     retry_backoff_s: float = Field(2.0, ge=0)

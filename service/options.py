@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from service.languages import normalise_language
 
 Task = Literal["transcribe", "translate"]
+# Which queue a job waits in: `interactive` (a service-function row, the synchronous OpenAI routes, or a short
+# file) goes before `bulk` at every step: the gateway's claims, the Ray app's decode slots, window budget and
+# batches. The gateway decides it (GatewaySettings.scheduling); the Ray app takes it as the `lane` parameter.
+Lane = Literal["interactive", "bulk"]
 # Options the Ray app does not need: the gateway acts on them after transcription.
 GATEWAY_ONLY = frozenset({"translate_to"})
 
