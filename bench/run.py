@@ -258,6 +258,16 @@ def main() -> None:
         }
         print(f"CPU layouts (replicas x threads): {result['cpu_layouts']}", flush=True)
 
+    if not args.skip_service:
+        from bench.mixed import measure as measure_mixed
+        from service.inference.models import resolve
+
+        # The service as deployed by default (its own CPU layout), against faster-whisper on the same weights.
+        with running(args.model, cache, SPCS_WHISPER_CPU_THREADS="0") as svc:
+            mixed = measure_mixed(svc.url, svc.serve_url, resolve(args.model, cache).path, args.threads, args.runs)
+        result.update(mixed)
+        print(f"mixed workload: {json.dumps(mixed)}", flush=True)
+
     from bench.submit_load import measure
 
     submit = measure()
@@ -304,6 +314,18 @@ def update_doc(result: dict[str, Any]) -> None:
         "batching_speedup",
         "engine_batching_ceiling",
         "mean_batch_size",
+        "mixed_files",
+        "mixed_audio_s",
+        "mixed_service_s",
+        "mixed_batched_pipeline_s",
+        "mixed_naive_vad_s",
+        "service_vs_batched_pipeline",
+        "service_vs_naive_vad",
+        "mixed_wer_service",
+        "mixed_wer_batched_pipeline",
+        "mixed_wer_naive_vad",
+        "short_file_latency_p50_s",
+        "short_file_latency_share",
         "submit_p50_ms",
         "submit_p99_ms",
         "submit_rps",

@@ -98,7 +98,7 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, pa
             audio,
             language,
             options,
-            settings.inference.max_batch_size,
+            settings.inference.batch_size,  # one engine with every core: batches of 16 pay (docs/benchmarks.md)
             settings.inference.vad,
             progress if track else None,
         )

@@ -38,6 +38,8 @@ def gpu_present() -> bool:
     return Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia/gpus").exists()
 
 
+GPU_BATCH_SIZE = 16  # MAX_BATCH_SIZE when unset, on a GPU...
+CPU_BATCH_SIZE = 4  # ...and for a single-threaded CPU replica, which gains nothing from larger batches
 _FROM_ENV = SettingsConfigDict(env_prefix="SPCS_WHISPER_", env_nested_delimiter="__", extra="ignore")
 
 
@@ -176,15 +178,27 @@ class InferenceSettings(BaseSettings):
     model: str = Field("base", description="tiny.en | base | a CTranslate2 or Hugging Face checkpoint folder")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = Field("auto", description="int8 on CPU, float16 on GPU when auto")
-    cpu_threads: int = Field(0, ge=0, description="threads per Whisper replica; 0 = all cores")
+    cpu_threads: int = Field(
+        0, ge=0, description="threads per Whisper replica on CPU; 0: the CPU layout (1 with one replica per core)"
+    )
     beam_size: int = Field(5, ge=1, le=16)
     vad: bool = True
-    max_batch_size: int = Field(16, ge=1, le=128, description="most 30 s windows per model call")
+    max_batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=128,
+        description="most 30 s windows per model call; unset: 4 for single-threaded CPU replicas, else 16",
+    )
     batch_wait_timeout_s: float = Field(
         0.05, ge=0, description="an idle model starts a batch once no window has joined it for this long"
     )
     batch_max_wait_s: float = Field(0.5, ge=0, description="...and at the latest this long after its first window")
-    whisper_replicas: int = Field(1, ge=1, description="Whisper replicas when WHISPER_MIN/MAX_REPLICAS are unset")
+    whisper_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="Whisper replicas when WHISPER_MIN/MAX_REPLICAS are unset; unset: 1 with a GPU, else the CPU "
+        "layout (one single-threaded replica per core, at most 8; cores ÷ CPU_THREADS when that is set)",
+    )
     whisper_min_replicas: int | None = Field(
         None,
         ge=1,
@@ -251,8 +265,14 @@ class InferenceSettings(BaseSettings):
     @property
     def whisper_bounds(self) -> tuple[int, int]:
         """(floor, ceiling) of the Whisper replicas; both WHISPER_REPLICAS unless set."""
-        ceiling = self.whisper_max_replicas or max(self.whisper_replicas, self.whisper_min_replicas or 1)
-        return min(self.whisper_min_replicas or self.whisper_replicas, ceiling), ceiling
+        replicas = self.whisper_replicas or 1
+        ceiling = self.whisper_max_replicas or max(replicas, self.whisper_min_replicas or 1)
+        return min(self.whisper_min_replicas or replicas, ceiling), ceiling
+
+    @property
+    def batch_size(self) -> int:
+        """MAX_BATCH_SIZE, else 16 (`scaling.hardware_layout` sets it for the hardware before the app starts)."""
+        return self.max_batch_size or GPU_BATCH_SIZE
 
     @property
     def max_upload_bytes(self) -> int:

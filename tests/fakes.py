@@ -8,7 +8,7 @@ from pathlib import Path
 
 from service.inference.client import InferenceError, ProgressCallback
 from service.inference.types import AppInfo
-from service.options import JobOptions
+from service.options import JobOptions, Lane
 from service.transcript import Segment, Transcript, joined_text
 
 TEXT = "the fake transcript"
@@ -18,7 +18,7 @@ class FakeInference:
     """A deterministic transcript from the options: `segments` segments of one second each (`seconds` spread
     over them), in the requested language (else `en`), each reported as progress. `fail` makes every call
     raise it (after `fail_after` segments); `failures` maps a job's `prompt` to the error that call raises;
-    `down` makes `ready()` fail. `calls` records each call's options."""
+    `down` makes `ready()` fail. `calls` records each call's options, `lanes` each call's lane."""
 
     def __init__(
         self,
@@ -37,6 +37,7 @@ class FakeInference:
         self.info = AppInfo(engine="fake", model=model, multilingual=multilingual, job_capacity=capacity)
         self.down = False
         self.calls: list[JobOptions] = []
+        self.lanes: list[Lane] = []
         self.closed = False
 
     async def ready(self) -> AppInfo:
@@ -59,9 +60,15 @@ class FakeInference:
         )
 
     async def transcribe(
-        self, audio: Path, options: JobOptions, on_progress: ProgressCallback | None = None
+        self,
+        audio: Path,
+        options: JobOptions,
+        on_progress: ProgressCallback | None = None,
+        *,
+        lane: Lane = "bulk",
     ) -> Transcript:
         self.calls.append(options)
+        self.lanes.append(lane)
         if not Path(audio).is_file():
             raise InferenceError(f"no audio at {Path(audio).name}", code="corrupt_audio", status=400, retryable=False)
         if options.prompt in self.failures:

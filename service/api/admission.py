@@ -17,6 +17,7 @@ from service.api.intake import BatchRequest, JobRequest
 from service.api.uploads import check_size, probe_file, probe_stored, receive_upload
 from service.config import Settings
 from service.inference.types import AppInfo
+from service.jobs.lanes import Origin, lane_of
 from service.jobs.model import Batch, Job, new_batch_id, new_job_id, now
 from service.storage.base import Bounds, DuplicateIdempotencyKey, QueueFull
 from service.storage.remote import fetch_url
@@ -73,13 +74,15 @@ async def check_backlog(services: Services, adding: int = 1, owner: str | None =
         raise _refusal(full) from None
 
 
-def _job(request: JobRequest, model: str, **fields: Any) -> Job:
+def _job(request: JobRequest, model: str, settings: Settings, origin: Origin, **fields: Any) -> Job:
+    """A new job; its lane follows from where it comes from and how long its audio is (`lane_of`)."""
     return Job(
         id=new_job_id(),
         language=request.language,
         model=model,
         idempotency_key=request.idempotency_key,
         options=request.job_options(),
+        lane=lane_of(settings, source=origin, audio_seconds=fields.get("audio_seconds")),
         **fields,
     )
 
@@ -151,10 +154,14 @@ def _checked_model(services: Services, options: JobRequest) -> str:
 
 
 async def accept(
-    services: Services, upload: UploadFile, options: JobRequest, owner: str | None = None
+    services: Services,
+    upload: UploadFile,
+    options: JobRequest,
+    owner: str | None = None,
+    origin: Origin = "upload",
 ) -> tuple[Job, bool]:
     """Store the upload and the job; returns (job, replayed) where `replayed` means the idempotency key
-    named an existing job, which is returned instead of a new one."""
+    named an existing job, which is returned instead of a new one. `origin`: the route, for the job's lane."""
     settings = services.settings
     # room for the largest upload, before it streams in
     existing, model = await _admission(services, options, owner, settings.inference.max_upload_bytes)
@@ -163,11 +170,13 @@ async def accept(
     path = services.store.incoming_path(uuid.uuid4().hex)
     size, info = await receive_upload(upload, path, settings, services.intake)
     source = (upload.filename or "upload")[:500]
-    job = _job(options, model, source=source, audio_seconds=info.duration, bytes=size, owner=owner)
+    job = _job(options, model, settings, origin, source=source, audio_seconds=info.duration, bytes=size, owner=owner)
     return await _add(services, job, path)
 
 
-async def accept_url(services: Services, url: str, options: JobRequest, owner: str | None = None) -> tuple[Job, bool]:
+async def accept_url(
+    services: Services, url: str, options: JobRequest, owner: str | None = None, origin: Origin = "url"
+) -> tuple[Job, bool]:
     """Download an https source (address checks against SSRF, size and time limits) into the store, then
     treat it like an upload. The stored source drops the query string: signed URLs carry credentials."""
     existing, model = await _admission(services, options, owner)
@@ -186,22 +195,33 @@ async def accept_url(services: Services, url: str, options: JobRequest, owner: s
     )
     info = await probe_stored(path, size, settings, services.intake)
     display = urlsplit(final_url)._replace(query="", fragment="").geturl()[:500]
-    job = _job(options, model, source=display, audio_seconds=info.duration, bytes=size, owner=owner)
+    job = _job(options, model, settings, origin, source=display, audio_seconds=info.duration, bytes=size, owner=owner)
     return await _add(services, job, path)
 
 
 async def accept_source(
-    services: Services, source: str, options: JobRequest, owner: str | None = None, role: str | None = None
+    services: Services,
+    source: str,
+    options: JobRequest,
+    owner: str | None = None,
+    role: str | None = None,
+    origin: Origin | None = None,
 ) -> tuple[Job, bool]:
     """A JSON `source`: `https://...` is downloaded, `@STAGE/path` is read from its stage when the job runs.
-    `role`: the caller's Snowflake role as callers.role believes it (None: only the allow-list's "*" entries)."""
+    `role`: the caller's Snowflake role as callers.role believes it (None: only the allow-list's "*" entries).
+    `origin`: the route, for the job's lane (None: `url` or `stage`, by the source)."""
     if source.lower().startswith(("https://", "http://")):
-        return await accept_url(services, source, options, owner)
-    return await accept_stage_file(services, source, options, owner, role)
+        return await accept_url(services, source, options, owner, origin or "url")
+    return await accept_stage_file(services, source, options, owner, role, origin or "stage")
 
 
 async def accept_stage_file(
-    services: Services, source: str, options: JobRequest, owner: str | None = None, role: str | None = None
+    services: Services,
+    source: str,
+    options: JobRequest,
+    owner: str | None = None,
+    role: str | None = None,
+    origin: Origin = "stage",
 ) -> tuple[Job, bool]:
     """A job whose audio stays on its stage: allowed (the stage allow-list, before anything on the stage is
     looked up), checked (exists, size, and probed when the stage is mounted) and stored; returns (job, replayed)
@@ -217,7 +237,17 @@ async def accept_stage_file(
     duration = None
     if path := stages.local_path(ref):  # a stage read through Snowpark is checked when the job runs
         duration = (await probe_file(path, size, settings, services.intake)).duration
-    job = _job(options, model, source=str(ref), source_kind="stage", bytes=size, audio_seconds=duration, owner=owner)
+    job = _job(
+        options,
+        model,
+        settings,
+        origin,
+        source=str(ref),
+        source_kind="stage",
+        bytes=size,
+        audio_seconds=duration,
+        owner=owner,
+    )
     return await _add(services, job, None)
 
 
@@ -245,6 +275,8 @@ async def accept_batch(
         _job(
             per_file,
             model,
+            settings,
+            "batch",
             source=str(ref),
             source_kind="stage",
             batch_id=batch.id,

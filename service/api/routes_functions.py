@@ -101,7 +101,7 @@ async def _submit(
         return _row_error("invalid_source", "the source must be a string like '@STAGE/path/file.mp4'")
     try:
         options = JobRequest(language=_text(language), translate_to=_text(translate_to) or None, idempotency_key=key)
-        job, _ = await accept_source(services, source, options, who.user, role=who.role)
+        job, _ = await accept_source(services, source, options, who.user, role=who.role, origin="function")
     except ValidationError as exc:
         return _row_error("validation_error", "; ".join(e["msg"] for e in exc.errors()))
     except (SourceError, AudioError) as exc:

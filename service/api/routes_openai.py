@@ -368,7 +368,7 @@ async def _submit(
             digest = await file_digest(upload)
             key = await implicit_key(services.store, owner, digest, options)
             options = options.model_copy(update={"idempotency_key": key})
-        job, replayed = await accept(services, upload, options, owner)
+        job, replayed = await accept(services, upload, options, owner, origin="openai")
     if replayed:
         log.info(
             "OpenAI-compatible request replays job %s (retry %s)",

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from service.jobs.model import TRANSCRIBED, Job, JobStatus
-from service.options import JobOptions
+from service.options import JobOptions, Lane
 
 
 class ErrorInfo(BaseModel):
@@ -58,6 +58,7 @@ class JobView(BaseModel):
     translate_to: str | None = None
     batch_id: str | None = None
     owner: str | None = None
+    lane: Lane = "bulk"  # interactive (claimed first with fair scheduling) or bulk
     options: JobOptions  # every option the job runs with (the flat fields above repeat the common ones)
     links: JobLinks
 
@@ -101,6 +102,7 @@ class JobView(BaseModel):
             translate_to=job.options.translate_to,
             batch_id=job.batch_id,
             owner=job.owner,
+            lane=job.lane,
             links=JobLinks(
                 self=f"/v1/jobs/{job.id}",
                 transcript=f"/v1/jobs/{job.id}/transcript",

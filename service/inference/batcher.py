@@ -7,6 +7,9 @@ is idle: everything that arrived while it was busy goes into the next call, up t
 idle engine waits for stragglers only while they keep arriving (a burst of jobs lands in one batch, a
 lone job waits `quiet_s`), never past `max_wait_s` from the oldest window's arrival, so a loaded engine
 never waits at all.
+
+Windows carry a priority (`Lane` order: interactive 0 before bulk 1): the next batch is the key of the most
+urgent waiting window (then the oldest), filled with that key's windows most urgent first.
 """
 
 from __future__ import annotations
@@ -29,6 +32,11 @@ class _Waiting(Generic[Item, Result]):
     item: Item
     arrived: float
     future: asyncio.Future[Result] = field(repr=False)
+    priority: int = 0  # lower first
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        return self.priority, self.arrived
 
 
 class Batcher(Generic[Item, Key, Result]):
@@ -52,28 +60,30 @@ class Batcher(Generic[Item, Key, Result]):
         self._arrival = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
 
-    async def submit(self, key: Key, item: Item) -> Result:
-        """The item's result once the batch holding it has run; the engine's exception if it failed."""
+    async def submit(self, key: Key, item: Item, priority: int = 0) -> Result:
+        """The item's result once the batch holding it has run; the engine's exception if it failed. Items of a
+        lower `priority` go first."""
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._work())
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, deque()).append(_Waiting(item, time.monotonic(), future))
+        self._queues.setdefault(key, deque()).append(_Waiting(item, time.monotonic(), future, priority))
         self._arrival.set()
         return await future
 
     def pending(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
-    def _oldest(self) -> tuple[Key, deque[_Waiting[Item, Result]]] | None:
+    def _first(self) -> tuple[Key, deque[_Waiting[Item, Result]]] | None:
+        """The key of the most urgent waiting item (the oldest among equals), and its queue."""
         live = [(key, q) for key, q in self._queues.items() if q]
-        return min(live, key=lambda kq: kq[1][0].arrived) if live else None
+        return min(live, key=lambda kq: min(w.rank for w in kq[1])) if live else None
 
     async def _gather(self) -> tuple[Key, list[_Waiting[Item, Result]]]:
-        """Wait for work, then for stragglers while they keep coming: until the oldest key's batch is full,
+        """Wait for work, then for stragglers while they keep coming: until the first key's batch is full,
         or no item has joined it for `quiet_s`, or its oldest item has waited `max_wait_s`. Take up to
-        `max_batch_size` of that key's items (dropping cancelled ones)."""
+        `max_batch_size` of that key's items, most urgent first (dropping cancelled ones)."""
         while True:
-            oldest = self._oldest()
+            oldest = self._first()
             if oldest is None:
                 self._arrival.clear()
                 await self._arrival.wait()
@@ -86,8 +96,11 @@ class Batcher(Generic[Item, Key, Result]):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrival.wait(), remaining)
                 continue
-            taken = [queue.popleft() for _ in range(min(len(queue), self.max_batch_size))]
-            if not queue:
+            ranked = sorted(queue, key=lambda w: w.rank)
+            taken, rest = ranked[: self.max_batch_size], ranked[self.max_batch_size :]
+            if rest:
+                self._queues[key] = deque(sorted(rest, key=lambda w: w.arrived))
+            else:
                 del self._queues[key]
             taken = [w for w in taken if not w.future.done()]
             if taken:

@@ -13,7 +13,7 @@ import httpx
 
 from service.errors import ServiceError
 from service.inference.types import AppInfo
-from service.options import JobOptions
+from service.options import JobOptions, Lane
 from service.transcript import Segment, Transcript
 
 CHUNK = 1024 * 1024
@@ -38,9 +38,15 @@ class Inference(Protocol):
         ...
 
     async def transcribe(
-        self, audio: Path, options: JobOptions, on_progress: ProgressCallback | None = None
+        self,
+        audio: Path,
+        options: JobOptions,
+        on_progress: ProgressCallback | None = None,
+        *,
+        lane: Lane = "bulk",
     ) -> Transcript:
-        """The transcript of `audio`; `on_progress` gets the fraction done and the segments now final."""
+        """The transcript of `audio`; `on_progress` gets the fraction done and the segments now final. `lane`:
+        the job's queue, which the Ray app serves interactive before bulk."""
         ...
 
     async def close(self) -> None: ...
@@ -83,15 +89,20 @@ class InferenceClient:
             raise _unavailable("Ray Serve answered something else than its facts") from exc
 
     async def transcribe(
-        self, audio: Path, options: JobOptions, on_progress: ProgressCallback | None = None
+        self,
+        audio: Path,
+        options: JobOptions,
+        on_progress: ProgressCallback | None = None,
+        *,
+        lane: Lane = "bulk",
     ) -> Transcript:
-        """Send the stored file with `options.query()`; report progress events; return the transcript or raise
-        InferenceError."""
+        """Send the stored file with `options.query()` and the `lane` query parameter; report progress events;
+        return the transcript or raise InferenceError."""
         try:
             async with self._http.stream(
                 "POST",
                 f"{self.url}/transcribe",
-                params=options.query(),
+                params={**options.query(), "lane": lane},
                 content=_file_chunks(audio),
                 headers={"content-type": "application/octet-stream"},
             ) as response:

@@ -15,11 +15,17 @@ cut in steps (`stream.py`) while its windows go to Whisper; at most `decode_conc
 replica (the others wait, on disk), and at most `decode_windows_in_flight` windows of all jobs together are at
 Whisper (decoding waits beyond). A job whose request goes away (the gateway cancelled it, or the client
 disconnected) stops decoding. The per-job loop is `pipeline.WindowPipeline`, which the in-process path shares.
+
+Who goes first (`priority.py`): the query's `lane` (the gateway's choice: interactive for service-function rows,
+the synchronous OpenAI routes and short files) orders the decode slots, the window budget and Whisper's batches;
+a job that asks for detection sends its first window alone, and its language is read off that window's own
+encoder pass in the batch that decodes it (no separate detection call).
 """
 
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -40,12 +46,13 @@ from service.audio import SAMPLE_RATE, AudioError
 from service.config import InferenceSettings, Settings, gpu_present
 from service.inference.engines import spec
 from service.inference.pipeline import EngineCalls, WindowPipeline
-from service.inference.scaling import decoder_options, job_capacity, whisper_gpus, whisper_options
+from service.inference.priority import PrioritySemaphore, lane_priority
+from service.inference.scaling import decoder_options, hardware_layout, job_capacity, whisper_gpus, whisper_options
 from service.inference.stats import Reporter, stats_actor
 from service.inference.stream import BodyTooLarge, Steps, WindowSource, spool
 from service.inference.types import AppInfo, DecodeOptions, WindowResult
 from service.inference.windows import vad_options
-from service.options import JobOptions
+from service.options import JobOptions, Lane
 from service.transcript import Timings
 
 # Under Serve's own logger: a replica's records go where Ray Serve sends its own (the replica's log file and the
@@ -79,10 +86,11 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 class TranscribeQuery(JobOptions):
-    """`POST /transcribe`'s query: the job's options (`JobOptions`, unknown parameters refused) and the beam
-    size (unset: the service's BEAM_SIZE)."""
+    """`POST /transcribe`'s query: the job's options (`JobOptions`, unknown parameters refused), the beam
+    size (unset: the service's BEAM_SIZE) and the job's lane (the gateway's scheduling: interactive goes first)."""
 
     beam_size: int | None = Field(None, ge=1, le=16)
+    lane: Lane = "bulk"
 
 
 class _EventStream(StreamingResponse):
@@ -107,7 +115,7 @@ class _EventStream(StreamingResponse):
 class _Job:
     """One request's decode: its spooled body, its source and steps, its slot; `release` runs once."""
 
-    def __init__(self, path: Path, steps: Steps, slots: asyncio.Semaphore, cleanups: set[asyncio.Task]) -> None:
+    def __init__(self, path: Path, steps: Steps, slots: PrioritySemaphore, cleanups: set[asyncio.Task]) -> None:
         self.path, self.steps, self._slots, self._cleanups = path, steps, slots, cleanups
         self._release: asyncio.Task | None = None
 
@@ -142,10 +150,11 @@ class Whisper:
         self.node = self.reporter.counters.node
         self.calls = EngineCalls(
             self.engine,
-            self.settings.max_batch_size,
+            self.settings.batch_size,
             quiet_s=self.settings.batch_wait_timeout_s,
             max_wait_s=self.settings.batch_max_wait_s,
             batches_itself=spec(self.settings.effective_engine).batches_itself,
+            mixes_languages=spec(self.settings.effective_engine).mixes_languages,
             node=self.node,
             on_batch=lambda seconds, windows: self.reporter.add(seconds, batches=1, windows=windows),
         )
@@ -157,19 +166,17 @@ class Whisper:
             engine=self.engine.name,
             model=self.engine.model_name,
             multilingual=self.engine.multilingual,
-            max_batch_size=self.settings.max_batch_size,
+            max_batch_size=self.settings.batch_size,
             batches=calls.batches,
             windows=calls.items,
             mean_batch_size=round(calls.items / calls.batches, 3) if calls.batches else None,
             queued_windows=calls.pending(),
         )
 
-    async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        return await self.calls.detect_language(audio)
-
-    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions) -> WindowResult:
-        """One window's result; windows sharing decode options are batched while the engine is busy."""
-        return await self.calls.transcribe_window(audio, options)
+    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions, priority: int = 0) -> WindowResult:
+        """One window's result (its language detected when `options.language` is None); windows whose options
+        share a batch key are batched while the engine is busy, the most urgent (lowest `priority`) first."""
+        return await self.calls.transcribe_window(audio, options, priority)
 
 
 api = FastAPI(title="spcs-whisper inference", docs_url=None, redoc_url=None)
@@ -194,13 +201,13 @@ class Decoder:
         self.whisper = whisper
         self.settings = InferenceSettings(**settings)
         self._info: AppInfo | None = None
-        self._slots = asyncio.Semaphore(self.settings.decode_concurrency)
+        self._slots = PrioritySemaphore(self.settings.decode_concurrency)
         self._cleanups: set[asyncio.Task] = set()
         inference = self.settings
         self.in_flight_limit = inference.decode_windows_in_flight or (
-            2 * inference.max_batch_size * inference.whisper_bounds[1]
+            2 * inference.batch_size * inference.whisper_bounds[1]
         )
-        self._window_budget = asyncio.Semaphore(self.in_flight_limit)
+        self._window_budget = PrioritySemaphore(self.in_flight_limit)
         self.windows_retried = 0
         self.reporter = Reporter("Decoder")
 
@@ -256,7 +263,7 @@ class Decoder:
         this file (unset: the service's setting) and `vad_threshold`, `vad_min_silence_ms`, `vad_speech_pad_ms`
         set its threshold, min_silence_duration_ms and speech_pad_ms."""
         started = time.perf_counter()
-        lang = options.language
+        lang, priority = options.language, lane_priority(options.lane)
         info = await self._model_info()
         if not info.multilingual and (problem := options.english_only_problem(str(info.model))):
             return _error(422, "unsupported_language", problem)
@@ -274,7 +281,7 @@ class Decoder:
         job = _Job(path, Steps(source), self._slots, self._cleanups)
         try:
             waited = time.perf_counter()
-            await self._slots.acquire()
+            await self._slots.acquire(priority)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -290,12 +297,12 @@ class Decoder:
             raise
         pipeline = WindowPipeline(
             job.steps,
-            lambda audio, decode: self._whisper("transcribe_window", audio, decode),
-            lambda audio: self._whisper("detect_language", audio),
+            lambda audio, decode, rank: self._whisper("transcribe_window", audio, decode, rank),
             DecodeOptions.of(options, lang, options.beam_size or self.settings.beam_size),
             detect=lang is None,
             duration=audio_info.duration,
             budget=self._window_budget,
+            priority=priority,
             on_cut=job.release,  # the slot goes to the next file once this job's windows are all cut
             log=log,
         )
@@ -343,9 +350,10 @@ class Decoder:
 def build_app(settings: Settings) -> serve.Application:
     """Bind both deployments with resources, autoscaling and batching limits taken from `settings.inference`,
     the only part of the settings sent to Ray."""
-    inference = settings.inference
+    on_gpu = settings.inference.device == "cuda" or (settings.inference.device == "auto" and gpu_present())
+    gpu_replicas = on_gpu or bool(settings.inference.whisper_num_gpus)  # e.g. a cluster whose workers have them
+    inference = hardware_layout(settings.inference, gpu_replicas, os.cpu_count() or 1)
     config = inference.model_dump(mode="json")
-    on_gpu = inference.device == "cuda" or (inference.device == "auto" and gpu_present())
     # On a cluster the driver (Ray head) has no GPU while the workers do: set WHISPER_NUM_GPUS=1 there, so
     # each replica claims a worker's GPU and Ray places one replica per GPU.
     # @serve.deployment makes the classes Deployments, which mypy does not see: hence the ignores on `.options`.

@@ -4,6 +4,8 @@ one window per batch row."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import replace
 from math import ceil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,7 @@ from service.inference.engines import from_checkpoint
 from service.inference.models import ModelFiles
 from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
-from service.inference.types import DecodeOptions, WindowResult
+from service.inference.types import DecodeOptions, WindowResult, per_window
 from service.transcript import Segment, Word
 
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ class CTranslate2Engine:
         self.multilingual = bool(self.model.model.is_multilingual)
         self.device = device
         self.compute_type = compute_type
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
 
     @classmethod
     def load(cls, settings: InferenceSettings, files: ModelFiles | None) -> CTranslate2Engine:
@@ -115,27 +118,83 @@ class CTranslate2Engine:
             hotwords=None,  # in the prompt (`prompt`)
         )
 
-    def transcribe_batch(self, windows: list[np.ndarray], options: DecodeOptions) -> list[WindowResult]:
+    def transcribe_batch(
+        self, windows: list[np.ndarray], options: DecodeOptions | Sequence[DecodeOptions]
+    ) -> list[WindowResult]:
+        """One encoder pass for the batch; the language of each row whose options leave it None is detected on
+        that encoder output (no pass of its own); one `generate` with each row's prompt (its language and task)."""
         if not windows:
             return []
-        language = options.language if self.multilingual else "en"
-        task = options.task if self.multilingual else "transcribe"
-        tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
+        rows = per_window(options, len(windows))
         extract = self.model.feature_extractor
         features = np.stack([pad_or_trim(extract(w)[..., :-1]) for w in windows])
         durations = [w.shape[0] / extract.sampling_rate for w in windows]
-        opts = self._options(tokenizer, options)
-        encoder_output, outputs = self._generate(features, tokenizer, opts, self.prompt(tokenizer, options))
-        segmented = [self._split(tokenizer, output, duration) for output, duration in zip(outputs, durations)]
-        if options.word_timestamps:
-            sizes = [int(ceil(d) * self.model.frames_per_second) for d in durations]
-            self.model.add_word_timestamps(
-                segmented, tokenizer, encoder_output, sizes, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0
-            )
-        return [
-            self._window_result(tokenizer, segments, output, duration, options.temperature)
-            for segments, output, duration in zip(segmented, outputs, durations)
+        encoder_output = self.model.encode(features)
+        detected = self._detect(encoder_output, rows)
+        rows = [replace(row, language=found[0]) if found else row for row, found in zip(rows, detected)]
+        tokenizers = [self._tokenizer(row) for row in rows]
+        opts = self._options(tokenizers[0], rows[0])
+        prompts = [self.prompt(tokenizer, row) for tokenizer, row in zip(tokenizers, rows)]
+        outputs = self._generate(encoder_output, opts, prompts)
+        segmented = [
+            self._split(tokenizer, output, duration)
+            for tokenizer, output, duration in zip(tokenizers, outputs, durations)
         ]
+        if rows[0].word_timestamps:
+            self._add_words(features, encoder_output, tokenizers, segmented, durations)
+        results = []
+        for tokenizer, segments, output, duration, row, found in zip(
+            tokenizers, segmented, outputs, durations, rows, detected
+        ):
+            result = self._window_result(tokenizer, segments, output, duration, row.temperature)
+            if found:
+                result.language, result.language_probability = found
+            results.append(result)
+        return results
+
+    def _tokenizer(self, options: DecodeOptions) -> Tokenizer:
+        language = (options.language or "en") if self.multilingual else "en"
+        task = options.task if self.multilingual else "transcribe"
+        key = (language, task)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
+        return self._tokenizers[key]
+
+    def _detect(self, encoder_output: object, rows: list[DecodeOptions]) -> list[tuple[str, float] | None]:
+        """(language, probability) for each row to detect (language None), read off the batch's encoder output
+        as faster-whisper's `detect_language` does; None for the rows whose language is given."""
+        if all(row.language is not None for row in rows):
+            return [None] * len(rows)
+        if not self.multilingual:
+            return [None if row.language is not None else ("en", 1.0) for row in rows]
+        found = self.model.model.detect_language(encoder_output)
+        return [None if row.language is not None else (f[0][0][2:-2], float(f[0][1])) for row, f in zip(rows, found)]
+
+    def _add_words(
+        self,
+        features: np.ndarray,
+        encoder_output: object,
+        tokenizers: list[Tokenizer],
+        segmented: list[list[dict]],
+        durations: list[float],
+    ) -> None:
+        """Word timings by cross-attention alignment, per language (the alignment's start sequence is one for
+        the call): the rows of a batch detected in several languages are aligned per language, re-encoded."""
+        frames = [int(ceil(d) * self.model.frames_per_second) for d in durations]
+        groups: dict[int, list[int]] = {}
+        for i, tokenizer in enumerate(tokenizers):
+            groups.setdefault(id(tokenizer), []).append(i)
+        for rows in groups.values():
+            output = encoder_output if len(groups) == 1 else self.model.encode(features[rows])
+            self.model.add_word_timestamps(
+                [segmented[i] for i in rows],
+                tokenizers[rows[0]],
+                output,
+                [frames[i] for i in rows],
+                PREPEND_PUNCTUATIONS,
+                APPEND_PUNCTUATIONS,
+                0.0,
+            )
 
     @staticmethod
     def prompt(tokenizer: Tokenizer, options: DecodeOptions) -> list[int]:
@@ -143,19 +202,18 @@ class CTranslate2Engine:
         text = prompt_tokens(tokenizer.encode, tokenizer.eot, options.hotwords, options.initial_prompt)
         return ([tokenizer.sot_prev, *text] if text else []) + list(tokenizer.sot_sequence)
 
-    def _generate(
-        self, features: np.ndarray, tokenizer: Tokenizer, options: TranscriptionOptions, prompt: list[int]
-    ) -> tuple[object, list[dict]]:
-        """`BatchedInferencePipeline.generate_segment_batched` with our prompt (`prompting.py`), and sampling
-        (one sample, no beams) when the temperature is above 0, as faster-whisper's sequential decoding does."""
-        encoder_output = self.model.encode(features)
+    def _generate(self, encoder_output: object, options: TranscriptionOptions, prompts: list[list[int]]) -> list[dict]:
+        """`BatchedInferencePipeline.generate_segment_batched` with a prompt per row (`prompting.py`; CTranslate2
+        wants every row's start of transcript at the same position: rows share their prompt text, see
+        `DecodeOptions.batch_key`), and sampling (one sample, no beams) when the temperature is above 0, as
+        faster-whisper's sequential decoding does."""
         temperature = options.temperatures[0]
         sampling = {"beam_size": options.beam_size, "patience": options.patience}
         if temperature > 0:
             sampling = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature}
         results = self.model.model.generate(
             encoder_output,
-            [list(prompt) for _ in range(features.shape[0])],
+            prompts,
             length_penalty=options.length_penalty,
             max_length=self.model.max_length,
             suppress_blank=options.suppress_blank,
@@ -177,7 +235,7 @@ class CTranslate2Engine:
                     "tokens": result.sequences_ids[0],
                 }
             )
-        return encoder_output, outputs
+        return outputs
 
     @staticmethod
     def _split(tokenizer: Tokenizer, output: dict, duration: float) -> list[dict]:

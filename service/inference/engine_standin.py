@@ -12,13 +12,14 @@ it as long as the GPUs, not the CPUs, are the bottleneck.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.audio import SAMPLE_RATE
-from service.inference.types import DecodeOptions, WindowResult
+from service.inference.types import DecodeOptions, WindowResult, per_window
 from service.transcript import Segment
 
 if TYPE_CHECKING:
@@ -80,12 +81,19 @@ class StandInEngine:
         time.sleep(self.curve.fixed_s * self.time_scale)
         return "en", 1.0
 
-    def transcribe_batch(self, windows: list[np.ndarray], options: DecodeOptions) -> list[WindowResult]:
+    def transcribe_batch(
+        self, windows: list[np.ndarray], options: DecodeOptions | Sequence[DecodeOptions]
+    ) -> list[WindowResult]:
+        """Holds the batch; a row to detect is English, detected in the same call (as CTranslate2 does)."""
+        rows = per_window(options, len(windows))
         time.sleep(self.curve.batch_seconds(len(windows)) * self.time_scale)
         results = []
-        for window in windows:
+        for window, row in zip(windows, rows):
             seconds = round(window.shape[0] / SAMPLE_RATE, 3)
             text = f" stand-in {seconds:.1f} s"
             segment = Segment(start=0.0, end=seconds, text=text)
-            results.append(WindowResult([segment], avg_logprob=0.0, no_speech_prob=0.0))
+            result = WindowResult([segment], avg_logprob=0.0, no_speech_prob=0.0)
+            if row.language is None:
+                result.language, result.language_probability = "en", 1.0
+            results.append(result)
         return results

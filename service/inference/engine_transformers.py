@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -35,7 +36,7 @@ from service.inference.engines import from_checkpoint
 from service.inference.models import ModelFiles
 from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
-from service.inference.types import DecodeOptions, WindowResult
+from service.inference.types import DecodeOptions, WindowResult, by_options
 from service.transcript import Segment
 
 if TYPE_CHECKING:
@@ -131,8 +132,15 @@ class TransformersEngine:
             best = int(probs.argmax())
         return tokens[best].strip("<|>"), float(probs[best])
 
-    def transcribe_batch(self, windows: list[np.ndarray], options: DecodeOptions) -> list[WindowResult]:
-        """Decode ≤ 30 s windows of 16 kHz mono audio in one batch; one result per window."""
+    def transcribe_batch(
+        self, windows: list[np.ndarray], options: DecodeOptions | Sequence[DecodeOptions]
+    ) -> list[WindowResult]:
+        """Decode ≤ 30 s windows of 16 kHz mono audio; one result per window. One `generate` per distinct
+        options (its language and task are the call's); rows to detect are detected first, one by one."""
+        return by_options(windows, options, self._transcribe, self.detect_language)
+
+    def _transcribe(self, windows: list[np.ndarray], options: DecodeOptions) -> list[WindowResult]:
+        """Decode ≤ 30 s windows sharing `options` in one batch."""
         if not windows:
             return []
         audio = [_as_window(w) for w in windows]
@@ -274,7 +282,7 @@ class TransformersEngine:
         start_tokens = [self.sot]
         if self.multilingual:
             start_tokens += [self.lang_to_id[f"<|{options.language}|>"], self.task_to_id[options.task]]
-        return self.aligner.align(hidden, generated, durations, start_tokens, options.language)
+        return self.aligner.align(hidden, generated, durations, start_tokens, options.language or "en")
 
 
 # ---------------------------------------------------------------------------------------------- helpers

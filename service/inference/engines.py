@@ -33,6 +33,7 @@ class EngineSpec:
     description: str
     devices: tuple[str, ...]  # the DEVICE values it runs on ("auto" always: the engine picks)
     batches_itself: bool = False  # True: one call per window, concurrently; False: the service's Batcher
+    mixes_languages: bool = False  # one call may hold windows of several languages and tasks (per-row prompts)
     word_timestamps: bool = True
     multilingual_models: bool = True  # runs multilingual checkpoints (language detection, translation)
     loads_model: bool = True  # needs MODEL resolved to a checkpoint (`models.resolve`)
@@ -48,6 +49,7 @@ ENGINES: dict[str, EngineSpec] = {
             "CTranslate2Engine",
             "faster-whisper's CTranslate2 model, batched as its BatchedInferencePipeline (int8 on CPU)",
             devices=("cpu", "cuda"),
+            mixes_languages=True,
         ),
         EngineSpec(
             "transformers",
@@ -62,6 +64,7 @@ ENGINES: dict[str, EngineSpec] = {
             "StandInEngine",
             "scale tests only: no model, holds each batch as long as a GPU would (runs on the CPU)",
             devices=("cpu",),
+            mixes_languages=True,
             word_timestamps=False,
             loads_model=False,
             transcribes=False,

@@ -15,6 +15,7 @@ from faster_whisper.vad import VadOptions
 from service.audio import SAMPLE_RATE
 from service.inference.engines import ENGINES
 from service.inference.pipeline import EngineCalls, WindowPipeline
+from service.inference.priority import PrioritySemaphore
 from service.inference.types import DecodeOptions, Engine
 from service.inference.windows import Window, Windows, cut
 from service.transcript import Timings, Transcript
@@ -63,15 +64,15 @@ def transcribe_audio(
             quiet_s=QUIET_S,
             max_wait_s=QUIET_S * 10,
             batches_itself=registered is not None and registered.batches_itself,
+            mixes_languages=registered is not None and registered.mixes_languages,
         )
         pipeline = WindowPipeline(
             WindowsFeed(windows, seconds),
             calls.transcribe_window,
-            calls.detect_language,
             options,
             detect=detect,
             duration=seconds,
-            budget=asyncio.Semaphore(2 * batch_size),
+            budget=PrioritySemaphore(2 * batch_size),
         )
         async for step in pipeline.run():
             if progress is not None:

@@ -1,8 +1,9 @@
 """One job's windows through Whisper, and its `Transcript`: the one orchestration the Ray `Decoder`
 (`deployment.py`) and the in-process path (`local.py`: the CLI, the benchmarks) share.
 
-`WindowPipeline` takes windows from a `Feed` (the Decoder's decoding steps, or windows cut in advance), detects
-the language on the first window when asked, sends each window to `transcribe_window` within a window budget,
+`WindowPipeline` takes windows from a `Feed` (the Decoder's decoding steps, or windows cut in advance), sends
+each window to `transcribe_window` within a window budget (the first one alone, with the language left to the
+engine to detect in the same call, when the job asks for detection; the others once it is known),
 decodes a window's tail again where Whisper stopped early (`windows.tail_start`, at most `MAX_FOLLOW_UPS`
 times), and yields `Progress` with the newly final segments in audio order. `assemble` builds the transcript.
 The engine side is two async callables: the Decoder's are calls to the Whisper deployment; `EngineCalls` makes
@@ -15,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -23,14 +24,14 @@ import numpy as np
 
 from service.audio import SAMPLE_RATE
 from service.inference.batcher import Batcher
+from service.inference.priority import PrioritySemaphore
 from service.inference.types import DecodeOptions, Engine, WindowResult
 from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start
 from service.transcript import Segment, Timings, Transcript, joined_text
 
 log = logging.getLogger(__name__)
 
-TranscribeWindow = Callable[[np.ndarray, DecodeOptions], Awaitable[WindowResult]]
-DetectLanguage = Callable[[np.ndarray], Awaitable[tuple[str, float]]]
+TranscribeWindow = Callable[[np.ndarray, DecodeOptions, int], Awaitable[WindowResult]]  # audio, options, priority
 
 
 class Feed(Protocol):
@@ -62,28 +63,31 @@ class WindowPipeline:
     """One job: `run()` yields `Progress` until every window is transcribed; then `language`,
     `language_probability`, `segments`, `results` and `transcript()` hold the outcome.
 
-    A window goes to `transcribe_window` once the `budget` (shared by the jobs of a Decoder replica) has room,
-    and the feed is asked for more only while no window waits: decoding keeps pace with Whisper. Windows finish
-    in any order; a finished window's segments wait until every window before it has been released."""
+    A window goes to `transcribe_window` once the `budget` (shared by the jobs of a Decoder replica) grants it a
+    unit, asked for at rank (priority, windows this job sent so far), and the feed is asked for more only while
+    no window waits: decoding keeps pace with Whisper. Windows finish in any order; a finished window's segments
+    wait until every window before it has been released."""
 
     def __init__(
         self,
         feed: Feed,
         transcribe_window: TranscribeWindow,
-        detect_language: DetectLanguage,
         options: DecodeOptions,
         *,
         detect: bool,
         duration: float | None,
-        budget: asyncio.Semaphore,
+        budget: PrioritySemaphore,
+        priority: int = 0,
         on_cut: Callable[[], object] | None = None,
         log: logging.Logger = log,
     ) -> None:
         """`detect`: find the language on the first window (`options.language` else); `duration`: the audio's
-        declared length (for the fraction while decoding); `on_cut`: called once the feed has ended; `log`: the
-        logger of the caller (a Ray replica logs through Serve's)."""
-        self.feed, self.transcribe_window, self.detect_language = feed, transcribe_window, detect_language
+        declared length (for the fraction while decoding); `priority`: the job's lane (`priority.LANE_PRIORITY`);
+        `on_cut`: called once the feed has ended; `log`: the logger of the caller (a Ray replica logs through
+        Serve's)."""
+        self.feed, self.transcribe_window = feed, transcribe_window
         self.options, self.detect, self.duration, self.budget = options, detect, duration, budget
+        self.priority = priority
         self.on_cut, self.log = on_cut, log
         self.language: str | None = None if detect else options.language
         self.language_probability: float | None = None
@@ -107,7 +111,9 @@ class WindowPipeline:
         audio, offset = window.audio, window.offset
         pieces: list[tuple[float, WindowResult]] = []
         for depth in range(MAX_FOLLOW_UPS + 1):
-            result = await self.transcribe_window(audio, options)
+            result = await self.transcribe_window(audio, options, self.priority)
+            if options.language is None:  # detected on this window: its tails are decoded in that language
+                options = replace(options, language=result.language or "en")
             pieces.append((offset, result))
             start = tail_start(audio, result)
             if start is None or depth == MAX_FOLLOW_UPS:
@@ -124,7 +130,8 @@ class WindowPipeline:
         running: set[asyncio.Task] = set()
         step: asyncio.Task | None = None
         grant: asyncio.Task | None = None  # a unit of the window budget, asked for the next ready window
-        detect = self.detect
+        detect = self.detect  # the language is not known yet: only the first window may go, to detect it
+        probe: asyncio.Task | None = None  # that first window's task
         done_speech = reported = 0.0
 
         def fraction() -> float:
@@ -156,13 +163,8 @@ class WindowPipeline:
 
         try:
             while True:
-                if detect and (ready or not self.decoding):
-                    if ready:
-                        self.language, self.language_probability = await self.detect_language(ready[0].audio)
-                        options = self.options = replace(options, language=self.language or "en")
-                    detect = False
-                if not detect and ready and grant is None:
-                    grant = asyncio.ensure_future(budget.acquire())
+                if ready and grant is None and not (detect and sent):
+                    grant = asyncio.ensure_future(budget.acquire((self.priority, sent)))
                 if step is None and self.decoding and not ready:
                     step = asyncio.ensure_future(feed.next())
                 waiting = running | {t for t in (step, grant) if t is not None}
@@ -173,7 +175,10 @@ class WindowPipeline:
                 if grant is not None and grant in finished:
                     grant, window = None, ready.popleft()
                     self.first_sent = self.first_sent or time.perf_counter()
-                    task = asyncio.ensure_future(self._window(window, options))
+                    task = asyncio.ensure_future(
+                        self._window(window, replace(options, language=None) if detect else options)
+                    )
+                    probe = task if detect else probe
                     task.add_done_callback(lambda _: budget.release())  # finished, failed or cancelled
                     running.add(task)
                     numbers[task], sent = sent, sent + 1
@@ -191,6 +196,11 @@ class WindowPipeline:
                 for task in done_windows:
                     running.discard(task)
                     seconds, pieces = task.result()
+                    if task is probe:  # the language, detected on the first window by the engine
+                        first = pieces[0][1]
+                        self.language, self.language_probability = first.language, first.language_probability
+                        options = self.options = replace(options, language=self.language or "en")
+                        detect, probe = False, None
                     self.last_done = time.perf_counter()
                     self.results += [result for _, result in pieces]
                     done_speech += seconds
@@ -260,9 +270,10 @@ def assemble(
 
 
 class EngineCalls:
-    """An engine's async calls for the pipeline: windows sharing decode options batched by a `Batcher` (for an
-    engine that batches itself, `batches_itself`: one call per window, concurrently, on threads), language
-    detection on a thread. Results get the decode temperature when the engine does not say, and `node`."""
+    """An engine's async calls for the pipeline: windows batched by a `Batcher` when their decode options'
+    `batch_key`s match (all options, or, for an engine that mixes languages, the search and prompt only), most
+    urgent first (`priority`); for an engine that batches itself (`batches_itself`): one call per window,
+    concurrently, on threads. Results get the decode temperature when the engine does not say, and `node`."""
 
     def __init__(
         self,
@@ -272,12 +283,13 @@ class EngineCalls:
         quiet_s: float,
         max_wait_s: float,
         batches_itself: bool = False,
+        mixes_languages: bool = False,
         node: str | None = None,
         on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
         """`on_batch(seconds, windows)` is told of every engine call."""
-        self.engine, self.node, self.on_batch = engine, node, on_batch
-        self.batcher: Batcher[np.ndarray, DecodeOptions, WindowResult] | None = None
+        self.engine, self.node, self.on_batch, self.mixes_languages = engine, node, on_batch, mixes_languages
+        self.batcher: Batcher[tuple[np.ndarray, DecodeOptions], Hashable, WindowResult] | None = None
         if not batches_itself:
             self.batcher = Batcher(self.run_batch, max_batch_size, quiet_s=quiet_s, max_wait_s=max_wait_s)
         self._calls = self._windows = self._waiting = 0  # without a batcher
@@ -296,30 +308,28 @@ class EngineCalls:
         """Windows waiting for the engine."""
         return self.batcher.pending() if self.batcher is not None else self._waiting
 
-    async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        return await asyncio.to_thread(self.engine.detect_language, audio)
-
-    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions) -> WindowResult:
-        """One window's result; batched with other windows of the same options while the engine is busy."""
+    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions, priority: int = 0) -> WindowResult:
+        """One window's result; batched with other windows of the same batch key while the engine is busy."""
         if self.batcher is not None:
-            return await self.batcher.submit(options, audio)
+            return await self.batcher.submit(options.batch_key(self.mixes_languages), (audio, options), priority)
         self._waiting += 1
         try:
             self._calls, self._windows = self._calls + 1, self._windows + 1
-            (result,) = await asyncio.to_thread(self.run_batch, options, [audio])
+            (result,) = await asyncio.to_thread(self.run_batch, None, [(audio, options)])
         finally:
             self._waiting -= 1
         return result
 
-    def run_batch(self, options: DecodeOptions, windows: list[np.ndarray]) -> list[WindowResult]:
+    def run_batch(self, _key: Hashable, rows: list[tuple[np.ndarray, DecodeOptions]]) -> list[WindowResult]:
         started = time.perf_counter()
+        options = [row for _, row in rows]
         try:
-            results = self.engine.transcribe_batch(windows, options)
+            results = self.engine.transcribe_batch([audio for audio, _ in rows], options)
         finally:
             if self.on_batch is not None:
-                self.on_batch(time.perf_counter() - started, len(windows))
-        for result in results:
+                self.on_batch(time.perf_counter() - started, len(rows))
+        for result, row in zip(results, options):
             result.node = self.node
             if result.temperature is None:
-                result.temperature = options.temperature
+                result.temperature = row.temperature
         return results

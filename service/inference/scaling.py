@@ -21,9 +21,39 @@ import math
 import time
 from typing import Any
 
-from service.config import InferenceSettings
+from service.config import CPU_BATCH_SIZE, GPU_BATCH_SIZE, InferenceSettings
 
 GPU_REFRESH_S = 2.0
+MAX_CPU_REPLICAS = 8  # each holds its own copy of the model
+
+
+def hardware_layout(settings: InferenceSettings, on_gpu: bool, cores: int) -> InferenceSettings:
+    """The settings with what was left unset chosen for the hardware (what `build_app` sends to the replicas).
+
+    GPU: one replica per GPU (WHISPER_REPLICAS 1 unless set), batches of 16. CPU: replicas × threads from the
+    cores: one single-threaded replica per core (at most 8) unless CPU_THREADS or WHISPER_REPLICAS says
+    otherwise; batches of 4 for single-threaded replicas, 16 for others. Measured on 2 cores with CTranslate2
+    int8 (docs/benchmarks.md): a single-threaded replica gains nothing from batching (1.9 s per 30 s window at
+    batch 1 and at 16), a two-threaded one little (1.2 s per window at 16), so two replicas × one thread beat
+    one × two under load, and small batches cost no throughput while a short window never waits behind a long
+    batch."""
+    if on_gpu:
+        batch = settings.max_batch_size or GPU_BATCH_SIZE
+        return settings.model_copy(update={"max_batch_size": batch, "whisper_replicas": settings.whisper_replicas or 1})
+    threads, replicas = settings.cpu_threads, settings.whisper_replicas
+    autoscaled = settings.whisper_min_replicas is not None or settings.whisper_max_replicas is not None
+    if replicas is None and autoscaled:
+        replicas = 1
+    if replicas is None:
+        # Each replica claims one Ray CPU: leave the Decoders theirs (the local Ray has max(4, cores) CPUs).
+        room = (settings.ray_num_cpus or max(4, cores)) - settings.decoder_min_replicas * settings.decoder_num_cpus
+        replicas = max(1, min(MAX_CPU_REPLICAS, cores // max(threads, 1), math.floor(room)))
+    if not threads:
+        floor, ceiling = settings.model_copy(update={"whisper_replicas": replicas}).whisper_bounds
+        threads = max(1, cores // max(floor, 1))
+    # A replica with several threads does gain from batching (1.2 s per window at 16 vs 2.7 alone on 2 threads).
+    batch = settings.max_batch_size or (CPU_BATCH_SIZE if threads == 1 else GPU_BATCH_SIZE)
+    return settings.model_copy(update={"max_batch_size": batch, "whisper_replicas": replicas, "cpu_threads": threads})
 
 
 class FollowGPUs:
@@ -65,14 +95,14 @@ def whisper_options(settings: InferenceSettings, num_gpus: float) -> dict[str, A
     one forming), so windows beyond that wait in the caller's router for whichever replica frees up first."""
     floor, ceiling = settings.whisper_bounds
     return {
-        "max_ongoing_requests": max(2 * settings.max_batch_size, 8),
+        "max_ongoing_requests": max(2 * settings.batch_size, 8),
         "ray_actor_options": {"num_cpus": 1, "num_gpus": num_gpus},
         "health_check_period_s": 10,
         "autoscaling_config": {
             "min_replicas": 1,  # the floor lives in the policy, so a lost GPU does not leave a replica pending
             "initial_replicas": floor,
             "max_replicas": ceiling,
-            "target_ongoing_requests": settings.whisper_target_windows or settings.max_batch_size,
+            "target_ongoing_requests": settings.whisper_target_windows or settings.batch_size,
             "upscale_delay_s": settings.upscale_delay_s,
             "downscale_delay_s": settings.downscale_delay_s,
             "policy": {
@@ -106,4 +136,4 @@ def decoder_options(settings: InferenceSettings) -> dict[str, Any]:
 def job_capacity(settings: InferenceSettings, whisper_running: int) -> int:
     """Jobs the gateway may usefully have in flight: two batches of windows per running Whisper replica (a short
     file is one window), at least 16."""
-    return max(16, 2 * settings.max_batch_size * max(whisper_running, 1))
+    return max(16, 2 * settings.batch_size * max(whisper_running, 1))

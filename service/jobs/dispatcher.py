@@ -177,7 +177,7 @@ class Dispatcher:
             await self._slots.acquire()
             job = None
             try:
-                job = await self.store.claim_next()
+                job = await self.store.claim_next(self.settings.gateway.scheduling)
             except StoreUnavailable as exc:
                 log.warning("cannot claim jobs: %s", exc)
             except Exception:
@@ -261,7 +261,7 @@ class Dispatcher:
 
         try:
             async with self.open_audio(job) as audio:
-                transcript = await self.client.transcribe(audio, job.options, progress)
+                transcript = await self.client.transcribe(audio, job.options, progress, lane=job.lane)
         except asyncio.CancelledError:
             return  # cancelled by DELETE (status already set) or by shutdown (requeued by stop())
         except InferenceError as exc:

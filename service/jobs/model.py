@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from service.options import JobOptions
+from service.options import JobOptions, Lane
 from service.transcript import Timings
 
 
@@ -96,6 +96,7 @@ class Job:
     idempotency_key: str | None = None
     batch_id: str | None = None
     owner: str | None = None  # the Snowflake user who submitted it (SPCS's Sf-Context-Current-User)
+    lane: Lane = "bulk"  # the queue it waits in, decided at submit (service/jobs/lanes.py)
     timings: Timings = field(default_factory=Timings)  # the transcript's, once transcribed
 
     @property

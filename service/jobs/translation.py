@@ -73,7 +73,7 @@ class TranslationStep:
         """Whisper's translate task on the same audio (English only)."""
         options = JobOptions(language=source_language, task="translate", temperature=job.options.temperature)
         async with self.open_audio(job) as path:
-            result = await self.client.transcribe(Path(path), options)
+            result = await self.client.transcribe(Path(path), options, lane=job.lane)
         return result.text.strip()
 
     async def _failed(self, job: Job, method: str, exc: Exception) -> None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from service.jobs.model import Batch, Job, JobStatus
 from service.transcript import Transcript
+
+# The order queued jobs are claimed in (GatewaySettings.scheduling): `fair`: interactive before bulk, then the
+# owner with the fewest jobs running, then the oldest; `fifo`: the oldest.
+Scheduling = Literal["fair", "fifo"]
 
 
 class DuplicateIdempotencyKey(Exception):
@@ -83,8 +87,10 @@ class JobStore(Protocol):
         """Newest first; `before` is the (submitted_at iso, id) of the last job of the previous page;
         `owner` keeps only that user's jobs."""
 
-    async def claim_next(self) -> Job | None:
-        """Atomically move the oldest due queued job to running (attempts + 1) and return it."""
+    async def claim_next(self, scheduling: Scheduling = "fair") -> Job | None:
+        """Atomically move the next due queued job to running (attempts + 1) and return it: with `fifo` the
+        oldest (submitted_at, id); with `fair` interactive before bulk, then the job whose owner has the fewest
+        jobs running (no owner counts as one owner), then the oldest."""
 
     async def set_progress(self, job: Job, fraction: float) -> None:
         """Record how far a running attempt has got (ignored once the job moved on)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.jobs.model import Batch, Job, JobStatus, check_transition, now
-from service.storage.base import Bounds, DuplicateIdempotencyKey
+from service.storage.base import Bounds, DuplicateIdempotencyKey, Scheduling
 from service.storage.blobs import BlobFiles
 from service.storage.records import DATETIME_FIELDS, transcript_fields
 from service.storage.sqlite_schema import (
@@ -30,6 +30,38 @@ from service.transcript import Transcript
 
 T = TypeVar("T")
 ACTIVE_SQL = "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
+DUE = "status = 'queued' AND (not_before IS NULL OR not_before <= :now)"
+# The job a claim takes, as one SELECT (`:now`: the claim's time). FIFO: the oldest due job.
+FIFO_PICK = f"SELECT id FROM jobs WHERE {DUE} ORDER BY submitted_at, id LIMIT 1"
+# Fair: interactive before bulk; then the owner with the fewest jobs running now (owner NULL is one owner);
+# then the oldest (submitted_at, id). Cost grows with the lane's owners, not its jobs: `owners` walks the
+# lane's distinct owners through `jobs_claim` (a skip-scan, one index seek each), `firsts` takes each owner's
+# oldest due job of the lane (a seek), and only those candidates are ordered. Equivalent to ordering every
+# due job by (lane, running jobs of its owner, submitted_at, id).
+FAIR_PICK = f"""
+WITH RECURSIVE
+  pick_lane(lane) AS (
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE lane = 'interactive' AND {DUE}) THEN 'interactive'
+           ELSE 'bulk' END
+  ),
+  owners(owner) AS (
+    SELECT (SELECT min(owner) FROM jobs WHERE status = 'queued' AND lane = (SELECT lane FROM pick_lane))
+    UNION ALL
+    SELECT (SELECT min(j.owner) FROM jobs j
+            WHERE j.status = 'queued' AND j.lane = (SELECT lane FROM pick_lane) AND j.owner > o.owner)
+    FROM owners o WHERE o.owner IS NOT NULL
+  ),
+  firsts(id) AS (
+    SELECT (SELECT j.id FROM jobs j
+            WHERE j.status = 'queued' AND j.lane = (SELECT lane FROM pick_lane) AND j.owner IS o.owner
+              AND (j.not_before IS NULL OR j.not_before <= :now)
+            ORDER BY j.submitted_at, j.id LIMIT 1)
+    FROM (SELECT owner FROM owners WHERE owner IS NOT NULL UNION ALL SELECT NULL) o
+  ),
+  running(owner, jobs) AS (SELECT owner, count(*) FROM jobs WHERE status = 'running' GROUP BY owner)
+SELECT q.id FROM firsts f JOIN jobs q ON q.id = f.id LEFT JOIN running r ON r.owner IS q.owner
+ORDER BY coalesce(r.jobs, 0), q.submitted_at, q.id
+LIMIT 1"""
 
 
 class SQLiteStore(BlobFiles):
@@ -203,17 +235,17 @@ class SQLiteStore(BlobFiles):
         rows = await self._run(lambda c: c.execute(sql, (*params, limit)).fetchall())
         return [row_to_job(r) for r in rows]
 
-    async def claim_next(self) -> Job | None:
+    async def claim_next(self, scheduling: Scheduling = "fair") -> Job | None:
+        pick = FAIR_PICK if scheduling == "fair" else FIFO_PICK
+
         def claim(conn: sqlite3.Connection) -> Job | None:
             stamp = now().isoformat()
             row = conn.execute(
-                """UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?,
+                f"""UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = :now,
                        not_before = NULL, progress = 0
-                   WHERE id = (SELECT id FROM jobs WHERE status = 'queued'
-                               AND (not_before IS NULL OR not_before <= ?)
-                               ORDER BY submitted_at, id LIMIT 1)
+                   WHERE id = ({pick})
                    RETURNING *""",
-                (stamp, stamp),
+                {"now": stamp},
             ).fetchone()
             if row is None:
                 return None

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     source_kind TEXT NOT NULL DEFAULT 'upload',
     batch_id TEXT,
     owner TEXT,
-    options TEXT NOT NULL DEFAULT '{}'
+    options TEXT NOT NULL DEFAULT '{}',
+    lane TEXT NOT NULL DEFAULT 'bulk'
 );
 """
 SCHEMA = (
@@ -82,8 +83,11 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 """
 )
+# After MIGRATIONS (an older database gets its `lane` column first). `jobs_claim` serves fair claims
+# (service/storage/sqlite.py, FAIR_PICK): a lane's owners one by one, and each owner's oldest job of the lane.
 INDEXES = """
 CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id, submitted_at, id);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (status, lane, owner, submitted_at, id);
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_owner_idempotency_key ON jobs (coalesce(owner, ''), idempotency_key);
 """
 JOB_COLUMNS = tuple(re.findall(r"^    (\w+) ", JOBS_TABLE, re.MULTILINE))
@@ -129,6 +133,7 @@ MIGRATIONS = (
     ("batch_id", "TEXT"),
     ("owner", "TEXT"),
     ("options", "TEXT NOT NULL DEFAULT '{}'"),
+    ("lane", "TEXT NOT NULL DEFAULT 'bulk'"),  # jobs queued before lanes wait as bulk
 )
 # Options that were columns of their own before `options` held them all (`options` held only the rest).
 FOLDED = LEGACY_OPTION_FIELDS

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from service.audio import SAMPLE_RATE
 from service.inference import deployment
 from service.inference.local import transcribe_audio
 from service.inference.pipeline import assemble
-from service.inference.types import DecodeOptions, WindowResult
+from service.inference.types import DecodeOptions, WindowResult, per_window
 from service.inference.windows import stitch
 from service.options import JobOptions
 from service.transcript import Segment, Timings, Transcript, Word
@@ -189,7 +190,7 @@ def _query_app() -> FastAPI:
     return app
 
 
-def test_the_ray_apps_query_is_job_options_plus_beam_size() -> None:
+def test_the_ray_apps_query_is_job_options_plus_beam_size_and_lane() -> None:
     client = TestClient(_query_app())
     sent = JobOptions(
         language="hi",
@@ -203,14 +204,15 @@ def test_the_ray_apps_query_is_job_options_plus_beam_size() -> None:
         vad_min_silence_ms=300,
         vad_speech_pad_ms=100,
     )
-    answer = client.post("/transcribe", params={**sent.query(), "beam_size": "2"})  # what the gateway sends
+    answer = client.post("/transcribe", params={**sent.query(), "beam_size": "2", "lane": "interactive"})
     assert answer.status_code == 200, answer.text
-    assert JobOptions(**{k: v for k, v in answer.json().items() if k != "beam_size"}) == sent
-    assert answer.json()["beam_size"] == 2
+    assert JobOptions(**{k: v for k, v in answer.json().items() if k not in ("beam_size", "lane")}) == sent
+    assert answer.json()["beam_size"] == 2 and answer.json()["lane"] == "interactive"
     assert client.post("/transcribe").json()["language"] is None
+    assert client.post("/transcribe").json()["lane"] == "bulk"
     unknown = client.post("/transcribe", params={"bogus": "1"})
     assert unknown.status_code == 422 and "detail" in unknown.json()
-    for bad in ({"vad_threshold": "1.5"}, {"beam_size": "17"}, {"prompt": "a" * 16_001}, {"vad_filter": "perhaps"}):
+    for bad in ({"vad_threshold": "1.5"}, {"beam_size": "17"}, {"prompt": "a" * 16_001}, {"lane": "vip"}):
         assert client.post("/transcribe", params=bad).status_code == 422, bad
     language = client.post("/transcribe", params={"language": "xx"})
     assert language.status_code == 422
@@ -231,21 +233,23 @@ class _Engine:
         self.detected = 0
         self._lock = threading.Lock()
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        self.detected += 1
-        return "de", 0.75
-
-    def transcribe_batch(self, windows: list[np.ndarray], options: DecodeOptions) -> list[WindowResult]:
+    def transcribe_batch(
+        self, windows: list[np.ndarray], options: DecodeOptions | Sequence[DecodeOptions]
+    ) -> list[WindowResult]:
+        """A row to detect is German (0.75), detected in the call as CTranslate2 does."""
         with self._lock:
             first = not self.batches
             self.batches.append(len(windows))
         out = []
-        for i, window in enumerate(windows):
+        for i, (window, row) in enumerate(zip(windows, per_window(options, len(windows)))):
             seconds = window.shape[0] / SAMPLE_RATE
             end = seconds / 2 if first and i == 0 else seconds
-            out.append(
-                WindowResult([Segment(start=0.0, end=end, text=f" {options.language} {seconds:.1f}")], -0.1, 0.0, 1.0)
-            )
+            language = row.language or "de"
+            result = WindowResult([Segment(start=0.0, end=end, text=f" {language} {seconds:.1f}")], -0.1, 0.0, 1.0)
+            if row.language is None:
+                self.detected += 1
+                result.language, result.language_probability = "de", 0.75
+            out.append(result)
         return out
 
 

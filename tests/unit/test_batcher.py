@@ -132,3 +132,22 @@ def test_a_caller_that_gave_up_is_left_out_of_the_batch() -> None:
 
     run(main())
     assert [items for _, items in engine.calls] == [[0], [2]]
+
+
+def test_the_most_urgent_items_go_first_whatever_their_key() -> None:
+    """Priorities (lanes: interactive 0, bulk 1): the next batch is the key of the most urgent waiting item,
+    filled most urgent first; among equals the oldest."""
+    engine = Engine(seconds=0.3)
+
+    async def main() -> None:
+        batcher = Batcher(engine, max_batch_size=2, quiet_s=0.01, max_wait_s=0.02)
+        first = await keep_busy(batcher, engine)
+        bulk = [asyncio.create_task(batcher.submit("en", i, priority=1)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.02)
+        urgent = [asyncio.create_task(batcher.submit("hi", 4, priority=0))]
+        urgent.append(asyncio.create_task(batcher.submit("en", 5, priority=0)))
+        await asyncio.gather(first, *bulk, *urgent)
+
+    run(main())
+    # "hi" 4 is the most urgent and oldest of the urgent: its key goes first; then "en" with 5 ahead of the bulk.
+    assert engine.calls == [("en", [0]), ("hi", [4]), ("en", [5, 1]), ("en", [2, 3])]

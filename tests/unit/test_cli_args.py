@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -208,12 +209,18 @@ class FakeEngine:
     def detect_language(self, audio: object) -> tuple[str, float]:
         return "hi", 0.9
 
-    def transcribe_batch(self, windows: list, options: object) -> list:
-        from service.inference.types import WindowResult
+    def transcribe_batch(self, windows: list, options: Any) -> list:
+        from service.inference.types import WindowResult, per_window
         from service.transcript import Segment
 
-        text = "ask not" if options.task == "translate" else "namaste"  # type: ignore[attr-defined]
-        return [WindowResult([Segment(start=0.0, end=w.shape[0] / 16000, text=text)], -0.1, 0.0, 1.0) for w in windows]
+        results = []
+        for window, row in zip(windows, per_window(options, len(windows))):
+            text = "ask not" if row.task == "translate" else "namaste"
+            result = WindowResult([Segment(start=0.0, end=window.shape[0] / 16000, text=text)], -0.1, 0.0, 1.0)
+            if row.language is None:  # detected in the call, as CTranslate2 does
+                result.language, result.language_probability = "hi", 0.9
+            results.append(result)
+        return results
 
 
 def test_in_process_translation_is_whispers_translate_task(

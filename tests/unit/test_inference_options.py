@@ -16,6 +16,7 @@ import pytest
 from service.audio import SAMPLE_RATE, decode
 from service.inference import deployment
 from service.inference.pipeline import WindowPipeline
+from service.inference.priority import PrioritySemaphore
 from service.inference.prompting import PROMPT_TOKENS, prompt_tokens
 from service.inference.stream import Steps, WindowSource
 from service.inference.types import AppInfo, DecodeOptions, WindowResult
@@ -168,7 +169,7 @@ class _FakeDecoder:
     _events = deployment.Decoder.func_or_class._events
 
     def __init__(self) -> None:
-        self._window_budget = asyncio.Semaphore(16)
+        self._window_budget = PrioritySemaphore(16)
         self.calls = 0
         self.finished: list[float] = []  # window lengths (s) in the order Whisper answered
 
@@ -177,7 +178,8 @@ class _FakeDecoder:
         def add(*args: Any, **kwargs: Any) -> None:
             pass
 
-    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions) -> WindowResult:
+    async def transcribe_window(self, audio: np.ndarray, options: DecodeOptions, priority: int) -> WindowResult:
+        assert options.language == "en"  # given: nothing to detect
         call, self.calls = self.calls, self.calls + 1
         seconds = audio.shape[0] / SAMPLE_RATE
         await asyncio.sleep(0.4 if call == 0 else 0.3 - 0.05 * min(call, 5))
@@ -185,9 +187,6 @@ class _FakeDecoder:
         end = seconds / 2 if call == 0 else seconds  # the first window stops half-way: its tail comes again
         segment = Segment(start=0.0, end=end, text=f"window {call}", tokens=[call])
         return WindowResult([segment], -0.1, 0.0, 1.2, 0.0)
-
-    async def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        raise AssertionError("the language was given")
 
 
 def test_progress_segments_come_in_audio_order(tmp_path: Path) -> None:
@@ -200,14 +199,13 @@ def test_progress_segments_come_in_audio_order(tmp_path: Path) -> None:
     decoder = _FakeDecoder()
 
     async def run() -> list[dict]:
-        slots = asyncio.Semaphore(1)
+        slots = PrioritySemaphore(1)
         await slots.acquire()
         job = deployment._Job(spooled, steps, slots, set())
         info = await steps.open()
         pipeline = WindowPipeline(
             steps,
             decoder.transcribe_window,
-            decoder.detect_language,
             DecodeOptions("en"),
             detect=False,
             duration=info.duration,

@@ -158,3 +158,24 @@ def test_job_capacity_follows_running_replicas() -> None:
     assert job_capacity(s, 3) == 96
     assert job_capacity(s, 0) == 32  # none running yet: as for one
     assert job_capacity(settings(max_batch_size=2), 1) == 16  # at least 16
+
+
+@pytest.mark.parametrize(
+    ("fields", "on_gpu", "cores", "expected"),
+    [
+        ({}, False, 2, (2, 1, 4)),  # CPU: one single-threaded replica per core, small batches
+        ({}, False, 32, (8, 4, 16)),  # ...at most 8 copies of the model, the cores shared out
+        ({}, False, 6, (5, 1, 4)),  # ...leaving the Decoder its Ray CPU (the local Ray has max(4, cores))
+        ({"cpu_threads": 2}, False, 2, (1, 2, 16)),  # threads set: cores / threads replicas, batches that pay
+        ({"whisper_replicas": 2}, False, 8, (2, 4, 16)),  # replicas set: the cores shared out
+        ({"max_batch_size": 8}, False, 2, (2, 1, 8)),
+        ({}, True, 2, (1, 0, 16)),  # GPU: one replica per GPU, batches of 16
+        ({"whisper_min_replicas": 1, "whisper_max_replicas": 4}, True, 2, (1, 0, 16)),
+    ],
+)
+def test_the_hardware_layout_fills_in_what_was_left_unset(
+    fields: dict[str, Any], on_gpu: bool, cores: int, expected: tuple[int, int, int]
+) -> None:
+    laid = scaling.hardware_layout(InferenceSettings(**fields), on_gpu=on_gpu, cores=cores)
+    assert (laid.whisper_replicas, laid.cpu_threads, laid.max_batch_size) == expected
+    assert laid.batch_size == expected[2]
