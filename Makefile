@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # The versions the tests ran with, shared with the images (refresh: docker/freeze_constraints.py).
 CONSTRAINTS := -c docker/constraints.txt
 
-.PHONY: run install install-test browser test test-unit test-integration lint bench bench-scale cluster clean
+.PHONY: run install install-test browser test test-unit test-integration lint bench bench-scale gpu-check cluster clean
 
 $(VENV)/.installed: pyproject.toml docker/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -55,13 +55,46 @@ BENCH_SCALE_ARGS ?=
 bench-scale: install-test
 	$(PY) -m bench.scale $(BENCH_SCALE_ARGS)
 
+# On a machine with an NVIDIA GPU: a venv of its own (.venv-gpu, ignored by git; .venv keeps its CPU torch) with
+# PyPI's CUDA build of torch, then bench/gpu_check.py within 8 minutes: both engines at batch sizes 1-64 and the
+# whole service on the GPU, into bench/results/gpu-check.json (docs/benchmarks.md, "## GPU"). Refused without
+# nvidia-smi. torch comes from GPU_INDEX with this machine's pip configuration set aside (a find-links folder or a
+# local index may hold the +cpu wheel, which satisfies torch==X too), with its dependencies: the nvidia-* and
+# cuda-toolkit wheels hold the CUDA libraries it loads. nvidia-cublas-cu12: CUDA 12's cuBLAS, which PyPI's
+# ctranslate2 loads and the CUDA 13 torch does not bring. Flags: GPU_CHECK_ARGS='--no-doc'.
+GPU_VENV   ?= .venv-gpu
+GPU_PY     := $(GPU_VENV)/bin/python
+GPU_INDEX  ?= https://pypi.org/simple
+GPU_TORCH  ?= $(TORCH)
+GPU_CUBLAS ?= nvidia-cublas-cu12>=12.4,<13
+GPU_CHECK_ARGS ?=
+GPU_PIP_REGISTRY := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_NO_INDEX -u PIP_CONSTRAINT \
+	PIP_CONFIG_FILE=/dev/null $(GPU_PY) -m pip
+
+$(GPU_VENV)/.installed: pyproject.toml docker/constraints.txt
+	$(PYTHON) -m venv $(GPU_VENV)
+	echo '*' > $(GPU_VENV)/.gitignore
+	$(GPU_PY) -m pip install -q --upgrade pip
+	$(GPU_PY) -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null || \
+	  $(GPU_PY) -m pip uninstall -q -y torch
+	$(GPU_PIP_REGISTRY) install -q --index-url $(GPU_INDEX) $(CONSTRAINTS) "$(GPU_TORCH)" "$(GPU_CUBLAS)"
+	$(GPU_PY) -m pip install -q $(CONSTRAINTS) -e '.[inference,snowflake,test]'
+	$(GPU_PY) -c "import torch; assert torch.version.cuda, f'torch {torch.__version__} is not a CUDA build'"
+	touch $@
+
+gpu-check:
+	@command -v nvidia-smi >/dev/null || { echo "gpu-check: no nvidia-smi here: run it on a machine with an NVIDIA GPU" \
+	  "(python -m bench.gpu_check --cpu-dry-run tries the script on the CPU)" >&2; exit 2; }
+	$(MAKE) $(GPU_VENV)/.installed
+	timeout -k 120 480 $(GPU_PY) -m bench.gpu_check $(GPU_CHECK_ARGS)
+
 # A Ray head and two worker nodes (one logical GPU each) as separate processes, as in SPCS, then the Ray
 # Serve app and the gateway against them; Ctrl-C stops everything.
 cluster: install-test
 	$(PY) -m tests.cluster
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) .venv-gpu data .pytest_cache
 
 # =====================================================================================================
 # Deployment (Snowflake CLI) to Snowpark Container Services. Every name and size comes from

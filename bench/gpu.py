@@ -109,15 +109,15 @@ def long_form_windows() -> list:
     return cut(decode(DATA / "en_ljspeech_longform.wav"), vad=True).audio
 
 
-def _predicted_s(rows: list[dict[str, Any]], batch: int, runs: int) -> float:
-    """Seconds the warm-up and `runs` timed calls of `batch` should take, from the last two sizes measured: the
-    time grows as batch^e, e fitted on them and kept within [0, 1] (1, linear, with a single size measured)."""
+def _predicted_s(rows: list[dict[str, Any]], batch: int, calls: int) -> float:
+    """Seconds `calls` calls of `batch` (a warm-up and the timed runs) should take, from the last two sizes measured:
+    the time grows as batch^e, e fitted on them and kept within [0, 1] (1, linear, with a single size measured)."""
     last = rows[-1]
     exponent = 1.0
     if len(rows) >= 2 and rows[-2]["batch"] != last["batch"] and rows[-2]["median_s"] > 0:
         ratio = last["median_s"] / rows[-2]["median_s"]
         exponent = min(1.0, max(0.0, math.log(max(ratio, 1e-9)) / math.log(last["batch"] / rows[-2]["batch"])))
-    return (runs + 1) * last["median_s"] * (batch / last["batch"]) ** exponent
+    return calls * last["median_s"] * (batch / last["batch"]) ** exponent
 
 
 def sweep(
@@ -163,7 +163,7 @@ def sweep(
                 skipped.append(batch)
                 continue
             elapsed = time.perf_counter() - started
-            predicted = _predicted_s(rows, batch, runs) if rows else 0.0
+            predicted = _predicted_s(rows, batch, runs + cuda) if rows else 0.0
             if budget_s is not None and elapsed + predicted > budget_s:
                 skipped.append(batch)
                 reason = (
@@ -173,7 +173,8 @@ def sweep(
                 continue
             chunk = [windows[i % len(windows)] for i in range(batch)]
             seconds = sum(w.shape[0] for w in chunk) / SAMPLE_RATE
-            engine.transcribe_batch(chunk, options)  # warm-up
+            if cuda or not rows:
+                engine.transcribe_batch(chunk, options)  # warm-up: per size on the GPU (kernels, cuBLAS plans)
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
             memory.reset()

@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import deque
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -168,9 +169,8 @@ def run_worker(argv: list[str], timeout_s: float, on_row: Any = None) -> dict[st
 def cublas12_dir() -> str | None:
     """The folder of nvidia-cublas-cu12's libcublas.so.12 in this Python's site-packages, if installed."""
     for entry in sys.path:
-        folder = Path(entry or ".") / "nvidia" / "cublas" / "lib"
-        if (folder / CUBLAS12).exists():
-            return str(folder)
+        for found in sorted(Path(entry or ".").glob(f"nvidia/*/lib/{CUBLAS12}")):  # nvidia/cublas/lib
+            return str(found.parent)
     return None
 
 
@@ -242,14 +242,21 @@ class BatchTimeline:
         self._thread.join()
         self._sample()
 
+    def totals(self) -> tuple[int, int]:
+        """Batches and windows between the first and the last reading."""
+        if len(self.samples) < 2:
+            return 0, 0
+        return self.samples[-1][0] - self.samples[0][0], self.samples[-1][1] - self.samples[0][1]
+
     def interval_means(self) -> list[float]:
         pairs = zip(self.samples, self.samples[1:])
         return [round((w1 - w0) / (b1 - b0), 2) for (b0, w0), (b1, w1) in pairs if b1 > b0]
 
 
-def service_stage(args: argparse.Namespace, device: str, until: float) -> dict[str, Any]:
-    """The whole service on `device`, the mixed workload once after a warm-up, stopped afterwards; the pass is
-    abandoned (and the service stopped) at `until` (time.monotonic)."""
+def service_stage(args: argparse.Namespace, device: str, until: float, out: dict[str, Any]) -> None:
+    """The whole service on `device`, the mixed workload once after a warm-up, stopped afterwards, into `out` as
+    it goes (a run cut short keeps what it had); the pass is abandoned (and the service stopped) at `until`
+    (time.monotonic)."""
     from bench.mixed import english_wer, service_pass, workload
     from bench.run import running
     from service.config import InferenceSettings
@@ -257,8 +264,9 @@ def service_stage(args: argparse.Namespace, device: str, until: float) -> dict[s
     engine = args.service_engine or ("ctranslate2" if device == "cpu" else InferenceSettings().effective_engine)
     env = {"SPCS_WHISPER_DEVICE": device, "SPCS_WHISPER_ENGINE": engine}
     env.update(dict(item.split("=", 1) for item in args.env))
-    out: dict[str, Any] = {"engine": engine, "env": env}
+    out.update(engine=engine, env=env)
     folder = Path(tempfile.mkdtemp(prefix="spcsw-gpu-check-"))
+    sid = None
     try:
         files = workload(folder)
         audio_s = sum(f.seconds for f in files)
@@ -266,6 +274,7 @@ def service_stage(args: argparse.Namespace, device: str, until: float) -> dict[s
         out["gpu_before_mb"] = gpu_used_mb()
         started = time.perf_counter()
         with running(args.model, CACHE, **env) as svc:
+            sid = svc.process.pid  # started with start_new_session: its session's id
             out["start_s"] = round(time.perf_counter() - started, 2)
             t0 = time.perf_counter()
             service_pass(svc.url, svc.serve_url, files[-2:-1])  # warm-up: the model's first batch
@@ -293,14 +302,17 @@ def service_stage(args: argparse.Namespace, device: str, until: float) -> dict[s
                 app = result["app"]
                 latencies = result["latencies"]
                 short = [lat for f, lat in zip(files, latencies) if f.short]
-                means = timeline.interval_means()
+                # The app's counters over every Whisper replica (bench/mixed.py), else the replica's own (/ready).
+                batches, windows = timeline.totals()
+                batches = int(app.get("whisper_batches", app.get("batches", batches)))
+                windows = int(app.get("whisper_windows", app.get("windows", windows)))
                 out.update(
                     wall_s=round(result["wall_s"], 2),
                     audio_s_per_s=round(audio_s / result["wall_s"], 1),
-                    batches=app["batches"],
-                    windows=app["windows"],
-                    mean_batch_size=round(app["windows"] / app["batches"], 2) if app["batches"] else None,
-                    mean_batch_size_per_second=means,
+                    batches=batches,
+                    windows=windows,
+                    mean_batch_size=round(windows / batches, 2) if batches else None,
+                    mean_batch_size_per_second=timeline.interval_means(),
                     whisper_busy_s=app.get("whisper_busy_s"),
                     decoder_busy_s=app.get("decoder_busy_s"),
                     short_file_latency_p50_s=round(statistics.median(short), 2) if short else None,
@@ -310,10 +322,36 @@ def service_stage(args: argparse.Namespace, device: str, until: float) -> dict[s
             out["gpu_peak_mb"] = memory.peak
             out["gpu_samples"] = memory.samples
             stopping = time.perf_counter()
+        out["killed_after_stop"] = stop_session(sid)
         out["stop_s"] = round(time.perf_counter() - stopping, 2)
+        sid = None
     finally:
+        if sid is not None:  # an error or a signal inside: the service's `finally` stopped it; make sure of Ray
+            stop_session(sid)
         shutil.rmtree(folder, ignore_errors=True)
-    return out
+
+
+def session_pids(sid: int) -> list[int]:
+    """The processes of session `sid` (the service runs in a session of its own: its Ray processes too)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and fields[3] == str(sid):
+                found.append(int(stat.parent.name))
+    return found
+
+
+def stop_session(sid: int, wait_s: float = 60.0) -> list[int]:
+    """Waits up to `wait_s` for the stopped service's processes (Ray shuts down after the service's process has
+    exited) to end, then kills what is left; returns the pids it had to kill."""
+    deadline = time.monotonic() + wait_s
+    while (left := session_pids(sid)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def stop_children() -> list[int]:
@@ -516,10 +554,12 @@ def stages(args: argparse.Namespace, result: dict[str, Any], out_path: Path, sta
         failed = True
     else:
         print(f"service: the mixed workload end to end on {device}, {left:.0f} s left", flush=True)
+        result["service"] = {}
         try:
-            result["service"] = service_stage(args, device, until=deadline - STOP_RESERVE_S)
+            service_stage(args, device, deadline - STOP_RESERVE_S, result["service"])
         except Exception as exc:  # noqa: BLE001 - reported in the JSON
-            result["service"] = {"error": repr(exc)}
+            result["service"].update(error=repr(exc), traceback=traceback.format_exc().splitlines()[-12:])
+            traceback.print_exc()
         failed = failed or "error" in result["service"]
     stage_done("service", t)
 

@@ -39,7 +39,7 @@ def gpu_present() -> bool:
 
 
 GPU_BATCH_SIZE = 16  # MAX_BATCH_SIZE when unset, on a GPU...
-CPU_BATCH_SIZE = 4  # ...and for a single-threaded CPU replica, which gains nothing from larger batches
+CPU_BATCH_SIZE = 1  # ...and for a single-threaded CPU replica, which gains nothing from batches (docs/benchmarks.md)
 _FROM_ENV = SettingsConfigDict(env_prefix="SPCS_WHISPER_", env_nested_delimiter="__", extra="ignore")
 
 
@@ -187,7 +187,7 @@ class InferenceSettings(BaseSettings):
         None,
         ge=1,
         le=128,
-        description="most 30 s windows per model call; unset: 4 for single-threaded CPU replicas, else 16",
+        description="most 30 s windows per model call; unset: 1 for single-threaded CPU replicas, else 16",
     )
     batch_wait_timeout_s: float = Field(
         0.05, ge=0, description="an idle model starts a batch once no window has joined it for this long"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
@@ -64,7 +65,8 @@ class WindowPipeline:
     `language_probability`, `segments`, `results` and `transcript()` hold the outcome.
 
     A window goes to `transcribe_window` once the `budget` (shared by the jobs of a Decoder replica) grants it a
-    unit, asked for at rank (priority, windows this job sent so far), and the feed is asked for more only while
+    unit, asked for at rank (priority, windows this job sent so far, the audio's length): the lane first, then
+    round robin between jobs, the shortest file first in each round. The feed is asked for more only while
     no window waits: decoding keeps pace with Whisper. Windows finish in any order; a finished window's segments
     wait until every window before it has been released."""
 
@@ -164,7 +166,7 @@ class WindowPipeline:
         try:
             while True:
                 if ready and grant is None and not (detect and sent):
-                    grant = asyncio.ensure_future(budget.acquire((self.priority, sent)))
+                    grant = asyncio.ensure_future(budget.acquire((self.priority, sent, self.duration or math.inf)))
                 if step is None and self.decoding and not ready:
                     step = asyncio.ensure_future(feed.next())
                 waiting = running | {t for t in (step, grant) if t is not None}

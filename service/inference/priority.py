@@ -3,8 +3,9 @@
 A job's lane (`options.Lane`, chosen by the gateway) becomes a priority: interactive 0, bulk 1. The Decoder's
 decode slots and its window budget are `PrioritySemaphore`s, and the Whisper deployment's `Batcher` takes the
 most urgent windows first, so a short file or a service-function row never waits behind a stage batch's queue.
-Within a lane the budget ranks a job's next window by the windows that job has already sent: a long file does
-not hold back the files that came after it (fair queuing between jobs), and ties go in arrival order.
+Within a lane the budget ranks a job's next window by the windows that job has already sent, then by the file's
+length: a long file does not hold back the files that came after it (round robin between jobs), and in each
+round the shortest file goes first (shortest job first: the least waiting in all); ties go in arrival order.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def hardware_layout(settings: InferenceSettings, on_gpu: bool, cores: int) -> In
 
     GPU: one replica per GPU (WHISPER_REPLICAS 1 unless set), batches of 16. CPU: replicas × threads from the
     cores: one single-threaded replica per core (at most 8) unless CPU_THREADS or WHISPER_REPLICAS says
-    otherwise; batches of 4 for single-threaded replicas, 16 for others. Measured on 2 cores with CTranslate2
+    otherwise; batches of 1 for single-threaded replicas, 16 for others. Measured on 2 cores with CTranslate2
     int8 (docs/benchmarks.md): a single-threaded replica gains nothing from batching (1.9 s per 30 s window at
     batch 1 and at 16), a two-threaded one little (1.2 s per window at 16), so two replicas × one thread beat
     one × two under load, and small batches cost no throughput while a short window never waits behind a long

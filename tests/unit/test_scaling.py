@@ -163,9 +163,9 @@ def test_job_capacity_follows_running_replicas() -> None:
 @pytest.mark.parametrize(
     ("fields", "on_gpu", "cores", "expected"),
     [
-        ({}, False, 2, (2, 1, 4)),  # CPU: one single-threaded replica per core, small batches
+        ({}, False, 2, (2, 1, 1)),  # CPU: one single-threaded replica per core, small batches
         ({}, False, 32, (8, 4, 16)),  # ...at most 8 copies of the model, the cores shared out
-        ({}, False, 6, (5, 1, 4)),  # ...leaving the Decoder its Ray CPU (the local Ray has max(4, cores))
+        ({}, False, 6, (5, 1, 1)),  # ...leaving the Decoder its Ray CPU (the local Ray has max(4, cores))
         ({"cpu_threads": 2}, False, 2, (1, 2, 16)),  # threads set: cores / threads replicas, batches that pay
         ({"whisper_replicas": 2}, False, 8, (2, 4, 16)),  # replicas set: the cores shared out
         ({"max_batch_size": 8}, False, 2, (2, 1, 8)),
