@@ -3,8 +3,9 @@ the service, all submitted at once, side by side with faster-whisper used direct
 
 - `batched`: `BatchedInferencePipeline(model).transcribe(file, batch_size=16)` looping over the files;
 - `naive_vad`: `WhisperModel.transcribe(file, vad_filter=True)` looping over the files;
-- `service`: every file posted to `/v1/jobs` at once (the long ones first, the worst order for a queue),
-  each job awaited by its own long poll; a file's latency is from the first submission to its job's end.
+- `service`: every file posted to `/v1/jobs` at once (16 concurrent uploads), each job awaited by its own long
+  poll; a file's latency is from the start of the submissions to its job's end. Then again with the files
+  posted one after another, the longest first: the worst order for the short ones (`*_long_first`).
 
 All three use the same `base` weights (CTranslate2 int8 on CPU), beam 5 and auto-detected language.
 Figures: wall time of each, `service_vs_batched_pipeline` and `service_vs_naive_vad` (time ratios: above 1,
@@ -167,13 +168,18 @@ def app_counters(serve_url: str) -> dict[str, float]:
     return counters
 
 
-def service_pass(url: str, serve_url: str, files: list[WorkFile]) -> dict[str, Any]:
-    """All files submitted at once; each job awaited by its own long poll. Wall time, per-file latency, texts,
-    and what the Ray app did meanwhile (batches, windows, busy seconds)."""
+def service_pass(url: str, serve_url: str, files: list[WorkFile], long_first: bool = False) -> dict[str, Any]:
+    """All files submitted at once (concurrently; `long_first`: one after another in the workload's order, the
+    longest first, the worst order for the short ones); each job awaited by its own long poll. Wall time,
+    per-file latency, texts, and what the Ray app did meanwhile (batches, windows, busy seconds)."""
     before = app_counters(serve_url)
     with httpx.Client(base_url=url, timeout=600) as client:
         started = time.perf_counter()
-        ids = [_submit(client, f) for f in files]
+        if long_first:
+            ids = [_submit(client, f) for f in files]
+        else:
+            with concurrent.futures.ThreadPoolExecutor(len(files)) as pool:
+                ids = list(pool.map(lambda f: _submit(client, f), files))
 
         def finish(job_id: str) -> tuple[float, dict[str, Any]]:
             while True:
@@ -192,7 +198,9 @@ def service_pass(url: str, serve_url: str, files: list[WorkFile]) -> dict[str, A
     latencies = [t for t, _ in done]
     after = app_counters(serve_url)
     app = {key: round(after[key] - before.get(key, 0.0), 2) for key in after}
-    return {"wall_s": wall, "latencies": latencies, "texts": texts, "app": app}
+    # Where each file's time went: queued at the gateway, then at the Ray app until Whisper started, then Whisper.
+    jobs = [{k: (job["timings"] or {}).get(k) for k in ("queued_s", "processing_s", "inference_s")} for _, job in done]
+    return {"wall_s": wall, "latencies": latencies, "texts": texts, "app": app, "jobs": jobs}
 
 
 def measure(
@@ -208,19 +216,24 @@ def measure(
         model = WhisperModel(str(model_path), compute_type="int8", cpu_threads=threads)
         library_pass(model, files[-1:], batched=True)  # warm-up
         service_pass(url, serve_url, files[-2:-1])
-        batched, naive, service = [], [], []
+        batched, naive, service, worst = [], [], [], []
         for _ in range(runs):
             if library:
                 batched.append(library_pass(model, files, batched=True))
                 naive.append(library_pass(model, files, batched=False))
             service.append(service_pass(url, serve_url, files))
+            worst.append(service_pass(url, serve_url, files, long_first=True))
         del model
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     batched = batched or [(float("nan"), [""] * len(files))]
     naive = naive or [(float("nan"), [""] * len(files))]
     walls = [s["wall_s"] for s in service]
-    short = [statistics.median(lat for f, lat in zip(files, s["latencies"]) if f.short) for s in service]
+
+    def short_median(passes: list[dict[str, Any]]) -> list[float]:
+        return [statistics.median(lat for f, lat in zip(files, s["latencies"]) if f.short) for s in passes]
+
+    short, short_worst = short_median(service), short_median(worst)
     per_run = {  # each run's figure; ratios from the runs side by side
         "mixed_service_s": walls,
         "mixed_batched_pipeline_s": [t for t, _ in batched],
@@ -229,6 +242,8 @@ def measure(
         "service_vs_naive_vad": [n / w for (n, _), w in zip(naive, walls)],
         "short_file_latency_p50_s": short,
         "short_file_latency_share": [lat / w for lat, w in zip(short, walls)],
+        "mixed_service_long_first_s": [s["wall_s"] for s in worst],
+        "short_file_latency_share_long_first": [lat / s["wall_s"] for lat, s in zip(short_worst, worst)],
     }
     figures: dict[str, Any] = {
         "mixed_files": len(files),
@@ -245,6 +260,7 @@ def measure(
         "mixed_wer_naive_vad": english_wer(files, naive[0][1]),
         "mixed_service_app": service[0]["app"],
         "mixed_latencies_s": {f.path.name: round(lat, 2) for f, lat in zip(files, service[0]["latencies"])},
+        "mixed_jobs": {f.path.name: job for f, job in zip(files, service[0]["jobs"])},
     }
     return figures
 

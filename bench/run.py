@@ -326,6 +326,8 @@ def update_doc(result: dict[str, Any]) -> None:
         "mixed_wer_naive_vad",
         "short_file_latency_p50_s",
         "short_file_latency_share",
+        "mixed_service_long_first_s",
+        "short_file_latency_share_long_first",
         "submit_p50_ms",
         "submit_p99_ms",
         "submit_rps",

@@ -47,7 +47,14 @@ from service.config import InferenceSettings, Settings, gpu_present
 from service.inference.engines import spec
 from service.inference.pipeline import EngineCalls, WindowPipeline
 from service.inference.priority import PrioritySemaphore, lane_priority
-from service.inference.scaling import decoder_options, hardware_layout, job_capacity, whisper_gpus, whisper_options
+from service.inference.scaling import (
+    decoder_options,
+    hardware_layout,
+    job_capacity,
+    whisper_gpus,
+    whisper_options,
+    windows_in_flight,
+)
 from service.inference.stats import Reporter, stats_actor
 from service.inference.stream import BodyTooLarge, Steps, WindowSource, spool
 from service.inference.types import AppInfo, DecodeOptions, WindowResult
@@ -204,9 +211,7 @@ class Decoder:
         self._slots = PrioritySemaphore(self.settings.decode_concurrency)
         self._cleanups: set[asyncio.Task] = set()
         inference = self.settings
-        self.in_flight_limit = inference.decode_windows_in_flight or (
-            2 * inference.batch_size * inference.whisper_bounds[1]
-        )
+        self.in_flight_limit = inference.decode_windows_in_flight or windows_in_flight(inference)
         self._window_budget = PrioritySemaphore(self.in_flight_limit)
         self.windows_retried = 0
         self.reporter = Reporter("Decoder")

@@ -32,6 +32,9 @@ from service.transcript import Segment, Timings, Transcript, joined_text
 
 log = logging.getLogger(__name__)
 
+# Windows a job may hold cut and not yet sent: one more than the one waiting for the budget, so a file whose last
+# window waits learns that its audio has ended (and gives its decode slot to the next file) without waiting.
+LOOKAHEAD = 2
 TranscribeWindow = Callable[[np.ndarray, DecodeOptions, int], Awaitable[WindowResult]]  # audio, options, priority
 
 
@@ -67,8 +70,8 @@ class WindowPipeline:
     A window goes to `transcribe_window` once the `budget` (shared by the jobs of a Decoder replica) grants it a
     unit, asked for at rank (priority, windows this job sent so far, the audio's length): the lane first, then
     round robin between jobs, the shortest file first in each round. The feed is asked for more only while
-    no window waits: decoding keeps pace with Whisper. Windows finish in any order; a finished window's segments
-    wait until every window before it has been released."""
+    fewer than `LOOKAHEAD` windows wait: decoding keeps pace with Whisper. Windows finish in any order; a
+    finished window's segments wait until every window before it has been released."""
 
     def __init__(
         self,
@@ -167,7 +170,7 @@ class WindowPipeline:
             while True:
                 if ready and grant is None and not (detect and sent):
                     grant = asyncio.ensure_future(budget.acquire((self.priority, sent, self.duration or math.inf)))
-                if step is None and self.decoding and not ready:
+                if step is None and self.decoding and len(ready) < LOOKAHEAD:
                     step = asyncio.ensure_future(feed.next())
                 waiting = running | {t for t in (step, grant) if t is not None}
                 if not waiting:

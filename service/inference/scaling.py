@@ -133,6 +133,15 @@ def decoder_options(settings: InferenceSettings) -> dict[str, Any]:
     return options
 
 
+def windows_in_flight(settings: InferenceSettings) -> int:
+    """Windows one Decoder replica keeps at Whisper (DECODE_WINDOWS_IN_FLIGHT when unset): per replica the batch
+    running and the batch forming behind it; without batching (a batch of 1, single-threaded CPU replicas) only
+    the window running, so every next window is chosen by rank when a replica frees up (`priority.py`): a short
+    file's window waits for one window at most, not for a queue granted before it arrived."""
+    per_replica = 2 * settings.batch_size if settings.batch_size > 1 else 1
+    return per_replica * settings.whisper_bounds[1]
+
+
 def job_capacity(settings: InferenceSettings, whisper_running: int) -> int:
     """Jobs the gateway may usefully have in flight: two batches of windows per running Whisper replica (a short
     file is one window), at least 16."""

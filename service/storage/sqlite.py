@@ -38,6 +38,9 @@ FIFO_PICK = f"SELECT id FROM jobs WHERE {DUE} ORDER BY submitted_at, id LIMIT 1"
 # lane's distinct owners through `jobs_claim` (a skip-scan, one index seek each), `firsts` takes each owner's
 # oldest due job of the lane (a seek), and only those candidates are ordered. Equivalent to ordering every
 # due job by (lane, running jobs of its owner, submitted_at, id).
+# Interactive jobs are all short (INTERACTIVE_MAX_SECONDS) or a caller waiting: the shortest goes first there
+# (the least waiting in all); bulk keeps submission order, so a long file is never overtaken for ever.
+SHORTEST = "CASE WHEN {t}.lane = 'interactive' THEN coalesce({t}.audio_seconds, 1e308) ELSE 0 END"
 FAIR_PICK = f"""
 WITH RECURSIVE
   pick_lane(lane) AS (
@@ -55,12 +58,12 @@ WITH RECURSIVE
     SELECT (SELECT j.id FROM jobs j
             WHERE j.status = 'queued' AND j.lane = (SELECT lane FROM pick_lane) AND j.owner IS o.owner
               AND (j.not_before IS NULL OR j.not_before <= :now)
-            ORDER BY j.submitted_at, j.id LIMIT 1)
+            ORDER BY {SHORTEST.format(t="j")}, j.submitted_at, j.id LIMIT 1)
     FROM (SELECT owner FROM owners WHERE owner IS NOT NULL UNION ALL SELECT NULL) o
   ),
   running(owner, jobs) AS (SELECT owner, count(*) FROM jobs WHERE status = 'running' GROUP BY owner)
 SELECT q.id FROM firsts f JOIN jobs q ON q.id = f.id LEFT JOIN running r ON r.owner IS q.owner
-ORDER BY coalesce(r.jobs, 0), q.submitted_at, q.id
+ORDER BY coalesce(r.jobs, 0), {SHORTEST.format(t="q")}, q.submitted_at, q.id
 LIMIT 1"""
 
 

@@ -127,7 +127,8 @@ def test_a_database_without_lanes_gets_the_column_and_its_jobs_wait_as_bulk(stor
 
 
 def _reference(jobs: list[Job], stamp: datetime) -> str | None:
-    """The fair claim, spelled out: every due queued job ordered by (lane, owner's running jobs, time, id)."""
+    """The fair claim, spelled out: every due queued job ordered by (lane, owner's running jobs, the shortest
+    audio first in the interactive lane, time, id)."""
     running: dict[str | None, int] = {}
     for job in jobs:
         if job.status == JobStatus.RUNNING:
@@ -135,7 +136,11 @@ def _reference(jobs: list[Job], stamp: datetime) -> str | None:
     due = [j for j in jobs if j.status == JobStatus.QUEUED and (j.not_before is None or j.not_before <= stamp)]
     if not due:
         return None
-    best = min(due, key=lambda j: (j.lane != "interactive", running.get(j.owner, 0), j.submitted_at, j.id))
+
+    def shortest(job: Job) -> float:
+        return (job.audio_seconds or float("inf")) if job.lane == "interactive" else 0.0
+
+    best = min(due, key=lambda j: (j.lane != "interactive", running.get(j.owner, 0), shortest(j), j.submitted_at, j.id))
     return best.id
 
 
@@ -152,7 +157,15 @@ def test_fair_claims_match_the_reference_order_on_random_queues(tmp_path: Path, 
                 not_before = now() + timedelta(hours=1) if rng.random() < 0.1 else None
                 lane: Lane = "interactive" if rng.random() < 0.3 else "bulk"
                 when = at(rng.randrange(40))  # many equal times: ties go by id
-                await add_job(store, owner=rng.choice(owners), lane=lane, submitted_at=when, not_before=not_before)
+                seconds = rng.choice([None, 4.8, 11.0, 11.0, 27.3])  # unknown, or as probed at submit
+                await add_job(
+                    store,
+                    owner=rng.choice(owners),
+                    lane=lane,
+                    submitted_at=when,
+                    not_before=not_before,
+                    audio_seconds=seconds,
+                )
             for _ in range(200):
                 everything = await store.list(None, 1000, None)
                 expected = _reference(everything, now())
