@@ -27,7 +27,6 @@ import shutil
 import statistics
 import tempfile
 import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import numpy as np
 
 from service.audio import SAMPLE_RATE, decode
 from tests.integration.helpers import DATA, SHARED_AUDIO, manifest, normalise
+from tests.media import write_wav
 
 SHARED = SHARED_AUDIO
 SHORT_S = 12.0  # the files whose latency the issue bounds
@@ -63,14 +63,6 @@ class WorkFile:
         return self.seconds <= SHORT_S
 
 
-def _write_wav(path: Path, audio: np.ndarray) -> None:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-
-
 def _pink_noise(seconds: float, dbfs: float, seed: int) -> np.ndarray:
     """Pink noise (1/f power) at `dbfs` RMS."""
     n = int(seconds * SAMPLE_RATE)
@@ -92,7 +84,7 @@ def _excerpt(folder: Path, audio: np.ndarray, first: str, last: str) -> WorkFile
     start, end = float(chosen[0]["start_s"]), float(chosen[-1]["end_s"])
     clip = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
     path = folder / f"en_ljspeech_{first[-4:]}_{last[-4:]}.wav"
-    _write_wav(path, clip)
+    write_wav(path, clip)
     return WorkFile(path, "en", clip.shape[0] / SAMPLE_RATE, " ".join(row["text"] for row in chosen))
 
 
@@ -119,7 +111,7 @@ def workload(folder: Path) -> list[WorkFile]:
     else:
         files += [_excerpt(folder, long_audio, first, last) for first, last in SHORT_EXCERPTS]
     noise = folder / "none_pinknoise_8s.wav"
-    _write_wav(noise, _pink_noise(8.0, -45.0, seed=1))
+    write_wav(noise, _pink_noise(8.0, -45.0, seed=1))
     files.append(WorkFile(noise, "none", 8.0, ""))
     return files
 

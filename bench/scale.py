@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import wave
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +47,7 @@ from service.audio import SAMPLE_RATE, decode
 from service.inference.engine_standin import CURVES
 from tests.cluster import LocalCluster, start_ray_app, stop_process
 from tests.harness import start_gateway, stop_gateway, wait_ready
+from tests.media import write_wav
 
 DATA = Path(__file__).parent.parent / "tests" / "data"
 SOURCES = ("en_ljspeech_longform.wav", "en_jfk.flac")
@@ -69,14 +69,6 @@ def _pool() -> np.ndarray:
     for name in SOURCES:
         parts += [decode(DATA / name), gap]
     return np.concatenate(parts)
-
-
-def _write_wav(path: Path, audio: np.ndarray) -> None:
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
 
 
 def build_stage(files: int, long_share: float, seed: int, root: Path = CACHE) -> tuple[Path, list[dict[str, Any]]]:
@@ -102,7 +94,7 @@ def build_stage(files: int, long_share: float, seed: int, root: Path = CACHE) ->
         seconds = round(rng.uniform(*(LONG_S if kind == "long" else SHORT_S)), 2)
         start = rng.randrange(0, pool.shape[0])
         name = f"f{index:04d}_{kind}.wav"
-        _write_wav(folder / name, looped[start : start + int(seconds * SAMPLE_RATE)])
+        write_wav(folder / name, looped[start : start + int(seconds * SAMPLE_RATE)])
         manifest.append({"name": name, "kind": kind, "seconds": seconds})
     listed.write_text(json.dumps(manifest))
     return folder, manifest
@@ -116,7 +108,7 @@ def warmup_stage(files: int) -> Path:
         folder.mkdir(parents=True)
         pool = _pool()
         for index in range(files):
-            _write_wav(folder / f"w{index:03d}.wav", pool[index * SAMPLE_RATE : (index + 8) * SAMPLE_RATE])
+            write_wav(folder / f"w{index:03d}.wav", pool[index * SAMPLE_RATE : (index + 8) * SAMPLE_RATE])
     return folder
 
 

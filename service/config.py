@@ -88,7 +88,8 @@ class GatewaySettings(BaseSettings):
         "fair",
         description="fair: interactive jobs (service-function rows, the synchronous OpenAI routes, files of at most "
         "INTERACTIVE_MAX_SECONDS) go first, at the gateway and in the Ray app, and queued jobs are claimed fewest "
-        "running per owner first; fifo: in submission order",
+        "running per owner first; fifo: every job bulk, claimed in submission order (the Ray app still shares its "
+        "replicas round robin between the jobs in flight)",
     )
     interactive_max_seconds: float = Field(
         30.0, ge=0, description="with fair scheduling, an uploaded file at most this long is interactive"

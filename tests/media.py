@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -24,6 +25,16 @@ def tone(seconds: float, rate: int, channels: int, freq: float = 440.0) -> np.nd
     t = np.arange(int(seconds * rate)) / rate
     mono = 0.3 * np.sin(2 * np.pi * freq * t)
     return np.stack([mono] * channels).astype(np.float32)
+
+
+def write_wav(path: Path, audio: np.ndarray, rate: int = 16_000) -> Path:
+    """16-bit mono WAV of float samples in [-1, 1] (clipped), with the standard library's writer (fast)."""
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
+    return path
 
 
 def write_audio(path: Path, samples: np.ndarray, rate: int, bitrate: int | None = None) -> Path:
