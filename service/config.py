@@ -94,6 +94,12 @@ class GatewaySettings(BaseSettings):
     interactive_max_seconds: float = Field(
         30.0, ge=0, description="with fair scheduling, an uploaded file at most this long is interactive"
     )
+    interactive_reserve: int = Field(
+        4,
+        ge=0,
+        description="with fair scheduling, jobs in flight beyond DISPATCH_CONCURRENCY that only interactive jobs "
+        "may take: a service function's row or a short file never waits for a slot a stage batch holds",
+    )
     drain_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long running jobs may finish")
     max_attempts: int = Field(3, ge=1, description="tries per job before it fails")
     retry_backoff_s: float = Field(2.0, ge=0)

@@ -6,8 +6,8 @@ each window to `transcribe_window` within a window budget (the first one alone, 
 engine to detect in the same call, when the job asks for detection; the others once it is known),
 decodes a window's tail again where Whisper stopped early (`windows.tail_start`, at most `MAX_FOLLOW_UPS`
 times), and yields `Progress` with the newly final segments in audio order. `assemble` builds the transcript.
-The engine side is two async callables: the Decoder's are calls to the Whisper deployment; `EngineCalls` makes
-them from an engine in-process (the Whisper deployment uses it too).
+The engine side is one async callable, `transcribe_window(audio, options, priority)`: the Decoder's calls the
+Whisper deployment; `EngineCalls` makes it from an engine in-process (the Whisper deployment uses it too).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from service.jobs.sources import job_audio
 from service.jobs.translation import TranslationStep
 from service.logs import request_id_var
 from service.metrics import Metrics
+from service.options import Lane
 from service.storage.base import JobStore, StoreUnavailable
 from service.storage.stages import StageReader
 from service.transcript import Segment
@@ -41,7 +42,9 @@ DEFAULT_CONCURRENCY = 16  # jobs in flight before the Ray app has said what it c
 
 class Dispatcher:
     """At most `dispatch_concurrency` jobs in flight (unset: the Ray app's `job_capacity`, which grows with its
-    Whisper replicas); wakes on new jobs, polls for due retries."""
+    Whisper replicas), plus `interactive_reserve` that only interactive jobs may take (fair scheduling: a second
+    claim loop, so an analyst's row is never stuck behind a stage batch that fills every slot); wakes on new jobs,
+    polls for due retries."""
 
     def __init__(
         self,
@@ -55,10 +58,12 @@ class Dispatcher:
         self.store, self.client, self.settings, self.metrics = store, client, settings, metrics
         self.stages = stages or StageReader(settings.gateway.stage_mounts)
         self.translation = TranslationStep(store, client, translator, self.open_audio, metrics)
-        self._wake = asyncio.Event()
         self._slots = Slots(settings.gateway.dispatch_concurrency or DEFAULT_CONCURRENCY)
+        reserve = settings.gateway.interactive_reserve if settings.gateway.scheduling == "fair" else 0
+        self._reserve = Slots(reserve)
+        self._wakes: list[asyncio.Event] = []  # one per claim loop
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._loop_task: asyncio.Task[None] | None = None
+        self._loop_tasks: list[asyncio.Task[None]] = []
         self._resume_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.model_info: AppInfo | None = None  # the Ray app's /ready answer; None while it is down
@@ -82,7 +87,10 @@ class Dispatcher:
         if recovered:
             log.warning("requeued %d jobs left running by a previous process", recovered)
         self._watch_task = asyncio.create_task(self._watch(), name="inference-watch")
-        self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+        self._loop_tasks = [asyncio.create_task(self._loop(self._slots), name="dispatcher")]
+        if self._reserve.limit:
+            reserve = self._loop(self._reserve, only="interactive")
+            self._loop_tasks.append(asyncio.create_task(reserve, name="dispatcher-interactive"))
         self._resume_task = asyncio.create_task(self._resume_translations(), name="resume-translations")
         self._retention_task = asyncio.create_task(self._retention(), name="retention")
 
@@ -110,7 +118,7 @@ class Dispatcher:
     async def stop(self, drain_s: float = 0.0) -> None:
         """Stop taking work, let in-flight jobs finish for up to `drain_s`, then cut the rest short;
         those go back to the queue for the next start."""
-        for loop_task in (self._loop_task, self._resume_task, self._retention_task):
+        for loop_task in (*self._loop_tasks, self._resume_task, self._retention_task):
             if loop_task:
                 loop_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -129,7 +137,8 @@ class Dispatcher:
         await self.store.requeue_running()
 
     def wake(self) -> None:
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
 
     async def drain(self, timeout_s: float) -> int:
         """Claim no more jobs and let the running ones finish, for up to `timeout_s`; how many still run. Queued
@@ -142,7 +151,7 @@ class Dispatcher:
 
     def resume(self) -> None:
         self._claiming.set()
-        self._wake.set()
+        self.wake()
 
     def cancel(self, job_id: str) -> None:
         """Stop a job's in-flight call (its status is already `cancelled` in the store)."""
@@ -169,35 +178,38 @@ class Dispatcher:
                 self._inference_up.clear()
             await asyncio.sleep(WATCH_SECONDS if self.model_info else POLL_SECONDS / 2)
 
-    async def _loop(self) -> None:
+    async def _loop(self, slots: Slots, only: Lane | None = None) -> None:
+        """Claim jobs while `slots` has room (`only`: jobs of that lane) and run each as a task of its own."""
         idle = 0
+        wake = asyncio.Event()
+        self._wakes.append(wake)
         while True:
             await self._inference_up.wait()
             await self._claiming.wait()
-            await self._slots.acquire()
+            await slots.acquire()
             job = None
             try:
-                job = await self.store.claim_next(self.settings.gateway.scheduling)
+                job = await self.store.claim_next(self.settings.gateway.scheduling, only)
             except StoreUnavailable as exc:
                 log.warning("cannot claim jobs: %s", exc)
             except Exception:
                 log.exception("claiming the next job failed")
             if job is None:
-                self._slots.release()
+                slots.release()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(POLL_SECONDS * 2**idle, MAX_IDLE_POLL_SECONDS))
-                idle = 0 if self._wake.is_set() else min(idle + 1, 8)
-                self._wake.clear()
+                    await asyncio.wait_for(wake.wait(), min(POLL_SECONDS * 2**idle, MAX_IDLE_POLL_SECONDS))
+                idle = 0 if wake.is_set() else min(idle + 1, 8)
+                wake.clear()
                 continue
             idle = 0
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             self._running[job.id] = task
-            task.add_done_callback(functools.partial(self._finished, job.id))
+            task.add_done_callback(functools.partial(self._finished, job.id, slots))
 
-    def _finished(self, job_id: str, _task: asyncio.Task[None]) -> None:
+    def _finished(self, job_id: str, slots: Slots, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
         self.partial.pop(job_id, None)
-        self._slots.release()
+        slots.release()
         self._notify(job_id)
 
     def _notify(self, job_id: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from service.jobs.model import Batch, Job, JobStatus
+from service.options import Lane
 from service.transcript import Transcript
 
 # The order queued jobs are claimed in (GatewaySettings.scheduling): `fair`: interactive before bulk, then the
@@ -87,10 +88,11 @@ class JobStore(Protocol):
         """Newest first; `before` is the (submitted_at iso, id) of the last job of the previous page;
         `owner` keeps only that user's jobs."""
 
-    async def claim_next(self, scheduling: Scheduling = "fair") -> Job | None:
+    async def claim_next(self, scheduling: Scheduling = "fair", only: Lane | None = None) -> Job | None:
         """Atomically move the next due queued job to running (attempts + 1) and return it: with `fifo` the
         oldest (submitted_at, id); with `fair` interactive before bulk, then the job whose owner has the fewest
-        jobs running (no owner counts as one owner), then the oldest."""
+        jobs running (no owner counts as one owner), then the shortest (interactive) or oldest (bulk). `only`:
+        a job of that lane or none (the dispatcher's interactive reserve), in the fair order."""
 
     async def set_progress(self, job: Job, fraction: float) -> None:
         """Record how far a running attempt has got (ignored once the job moved on)."""

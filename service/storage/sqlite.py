@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from service.jobs.model import Batch, Job, JobStatus, check_transition, now
+from service.options import Lane
 from service.storage.base import Bounds, DuplicateIdempotencyKey, Scheduling
 from service.storage.blobs import BlobFiles
 from service.storage.records import DATETIME_FIELDS, transcript_fields
@@ -44,7 +45,8 @@ SHORTEST = "CASE WHEN {t}.lane = 'interactive' THEN coalesce({t}.audio_seconds, 
 FAIR_PICK = f"""
 WITH RECURSIVE
   pick_lane(lane) AS (
-    SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs WHERE lane = 'interactive' AND {DUE}) THEN 'interactive'
+    SELECT CASE WHEN :only IS NOT NULL THEN :only
+                WHEN EXISTS (SELECT 1 FROM jobs WHERE lane = 'interactive' AND {DUE}) THEN 'interactive'
            ELSE 'bulk' END
   ),
   owners(owner) AS (
@@ -238,8 +240,8 @@ class SQLiteStore(BlobFiles):
         rows = await self._run(lambda c: c.execute(sql, (*params, limit)).fetchall())
         return [row_to_job(r) for r in rows]
 
-    async def claim_next(self, scheduling: Scheduling = "fair") -> Job | None:
-        pick = FAIR_PICK if scheduling == "fair" else FIFO_PICK
+    async def claim_next(self, scheduling: Scheduling = "fair", only: Lane | None = None) -> Job | None:
+        pick = FAIR_PICK if scheduling == "fair" or only else FIFO_PICK
 
         def claim(conn: sqlite3.Connection) -> Job | None:
             stamp = now().isoformat()
@@ -248,7 +250,7 @@ class SQLiteStore(BlobFiles):
                        not_before = NULL, progress = 0
                    WHERE id = ({pick})
                    RETURNING *""",
-                {"now": stamp},
+                {"now": stamp, "only": only},
             ).fetchone()
             if row is None:
                 return None

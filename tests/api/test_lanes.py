@@ -4,12 +4,14 @@ lane each route gives a job (`lane_of`), shown in the job's JSON, and sent to th
 from __future__ import annotations
 
 import shutil
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.api.conftest import Gateway
 from tests.fakes import FakeInference
@@ -125,3 +127,22 @@ def _run_in_order(make_gateway: Callable[..., Gateway], **settings: Any) -> list
 def test_the_dispatcher_claims_interactive_jobs_first(make_gateway: Callable[..., Gateway]) -> None:
     assert _run_in_order(make_gateway) == ["short", "long 1", "long 2"]
     assert _run_in_order(make_gateway, scheduling="fifo") == ["long 1", "long 2", "short"]
+
+
+@pytest.mark.parametrize("reserve", [4, 0])
+def test_an_interactive_job_never_waits_for_a_slot_a_bulk_job_holds(
+    make_gateway: Callable[..., Gateway], reserve: int
+) -> None:
+    """One slot, held by a long (bulk) job: the interactive reserve runs a short job beside it at once; without
+    a reserve the short job waits until the long one is done."""
+    gw = make_gateway(FakeInference(seconds=2.0), dispatch_concurrency=1, interactive_reserve=reserve)
+    with gw.client() as client:
+        long_id = submit(client, LONG).json()["id"]
+        deadline = time.monotonic() + 30
+        while client.get(f"/v1/jobs/{long_id}").json()["status"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        short = wait(client, submit(client, SHORT).json()["id"], timeout=60)
+        long = wait(client, long_id, timeout=60)
+    assert (short["lane"], long["lane"]) == ("interactive", "bulk")
+    overlapped = short["timings"]["started_at"] < long["timings"]["finished_at"]
+    assert overlapped == bool(reserve)

@@ -180,3 +180,17 @@ def test_fair_claims_match_the_reference_order_on_random_queues(tmp_path: Path, 
             await store.close()
 
     run(go())
+
+
+def test_only_a_lane_claims_that_lane_or_nothing(stores: Stores) -> None:
+    """The dispatcher's interactive reserve: `only="interactive"` never takes a bulk job."""
+
+    async def go(store: Any) -> None:
+        bulk = await add_job(store, owner="ALICE", lane="bulk", submitted_at=at(0))
+        assert await store.claim_next("fair", only="interactive") is None
+        short = await add_job(store, owner="BOB", lane="interactive", submitted_at=at(1), audio_seconds=11.0)
+        assert (await store.claim_next("fair", only="interactive")).id == short.id
+        assert await store.claim_next("fair", only="interactive") is None
+        assert (await store.claim_next("fair")).id == bulk.id
+
+    stores.run(go)
