@@ -239,6 +239,12 @@ class InferenceSettings(BaseSettings):
     decode_concurrency: int = Field(
         4, ge=1, description="files one Decoder replica decodes at once; more wait for a slot, spooled to disk"
     )
+    decode_interactive_reserve: int = Field(
+        2,
+        ge=0,
+        description="files beyond DECODE_CONCURRENCY one Decoder replica decodes for interactive jobs only, so a "
+        "short file or a service-function row never waits for a slot long bulk files hold",
+    )
     decode_windows_in_flight: int | None = Field(
         None,
         ge=1,

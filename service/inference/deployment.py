@@ -46,7 +46,7 @@ from service.audio import SAMPLE_RATE, AudioError
 from service.config import InferenceSettings, Settings, gpu_present
 from service.inference.engines import spec
 from service.inference.pipeline import EngineCalls, WindowPipeline
-from service.inference.priority import PrioritySemaphore, lane_priority
+from service.inference.priority import LANE_PRIORITY, PrioritySemaphore, lane_priority
 from service.inference.scaling import (
     decoder_options,
     hardware_layout,
@@ -209,6 +209,7 @@ class Decoder:
         self.settings = InferenceSettings(**settings)
         self._info: AppInfo | None = None
         self._slots = PrioritySemaphore(self.settings.decode_concurrency)
+        self._interactive_slots = PrioritySemaphore(self.settings.decode_interactive_reserve)
         self._cleanups: set[asyncio.Task] = set()
         inference = self.settings
         self.in_flight_limit = inference.decode_windows_in_flight or windows_in_flight(inference)
@@ -234,6 +235,16 @@ class Decoder:
                 log.warning("Whisper replica lost during %s (%s); sending it again", method, type(exc).__name__)
                 await asyncio.sleep(min(0.5 * 2**attempt, 5.0))
         raise AssertionError("unreachable")
+
+    async def _decode_slot(self, priority: int) -> PrioritySemaphore:
+        """A decode slot (the semaphore it came from, to give it back to): an interactive job takes one of the
+        reserve at once when every shared slot is held (long bulk files hold theirs while Whisper paces them);
+        otherwise it waits for a shared slot, ahead of every bulk job."""
+        interactive = priority == LANE_PRIORITY["interactive"]
+        if interactive and self._slots.locked() and self._interactive_slots.try_acquire():
+            return self._interactive_slots
+        await self._slots.acquire(priority)
+        return self._slots
 
     @api.get("/ready")
     async def ready(self) -> AppInfo:
@@ -283,13 +294,13 @@ class Decoder:
             max_seconds=self.settings.max_audio_seconds,
             vad_options=vad_options(options.vad_threshold, options.vad_min_silence_ms, options.vad_speech_pad_ms),
         )
-        job = _Job(path, Steps(source), self._slots, self._cleanups)
+        waited = time.perf_counter()
         try:
-            waited = time.perf_counter()
-            await self._slots.acquire(priority)
+            slots = await self._decode_slot(priority)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        job = _Job(path, Steps(source), slots, self._cleanups)
         try:
             waited = time.perf_counter() - waited
             log.info("decode slot after %.2fs (%d per replica)", waited, self.settings.decode_concurrency)

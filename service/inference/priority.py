@@ -39,6 +39,13 @@ class PrioritySemaphore:
     def waiting(self) -> int:
         return sum(1 for *_, future in self._waiters if not future.done())
 
+    def try_acquire(self) -> bool:
+        """A unit now if one is free and nobody waits; False else (never waits)."""
+        if self._value > 0 and not self.waiting():
+            self._value -= 1
+            return True
+        return False
+
     async def acquire(self, rank: Any = 0) -> bool:
         if self._value > 0 and not self.waiting():
             self._value -= 1

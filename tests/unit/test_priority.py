@@ -54,3 +54,35 @@ def test_a_cancelled_waiter_never_keeps_a_unit() -> None:
 
     blocked, locked = asyncio.run(main())
     assert blocked and not locked  # one unit, back after the last release
+
+
+def test_interactive_files_take_the_decoders_reserve_when_bulk_files_hold_every_slot() -> None:
+    """The Decoder's decode slots (`Decoder._decode_slot`): DECODE_CONCURRENCY shared slots, plus a reserve only
+    interactive jobs take, at once, when every shared slot is held."""
+    from types import SimpleNamespace
+
+    from service.inference import deployment
+
+    decode_slot = deployment.Decoder.func_or_class._decode_slot
+    bulk, interactive = LANE_PRIORITY["bulk"], LANE_PRIORITY["interactive"]
+
+    async def main() -> list[str]:
+        decoder = SimpleNamespace(_slots=PrioritySemaphore(1), _interactive_slots=PrioritySemaphore(1))
+        first = await decode_slot(decoder, bulk)  # the only shared slot: a long bulk file
+        reserved = await asyncio.wait_for(decode_slot(decoder, interactive), 1)  # at once, from the reserve
+        waiting_bulk = asyncio.create_task(decode_slot(decoder, bulk))
+        waiting_short = asyncio.create_task(decode_slot(decoder, interactive))  # reserve used up: waits, first
+        await asyncio.sleep(0)
+        assert not waiting_bulk.done() and not waiting_short.done()
+        first.release()
+        got = await asyncio.wait_for(waiting_short, 1)
+        assert not waiting_bulk.done()
+        got.release()
+        await asyncio.wait_for(waiting_bulk, 1)
+        return [
+            "shared" if first is decoder._slots else "reserve",
+            "shared" if reserved is decoder._slots else "reserve",
+            "shared" if got is decoder._slots else "reserve",
+        ]
+
+    assert asyncio.run(main()) == ["shared", "reserve", "shared"]
