@@ -201,17 +201,17 @@ def main() -> None:
     for name in speech_engines():
         settings = Settings(engine=name, model=args.model, cache_dir=cache, cpu_threads=args.threads)
         engine = load_engine(settings.inference)
-        engine_pass(engine, audio[: 5 * SAMPLE_RATE], settings.inference.max_batch_size)  # warm-up
-        runs = [engine_pass(engine, audio, settings.inference.max_batch_size) for _ in range(args.runs)]
+        engine_pass(engine, audio[: 5 * SAMPLE_RATE], settings.inference.batch_size)  # warm-up
+        runs = [engine_pass(engine, audio, settings.inference.batch_size) for _ in range(args.runs)]
         times = [t / seconds for t, _ in runs]
         result["engine_rtf"][name] = stats(times)["median"]
         result["engine_rtf_range"][name] = stats(times)
         result["wer_longform"][name] = round(wer(reference, runs[0][1]), 4)
         print(f"engine {name:12s} RTF {stats(times)}  WER {result['wer_longform'][name]}", flush=True)
         if name == "ctranslate2":
-            alone, batched = engine_batching(engine, 16, settings.inference.max_batch_size)
+            alone, batched = engine_batching(engine, 16, settings.inference.batch_size)
             result["engine_batching_ceiling"] = round(alone / batched, 3)
-            print(f"engine batching ceiling (16 windows, 1 per call vs {settings.inference.max_batch_size}): "
+            print(f"engine batching ceiling (16 windows, 1 per call vs {settings.inference.batch_size}): "
                   f"{alone:.1f} s vs {batched:.1f} s = {result['engine_batching_ceiling']}", flush=True)  # fmt: skip
         del engine
 
