@@ -242,12 +242,6 @@ class BatchTimeline:
         self._thread.join()
         self._sample()
 
-    def totals(self) -> tuple[int, int]:
-        """Batches and windows between the first and the last reading."""
-        if len(self.samples) < 2:
-            return 0, 0
-        return self.samples[-1][0] - self.samples[0][0], self.samples[-1][1] - self.samples[0][1]
-
     def interval_means(self) -> list[float]:
         pairs = zip(self.samples, self.samples[1:])
         return [round((w1 - w0) / (b1 - b0), 2) for (b0, w0), (b1, w1) in pairs if b1 > b0]
@@ -302,10 +296,7 @@ def service_stage(args: argparse.Namespace, device: str, until: float, out: dict
                 app = result["app"]
                 latencies = result["latencies"]
                 short = [lat for f, lat in zip(files, latencies) if f.short]
-                # The app's counters over every Whisper replica (bench/mixed.py), else the replica's own (/ready).
-                batches, windows = timeline.totals()
-                batches = int(app.get("whisper_batches", app.get("batches", batches)))
-                windows = int(app.get("whisper_windows", app.get("windows", windows)))
+                batches, windows = int(app["whisper_batches"]), int(app["whisper_windows"])  # every replica's
                 out.update(
                     wall_s=round(result["wall_s"], 2),
                     audio_s_per_s=round(audio_s / result["wall_s"], 1),

@@ -46,7 +46,7 @@ from service.audio import SAMPLE_RATE, AudioError
 from service.config import InferenceSettings, Settings, gpu_present
 from service.inference.engines import spec
 from service.inference.pipeline import EngineCalls, WindowPipeline
-from service.inference.priority import LANE_PRIORITY, PrioritySemaphore, lane_priority
+from service.inference.priority import LANE_PRIORITY, PrioritySemaphore
 from service.inference.scaling import (
     decoder_options,
     hardware_layout,
@@ -279,7 +279,7 @@ class Decoder:
         this file (unset: the service's setting) and `vad_threshold`, `vad_min_silence_ms`, `vad_speech_pad_ms`
         set its threshold, min_silence_duration_ms and speech_pad_ms."""
         started = time.perf_counter()
-        lang, priority = options.language, lane_priority(options.lane)
+        lang, priority = options.language, LANE_PRIORITY[options.lane]
         info = await self._model_info()
         if not info.multilingual and (problem := options.english_only_problem(str(info.model))):
             return _error(422, "unsupported_language", problem)

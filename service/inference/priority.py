@@ -17,11 +17,7 @@ from typing import Any
 
 from service.options import Lane
 
-LANE_PRIORITY: dict[str, int] = {"interactive": 0, "bulk": 1}
-
-
-def lane_priority(lane: Lane) -> int:
-    return LANE_PRIORITY[lane]
+LANE_PRIORITY: dict[Lane, int] = {"interactive": 0, "bulk": 1}
 
 
 class PrioritySemaphore:

@@ -40,20 +40,18 @@ def hardware_layout(settings: InferenceSettings, on_gpu: bool, cores: int) -> In
     if on_gpu:
         batch = settings.max_batch_size or GPU_BATCH_SIZE
         return settings.model_copy(update={"max_batch_size": batch, "whisper_replicas": settings.whisper_replicas or 1})
-    threads, replicas = settings.cpu_threads, settings.whisper_replicas
-    autoscaled = settings.whisper_min_replicas is not None or settings.whisper_max_replicas is not None
-    if replicas is None and autoscaled:
-        replicas = 1
+    replicas = settings.whisper_replicas
     if replicas is None:
+        autoscaled = settings.whisper_min_replicas is not None or settings.whisper_max_replicas is not None
         # Each replica claims one Ray CPU: leave the Decoders theirs (the local Ray has max(4, cores) CPUs).
         room = (settings.ray_num_cpus or max(4, cores)) - settings.decoder_min_replicas * settings.decoder_num_cpus
-        replicas = max(1, min(MAX_CPU_REPLICAS, cores // max(threads, 1), math.floor(room)))
-    if not threads:
-        floor, ceiling = settings.model_copy(update={"whisper_replicas": replicas}).whisper_bounds
-        threads = max(1, cores // max(floor, 1))
+        fits = min(MAX_CPU_REPLICAS, cores // max(settings.cpu_threads, 1), math.floor(room))
+        replicas = 1 if autoscaled else max(1, fits)
+    laid = settings.model_copy(update={"whisper_replicas": replicas})
+    threads = settings.cpu_threads or max(1, cores // laid.whisper_bounds[0])
     # A replica with several threads does gain from batching (1.2 s per window at 16 vs 2.7 alone on 2 threads).
     batch = settings.max_batch_size or (CPU_BATCH_SIZE if threads == 1 else GPU_BATCH_SIZE)
-    return settings.model_copy(update={"max_batch_size": batch, "whisper_replicas": replicas, "cpu_threads": threads})
+    return laid.model_copy(update={"max_batch_size": batch, "cpu_threads": threads})
 
 
 class FollowGPUs:

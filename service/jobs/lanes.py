@@ -5,6 +5,11 @@ query is blocked on it, or polls it), a synchronous OpenAI request, or a file sh
 (`INTERACTIVE_MAX_SECONDS`, its length probed at submit) that its answer is awaited like one. Everything else
 is `bulk`: stage batches, and single files whose length is unknown at submit (a stage read through Snowpark)
 or longer than the bound. With `SCHEDULING=fifo` every job is `bulk`: one queue, in submission order.
+
+A service function's rows are waited for by the query that called it: Snowflake holds the query while it sends
+a batch and, for an asynchronous remote service, polls it until the batch's rows are ready, all within the
+function's BATCH_TIMEOUT_SECS (https://docs.snowflake.com/en/sql-reference/external-functions-implementation,
+asynchronous remote services).
 """
 
 from __future__ import annotations
