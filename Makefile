@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # CPU build of torch for the local/CI path (an unpinned torch pulls a multi-GB CUDA build).
 TORCH  ?= torch==2.13.0
+# Speaker labels read only the weights inside this wheel (service/inference/speaker_encoder.py): its librosa and
+# webrtcvad dependencies are not needed, so it installs without them.
+RESEMBLYZER ?= resemblyzer==0.1.4
 # The versions the tests ran with, shared with the images (refresh: docker/freeze_constraints.py).
 CONSTRAINTS := -c docker/constraints.txt
 
@@ -15,6 +18,7 @@ $(VENV)/.installed: pyproject.toml docker/constraints.txt
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q $(CONSTRAINTS) -e '.[inference,snowflake]'
+	$(PIP) install -q --no-deps $(RESEMBLYZER)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -219,7 +223,9 @@ teardown:
 	$(SNOW) sql $(SNOW_CTX) --format json -q "SELECT WHISPER_DRAIN($(DRAIN_S)) AS DRAIN" | $(DEPLOY_PY) -m deploy.drained && touch $(TEARDOWN_DIR)/drained || echo "drain the gateway" >> $(FAILED)
 	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIBE(VARCHAR, VARCHAR)" || echo "drop TRANSCRIBE(VARCHAR, VARCHAR)" >> $(FAILED)
 	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIBE(VARCHAR)" || echo "drop TRANSCRIBE(VARCHAR)" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIBE(VARCHAR, OBJECT)" || echo "drop TRANSCRIBE(VARCHAR, OBJECT)" >> $(FAILED)
 	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIBE_SUBMIT(VARCHAR, VARCHAR, VARCHAR)" || echo "drop TRANSCRIBE_SUBMIT" >> $(FAILED)
+	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIBE_SUBMIT(VARCHAR, OBJECT)" || echo "drop TRANSCRIBE_SUBMIT(VARCHAR, OBJECT)" >> $(FAILED)
 	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS TRANSCRIPTION_STATUS(VARCHAR)" || echo "drop TRANSCRIPTION_STATUS" >> $(FAILED)
 	$(SNOW) sql $(SNOW_CTX) -q "DROP FUNCTION IF EXISTS WHISPER_DRAIN(NUMBER)" || echo "drop WHISPER_DRAIN" >> $(FAILED)
 	$(SNOW) sql $(SNOW_CTX) -q "DROP SERVICE IF EXISTS $(WORKER)" || echo "drop $(WORKER)" >> $(FAILED)

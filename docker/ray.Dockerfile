@@ -53,6 +53,9 @@ COPY pyproject.toml README.md ./
 RUN pip install --no-cache-dir -c /tmp/constraints.txt ".[inference,snowflake]" \
     && pip uninstall --yes spcs-whisper \
     && rm -rf build
+# The speaker encoder's weights (SPEAKER_MODEL=resemblyzer): only the wheel's pretrained.pt is read
+# (service/inference/speaker_encoder.py), so its librosa/webrtcvad dependencies are left out.
+RUN pip install --no-cache-dir --no-deps -c /tmp/constraints.txt "resemblyzer==0.1.4"
 
 # The code, installed editable like in the gateway image (snowflake_ops.py reads ../../sql/01_tables.sql from
 # the source tree); bytecode compiled here because the runtime user cannot write to /app.

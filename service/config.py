@@ -236,6 +236,14 @@ class InferenceSettings(BaseSettings):
     standin_time_scale: float = Field(
         1.0, gt=0, description="ENGINE=standin only: multiplies every hold (slower than the GPU when > 1)"
     )
+    speaker_model: Literal["resemblyzer", "pyannote"] = Field(
+        "resemblyzer",
+        description="speaker embeddings for the `speakers` option: Resemblyzer's GE2E encoder (its wheel's weights), "
+        "or pyannote.audio's embedding model (needs pyannote.audio in the image and SPEAKER_MODEL_PATH)",
+    )
+    speaker_model_path: str | None = Field(
+        None, description="the speaker model's checkpoint (file or folder); unset: the resemblyzer wheel's weights"
+    )
     decode_concurrency: int = Field(
         4, ge=1, description="files one Decoder replica decodes at once; more wait for a slot, spooled to disk"
     )

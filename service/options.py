@@ -8,9 +8,10 @@ a field here, the code that uses it, its tests.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, field_validator
 
 from service.languages import normalise_language
 
@@ -21,6 +22,62 @@ Task = Literal["transcribe", "translate"]
 Lane = Literal["interactive", "bulk"]
 # Options the Ray app does not need: the gateway acts on them after transcription.
 GATEWAY_ONLY = frozenset({"translate_to"})
+
+
+# The most speakers diarization looks for when the job does not bound the count.
+MAX_SPEAKERS = 8
+
+
+@dataclass(frozen=True)
+class SpeakerCount:
+    """How many speakers diarization may find: `auto` (1 to MAX_SPEAKERS), an exact count, or a min-max range.
+    Written as text everywhere it travels (`str()`): "auto", "3", "2-4"."""
+
+    min: int = 1
+    max: int = MAX_SPEAKERS
+
+    def __str__(self) -> str:
+        if (self.min, self.max) == (1, MAX_SPEAKERS):
+            return "auto"
+        return str(self.min) if self.min == self.max else f"{self.min}-{self.max}"
+
+    @classmethod
+    def parse(cls, value: object) -> SpeakerCount | None:
+        """From what a request may send: false/none/off (None: no diarization), true/auto, a count, "min-max",
+        or {"min": , "max": }; a ValueError says what is wrong."""
+        if value is None or isinstance(value, SpeakerCount):
+            return value
+        if isinstance(value, bool):
+            return cls() if value else None
+        if isinstance(value, dict):
+            low, high = value.get("min", 1), value.get("max", value.get("min", MAX_SPEAKERS))
+        elif isinstance(value, int):
+            low = high = value
+        elif isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("", "false", "0", "no", "off", "none"):
+                return None
+            if text in ("true", "yes", "on", "auto"):
+                return cls()
+            low_text, _, high_text = text.partition("-")
+            try:
+                low = int(low_text)
+                high = int(high_text) if high_text else low
+            except ValueError:
+                raise ValueError(f"speakers must be true, a count or a min-max range, not {value!r}") from None
+        else:
+            raise ValueError(f"speakers must be true, a count or a min-max range, not {value!r}")
+        if not (isinstance(low, int) and isinstance(high, int)) or not 1 <= low <= high <= MAX_SPEAKERS:
+            raise ValueError(f"speakers: counts from 1 to {MAX_SPEAKERS}, min not above max ({value!r})")
+        return cls(low, high)
+
+
+Speakers = Annotated[
+    SpeakerCount | None,
+    BeforeValidator(SpeakerCount.parse),
+    PlainSerializer(lambda value: None if value is None else str(value)),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "integer"}, {"type": "string"}, {"type": "null"}]}),
+]
 
 
 class JobOptions(BaseModel):
@@ -43,6 +100,11 @@ class JobOptions(BaseModel):
     vad_threshold: float | None = Field(None, ge=0.0, le=1.0, description="speech probability threshold")
     vad_min_silence_ms: int | None = Field(None, ge=0, le=10_000, description="silence that ends a speech region")
     vad_speech_pad_ms: int | None = Field(None, ge=0, le=2000, description="padding kept around each speech region")
+    speakers: Speakers = Field(
+        None,
+        description="label who spoke when (SPEAKER_00, ...): true for an automatic count, a count, or min-max "
+        f"such as 2-4 (at most {MAX_SPEAKERS})",
+    )
     translate_to: str | None = Field(None, description="translate the transcript into this language afterwards")
 
     @field_validator("language", "translate_to")

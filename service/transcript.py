@@ -28,6 +28,7 @@ class Word(_Part):
     start: float
     end: float
     probability: float = 0.0
+    speaker: str | None = None  # SPEAKER_00, ... when the job asked for speakers
 
     def shift(self, offset: float) -> None:
         self.start += offset
@@ -51,6 +52,7 @@ class Segment(_Part):
     compression_ratio: float | None = None
     no_speech_prob: float | None = None
     words: list[Word] | None = None
+    speaker: str | None = None  # SPEAKER_00, ... when the job asked for speakers (diarization.py)
 
     def shift(self, offset: float) -> None:
         """Move the segment and its words `offset` seconds later."""
@@ -69,6 +71,7 @@ class Timings(_Part):
     slot_wait_s: float | None = None  # waiting for one of the Decoder replica's decode slots
     decode_s: float | None = None  # decoding and VAD overlap inference: CPU time of each
     vad_s: float | None = None
+    speakers_s: float | None = None  # speaker embeddings (CPU time, overlapping inference) and their clustering
     inference_s: float | None = None
     total_s: float | None = None
     peak_buffered_s: float | None = None
@@ -88,6 +91,7 @@ class Transcript(_Part):
     segments: list[Segment] = Field(default_factory=list)
     engine: str | None = None
     model: str | None = None
+    speakers: list[str] | None = None  # the labels diarization found, in order of first appearance
     timings: Timings = Field(default_factory=Timings)
 
     def dump(self) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from ray.serve.handle import DeploymentHandle
 
 from service.audio import SAMPLE_RATE, AudioError
 from service.config import InferenceSettings, Settings, gpu_present
+from service.inference.diarization import SpeakerTrack
 from service.inference.engines import spec
 from service.inference.pipeline import EngineCalls, WindowPipeline
 from service.inference.priority import LANE_PRIORITY, PrioritySemaphore
@@ -55,11 +56,12 @@ from service.inference.scaling import (
     whisper_options,
     windows_in_flight,
 )
+from service.inference.speaker_encoder import SpeakerEncoder, load_encoder
 from service.inference.stats import Reporter, stats_actor
 from service.inference.stream import BodyTooLarge, Steps, WindowSource, spool
 from service.inference.types import AppInfo, DecodeOptions, WindowResult
 from service.inference.windows import vad_options
-from service.options import JobOptions, Lane
+from service.options import JobOptions, Lane, SpeakerCount
 from service.transcript import Timings
 
 # Under Serve's own logger: a replica's records go where Ray Serve sends its own (the replica's log file and the
@@ -216,6 +218,19 @@ class Decoder:
         self._window_budget = PrioritySemaphore(self.in_flight_limit)
         self.windows_retried = 0
         self.reporter = Reporter("Decoder")
+        self._speaker_encoder: SpeakerEncoder | None = None  # loaded by the first job that asks for speakers
+        self._speaker_lock = asyncio.Lock()
+
+    async def _speakers(self, count: SpeakerCount | None) -> SpeakerTrack | None:
+        """A job's speaker track (None when it did not ask): the replica's encoder on one thread (it runs beside
+        decoding on this replica's CPU), loaded once."""
+        if count is None:
+            return None
+        async with self._speaker_lock:
+            if self._speaker_encoder is None:
+                model, path = self.settings.speaker_model, self.settings.speaker_model_path
+                self._speaker_encoder = await asyncio.to_thread(load_encoder, model, path, "cpu", 1)
+        return SpeakerTrack(self._speaker_encoder, count)
 
     async def _model_info(self) -> AppInfo:
         if self._info is None:
@@ -284,6 +299,11 @@ class Decoder:
         if not info.multilingual and (problem := options.english_only_problem(str(info.model))):
             return _error(422, "unsupported_language", problem)
         try:
+            speakers = await self._speakers(options.speakers)
+        except (RuntimeError, OSError, ValueError) as exc:  # the speaker model is missing or misconfigured
+            log.error("speaker model unavailable: %s", exc)
+            return _error(503, "speaker_model_unavailable", str(exc))
+        try:
             path = await spool(request.stream(), self.settings.max_upload_bytes)
         except BodyTooLarge as exc:
             return _error(413, "file_too_large", str(exc))
@@ -320,6 +340,8 @@ class Decoder:
             budget=self._window_budget,
             priority=priority,
             on_cut=job.release,  # the slot goes to the next file once this job's windows are all cut
+            speakers=speakers,
+            keep_words=options.word_timestamps,  # with speakers, words are decoded to place the turns
             log=log,
         )
         return _EventStream(self._events(job, source, pipeline, info, started, waited), job.release)

@@ -8,16 +8,20 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 from faster_whisper.vad import VadOptions
 
 from service.audio import SAMPLE_RATE
+from service.inference.diarization import SpeakerTrack
 from service.inference.engines import ENGINES
 from service.inference.pipeline import EngineCalls, WindowPipeline
 from service.inference.priority import PrioritySemaphore
+from service.inference.speaker_encoder import SpeakerEncoder, load_encoder
 from service.inference.types import DecodeOptions, Engine
 from service.inference.windows import Window, Windows, cut
+from service.options import SpeakerCount
 from service.transcript import Timings, Transcript
 
 # An idle engine waits this long for more windows to join its batch (they arrive within microseconds here).
@@ -46,15 +50,23 @@ def transcribe_audio(
     vad: bool = True,
     progress: Callable[[float], None] | None = None,
     vad_options: VadOptions | None = None,
+    speakers: SpeakerCount | None = None,
+    speaker_encoder: SpeakerEncoder | None = None,
 ) -> Transcript:
     """The transcript of 16 kHz mono audio. The language is `options.language`, else `language`, else detected
     on the first window; `options` (hotwords, prompt...) and `vad_options` as the Ray app's request options;
-    `batch_size` windows at most per engine call. `progress` gets the seconds of audio done so far."""
+    `batch_size` windows at most per engine call. `progress` gets the seconds of audio done so far. `speakers`:
+    label who spoke when, with `speaker_encoder` (else the default model, `speaker_encoder.load_encoder`)."""
     started = time.perf_counter()
     seconds = audio.shape[0] / SAMPLE_RATE
     windows = cut(audio, vad=vad, options=vad_options)
     detect = options is None and language is None
     options = options or DecodeOptions(language=language or "en")
+    keep_words = options.word_timestamps
+    track = None
+    if speakers is not None:
+        track = SpeakerTrack(speaker_encoder or load_encoder("resemblyzer"), speakers)
+        options = replace(options, word_timestamps=True)
     registered = ENGINES.get(engine.name)
 
     async def run() -> WindowPipeline:
@@ -73,6 +85,8 @@ def transcribe_audio(
             detect=detect,
             duration=seconds,
             budget=PrioritySemaphore(2 * batch_size),
+            speakers=track,
+            keep_words=keep_words,
         )
         async for step in pipeline.run():
             if progress is not None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from service.audio import SAMPLE_RATE
 from service.inference.batcher import Batcher
+from service.inference.diarization import SpeakerTrack, label_segments, speaker_labels
 from service.inference.priority import PrioritySemaphore
 from service.inference.types import DecodeOptions, Engine, WindowResult
 from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start
@@ -84,16 +85,22 @@ class WindowPipeline:
         budget: PrioritySemaphore,
         priority: int = 0,
         on_cut: Callable[[], object] | None = None,
+        speakers: SpeakerTrack | None = None,
+        keep_words: bool = True,
         log: logging.Logger = log,
     ) -> None:
         """`detect`: find the language on the first window (`options.language` else); `duration`: the audio's
         declared length (for the fraction while decoding); `priority`: the job's lane (`priority.LANE_PRIORITY`);
-        `on_cut`: called once the feed has ended; `log`: the logger of the caller (a Ray replica logs through
-        Serve's)."""
+        `on_cut`: called once the feed has ended; `speakers`: label who spoke when (each window is embedded on a
+        thread as it is cut; the segments are labelled and split at the end, so `Progress` segments carry no
+        speaker); `keep_words`: False drops the words after labelling (decoded only to place speaker changes);
+        `log`: the logger of the caller (a Ray replica logs through Serve's)."""
         self.feed, self.transcribe_window = feed, transcribe_window
         self.options, self.detect, self.duration, self.budget = options, detect, duration, budget
         self.priority = priority
         self.on_cut, self.log = on_cut, log
+        self.speakers, self.keep_words = speakers, keep_words
+        self.speakers_s = 0.0  # clustering and labelling, after the last window
         self.language: str | None = None if detect else options.language
         self.language_probability: float | None = None
         self.segments: list[Segment] = []  # released so far, in audio order
@@ -137,6 +144,7 @@ class WindowPipeline:
         grant: asyncio.Task | None = None  # a unit of the window budget, asked for the next ready window
         detect = self.detect  # the language is not known yet: only the first window may go, to detect it
         probe: asyncio.Task | None = None  # that first window's task
+        embedding: set[asyncio.Future] = set()  # windows being embedded for the speaker labels
         done_speech = reported = 0.0
 
         def fraction() -> float:
@@ -195,6 +203,10 @@ class WindowPipeline:
                             self.on_cut()  # e.g. the decode slot goes to the next file
                     elif isinstance(item, Window):
                         ready.append(item)
+                        if self.speakers is not None:  # the spans found so far cover this window
+                            spans = list(feed.speech) if feed.speech is not None else None
+                            job = asyncio.to_thread(self.speakers.add, item.audio, item.offset, spans)
+                            embedding.add(asyncio.ensure_future(job))
                     else:
                         out.append(progress([]))
                 done_windows = finished & running
@@ -216,8 +228,13 @@ class WindowPipeline:
                     if item is not None:
                         yield item
             assert not held and released == sent, "a window finished without its segments being sent"
+            if self.speakers is not None:
+                await asyncio.gather(*embedding)
+                await asyncio.to_thread(self._label_speakers)
             self.finished = True
         finally:
+            for pending in embedding:
+                pending.cancel()
             if grant is not None:  # a budget unit asked for and not used
                 if grant.done() and not grant.cancelled():
                     budget.release()
@@ -234,8 +251,17 @@ class WindowPipeline:
                     len(running),
                 )
 
+    def _label_speakers(self) -> None:
+        assert self.speakers is not None
+        started = time.perf_counter()
+        turns = self.speakers.turns()
+        self.segments = label_segments(self.segments, turns, self.keep_words)
+        self.speakers_s = time.perf_counter() - started
+
     def transcript(self, engine: str | None, model: str | None, timings: Timings) -> Transcript:
         """The job's transcript (after `run()`), see `assemble`."""
+        if self.speakers is not None:
+            timings.speakers_s = round(self.speakers.embed_s + self.speakers_s, 4)
         return assemble(
             self.segments,
             language=self.language,
@@ -245,6 +271,7 @@ class WindowPipeline:
             engine=engine,
             model=model,
             timings=timings,
+            speakers=speaker_labels(self.segments) if self.speakers is not None else None,
         )
 
 
@@ -258,6 +285,7 @@ def assemble(
     engine: str | None,
     model: str | None,
     timings: Timings | None = None,
+    speakers: list[str] | None = None,
 ) -> Transcript:
     """A transcript from its stitched segments (`windows.stitch`, in audio order): their joined text, the
     language (None when auto-detection found no speech to detect from), lengths rounded to milliseconds."""
@@ -271,6 +299,7 @@ def assemble(
         engine=engine,
         model=model,
         timings=timings or Timings(),
+        speakers=speakers,
     )
 
 

@@ -36,7 +36,7 @@ class DecodeOptions:
         return cls(
             language=language or options.language or "en",
             task=options.task,
-            word_timestamps=options.word_timestamps,
+            word_timestamps=options.word_timestamps or options.speakers is not None,  # speaker changes fall on words
             beam_size=beam_size,
             initial_prompt=options.prompt or None,
             temperature=options.temperature,
