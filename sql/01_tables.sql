@@ -17,8 +17,9 @@
 -- ATTEMPTS counts runs; together with STATUS it fences writes from stale workers.
 -- NOT_BEFORE is the retry backoff; PROGRESS is the share of the audio done by the running attempt.
 -- OPTIONS holds what the job asked of the model, the options that differ from their defaults (language, task,
--- word_timestamps, prompt, temperature, hotwords, vad_*, translate_to), e.g. OPTIONS:prompt::STRING
--- (path syntax and cast: https://docs.snowflake.com/en/user-guide/querying-semistructured).
+-- word_timestamps, prompt, temperature, hotwords, vad_*, speakers, translate_to), e.g. OPTIONS:prompt::STRING
+-- (path syntax and cast: https://docs.snowflake.com/en/user-guide/querying-semistructured). OPTIONS:speakers is
+-- text: 'auto', a count ('3') or a range ('2-4'); absent when the job did not ask who spoke when.
 -- TASK and TRANSLATE_TO repeat options.task / options.translate_to as plain columns for SQL filters.
 -- LANGUAGE is the language asked for until the job is transcribed, then the detected one.
 CREATE TABLE IF NOT EXISTS TRANSCRIPTION_JOBS (
@@ -59,6 +60,10 @@ ALTER TABLE TRANSCRIPTION_JOBS ADD COLUMN IF NOT EXISTS OPTIONS VARIANT;
 
 -- One row per transcribed job (at most one: written with MERGE on JOB_ID). TEXT is the whole transcript,
 -- SEGMENTS the timed segments (and words when asked for), BODY the whole document the API serves.
+-- A job that asked for speakers has SEGMENTS[i]:speaker ('SPEAKER_00', ...; also on each word) and
+-- BODY:speakers (the ARRAY of labels, in order of first appearance). Kept in the VARIANTs rather than a column
+-- of their own: the gateway checks these columns at start and refuses to run on a table without one, so a new
+-- column would stop a gateway whose image was upgraded before this script ran again.
 CREATE TABLE IF NOT EXISTS TRANSCRIPTIONS (
   JOB_ID VARCHAR NOT NULL PRIMARY KEY,
   SOURCE VARCHAR,

@@ -28,7 +28,7 @@
 
 -- TRANSCRIBE(source, language): transcribe one file and wait for it.
 --   source:   '@AUDIO_FILES_STAGE/<relative path>' (a stage the gateway mounts, or reads with Snowpark)
---   language: ISO-639-1 code ('hi', 'en', ...) or 'auto' / NULL for detection
+--   language: ISO-639-1 code ('hi', 'en', ...) or 'auto' for detection (or TRANSCRIBE(source), below)
 --   returns:  {"text", "language", "duration", "segments"} or {"error": {...}}
 -- Asynchronous protocol: when a batch's rows are not done within the gateway's FUNCTION_WAIT_S (10 s), the
 -- gateway answers 202 and Snowflake polls with GET (same path, same sf-external-function-query-batch-id)
@@ -71,6 +71,42 @@ CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR)
   BATCH_TIMEOUT_SECS = 3600
   AS '/functions/transcribe';
 
+-- TRANSCRIBE(source, options): the same with any job options, as one OBJECT, e.g. who spoke when:
+--   TRANSCRIBE('@AUDIO_FILES_STAGE/call.mp4', OBJECT_CONSTRUCT('speakers', TRUE, 'language', 'hi'))
+--   options:  the fields of POST /v1/jobs by name (keys case-insensitive): language, task ('transcribe' |
+--             'translate'), word_timestamps, prompt, temperature, hotwords, vad_filter, vad_threshold,
+--             vad_min_silence_ms, vad_speech_pad_ms, translate_to, model, and speakers: TRUE (or 'auto') for a
+--             detected count, a count (3), or a range ('2-4', or OBJECT_CONSTRUCT('min', 2, 'max', 4)).
+--             An unknown key or a bad value is that row's {"error": {"code": "validation_error", ...}}.
+--   returns:  as above, plus "speakers" (the labels, in order of first appearance) and a "speaker"
+--             ('SPEAKER_00', ...) on every segment (and word), segments split where the speaker changes; plus
+--             "translation" (its text) when the options name translate_to.
+-- Snowflake sends an OBJECT argument as a JSON object, NULL as JSON null ("Data format sent by Snowflake"):
+--   https://docs.snowflake.com/en/sql-reference/external-functions-data-format
+-- Overloading: functions are resolved by name AND argument types, so TRANSCRIBE(VARCHAR, OBJECT) lives beside
+-- TRANSCRIBE(VARCHAR, VARCHAR) (https://docs.snowflake.com/en/sql-reference/sql/create-function-spcs, "name").
+-- Snowflake warns that overloading combined with implicit conversion (coercion) can pick an unexpected
+-- signature; an argument of an exact declared type picks its own (the page's ADD5(NUMBER) / ADD5(VARCHAR)
+-- example: ADD5(1) and ADD5('1') each call their own), so OBJECT_CONSTRUCT(...) calls this one and a string
+-- literal or VARCHAR column the language one:
+--   https://docs.snowflake.com/en/developer-guide/udf-stored-procedure-naming-conventions
+--   https://docs.snowflake.com/en/sql-reference/data-type-conversion (coercion)
+-- The cases coercion could resolve either way cannot change a row's meaning, because both overloads call the
+-- same path and the gateway reads the value, not the signature: a JSON object (or its JSON text, a VARIANT
+-- coerced to VARCHAR) is options, any other string a language, null detection. Still, for detection write
+-- TRANSCRIBE(source) rather than an untyped NULL, and cast a VARIANT argument (col::STRING for a language,
+-- col::OBJECT for options) so Snowflake never has to choose.
+CREATE OR REPLACE FUNCTION TRANSCRIBE(source VARCHAR, options OBJECT)
+  RETURNS VARIANT
+  SERVICE = WHISPER_GATEWAY
+  ENDPOINT = functions
+  COMMENT = 'spcs-whisper: transcribe a staged audio/video file with job options, e.g. OBJECT_CONSTRUCT(''speakers'', TRUE)'
+  CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
+  MAX_BATCH_ROWS = 8
+  MAX_BATCH_RETRIES = 3
+  BATCH_TIMEOUT_SECS = 3600
+  AS '/functions/transcribe';
+
 -- TRANSCRIBE_SUBMIT(source, language, translate_to): fire and forget. Stores the job durably and answers at
 -- once with {"job_id", "status"}; the transcript (and translation, when translate_to is not NULL) lands in
 -- TRANSCRIPTIONS / TRANSLATIONS. Submitting is cheap, so batches can be larger.
@@ -79,6 +115,18 @@ CREATE OR REPLACE FUNCTION TRANSCRIBE_SUBMIT(source VARCHAR, language VARCHAR, t
   SERVICE = WHISPER_GATEWAY
   ENDPOINT = functions
   COMMENT = 'spcs-whisper: submit a transcription job; returns {job_id, status}'
+  CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
+  MAX_BATCH_ROWS = 100
+  AS '/functions/submit';
+
+-- TRANSCRIBE_SUBMIT(source, options): the same with the options of TRANSCRIBE(source, options) (translate_to
+-- among them), e.g. TRANSCRIBE_SUBMIT('@AUDIO_FILES_STAGE/long.mp4', OBJECT_CONSTRUCT('speakers', '2-4')).
+-- Two arguments against the other's three: no call can match both.
+CREATE OR REPLACE FUNCTION TRANSCRIBE_SUBMIT(source VARCHAR, options OBJECT)
+  RETURNS VARIANT
+  SERVICE = WHISPER_GATEWAY
+  ENDPOINT = functions
+  COMMENT = 'spcs-whisper: submit a transcription job with job options; returns {job_id, status}'
   CONTEXT_HEADERS = (CURRENT_USER, CURRENT_ROLE)
   MAX_BATCH_ROWS = 100
   AS '/functions/submit';
@@ -113,5 +161,7 @@ CREATE OR REPLACE FUNCTION WHISPER_DRAIN(timeout_s NUMBER)
 -- SET ANALYST_ROLE = 'WHISPER_ANALYST';
 -- GRANT USAGE ON FUNCTION TRANSCRIBE(VARCHAR, VARCHAR) TO ROLE IDENTIFIER($ANALYST_ROLE);
 -- GRANT USAGE ON FUNCTION TRANSCRIBE(VARCHAR) TO ROLE IDENTIFIER($ANALYST_ROLE);
+-- GRANT USAGE ON FUNCTION TRANSCRIBE(VARCHAR, OBJECT) TO ROLE IDENTIFIER($ANALYST_ROLE);
 -- GRANT USAGE ON FUNCTION TRANSCRIBE_SUBMIT(VARCHAR, VARCHAR, VARCHAR) TO ROLE IDENTIFIER($ANALYST_ROLE);
+-- GRANT USAGE ON FUNCTION TRANSCRIBE_SUBMIT(VARCHAR, OBJECT) TO ROLE IDENTIFIER($ANALYST_ROLE);
 -- GRANT USAGE ON FUNCTION TRANSCRIPTION_STATUS(VARCHAR) TO ROLE IDENTIFIER($ANALYST_ROLE);

@@ -11,7 +11,9 @@
 --   https://docs.snowflake.com/en/developer-guide/snowpark-container-services/tutorials/advanced/tutorial-5-configure-test-service-role
 GRANT USAGE ON FUNCTION TRANSCRIBE(VARCHAR, VARCHAR) TO ROLE <% analyst_role %>;
 GRANT USAGE ON FUNCTION TRANSCRIBE(VARCHAR) TO ROLE <% analyst_role %>;
+GRANT USAGE ON FUNCTION TRANSCRIBE(VARCHAR, OBJECT) TO ROLE <% analyst_role %>;
 GRANT USAGE ON FUNCTION TRANSCRIBE_SUBMIT(VARCHAR, VARCHAR, VARCHAR) TO ROLE <% analyst_role %>;
+GRANT USAGE ON FUNCTION TRANSCRIBE_SUBMIT(VARCHAR, OBJECT) TO ROLE <% analyst_role %>;
 GRANT USAGE ON FUNCTION TRANSCRIPTION_STATUS(VARCHAR) TO ROLE <% analyst_role %>;
 GRANT SERVICE ROLE <% gateway_service %>!<% gateway_service_role %> TO ROLE <% analyst_role %>;
 

@@ -53,6 +53,44 @@ FROM MY_TRANSCRIPTS AS t,
   LATERAL FLATTEN(input => t.TRANSCRIPT:segments) AS s
 ORDER BY t.FILE_NAME, START_S;
 
+-- Who spoke when: any job option goes in ONE object after the source (an unknown key or a bad value answers
+-- that row's {"error": {"code": "validation_error", ...}}). 'speakers': TRUE finds how many speakers there
+-- are; a count (3) or a range ('2-4') bounds it. The result gains "speakers" (the labels) and every segment a
+-- "speaker" ('SPEAKER_00', ...), segments split where the speaker changes.
+CREATE OR REPLACE TABLE MY_SPEAKER_TRANSCRIPTS AS
+SELECT
+  d.RELATIVE_PATH AS FILE_NAME,
+  TRANSCRIBE(
+    '@AUDIO_FILES_STAGE/' || d.RELATIVE_PATH,
+    OBJECT_CONSTRUCT('speakers', TRUE, 'language', 'hi')
+  ) AS TRANSCRIPT
+FROM DIRECTORY(@AUDIO_FILES_STAGE) AS d
+WHERE d.RELATIVE_PATH ILIKE '%.mp4';
+
+-- One row per segment: who, from when to when, what.
+SELECT
+  t.FILE_NAME,
+  s.value:speaker::STRING AS SPEAKER,
+  s.value:start::FLOAT AS START_S,
+  s.value:end::FLOAT AS END_S,
+  s.value:text::STRING AS SEGMENT_TEXT
+FROM MY_SPEAKER_TRANSCRIPTS AS t,
+  LATERAL FLATTEN(input => t.TRANSCRIPT:segments) AS s
+WHERE t.TRANSCRIPT:error IS NULL
+ORDER BY t.FILE_NAME, START_S;
+
+-- How long each speaker talked, per file.
+SELECT
+  t.FILE_NAME,
+  s.value:speaker::STRING AS SPEAKER,
+  SUM(s.value:end::FLOAT - s.value:start::FLOAT) AS SECONDS,
+  COUNT(*) AS SEGMENTS
+FROM MY_SPEAKER_TRANSCRIPTS AS t,
+  LATERAL FLATTEN(input => t.TRANSCRIPT:segments) AS s
+WHERE t.TRANSCRIPT:error IS NULL
+GROUP BY t.FILE_NAME, SPEAKER
+ORDER BY t.FILE_NAME, SECONDS DESC;
+
 -- 5. Fire and forget: submit every MP4 (transcribe in Hindi, translate to English) and come back later.
 --    The call returns at once with {"job_id", "status"}; the jobs run in the service.
 CREATE OR REPLACE TABLE MY_SUBMITTED_JOBS AS
@@ -64,6 +102,12 @@ WHERE d.RELATIVE_PATH ILIKE '%.mp4';
 
 SELECT FILE_NAME, SUBMITTED:job_id::STRING AS JOB_ID, SUBMITTED:status::STRING AS STATUS
 FROM MY_SUBMITTED_JOBS;
+
+-- The same with job options as one object: a panel of two to four speakers, translated into English.
+SELECT TRANSCRIBE_SUBMIT(
+  '@AUDIO_FILES_STAGE/panel.mp4',
+  OBJECT_CONSTRUCT('speakers', '2-4', 'language', 'hi', 'translate_to', 'en')
+):job_id::STRING AS JOB_ID;
 
 -- Poll: progress is the share of the audio done (0..1); text and translation appear once they exist.
 SELECT
@@ -97,6 +141,23 @@ SELECT tr.JOB_ID, tr.SOURCE_LANGUAGE, tr.TARGET_LANGUAGE, tr.METHOD, tr.TEXT, tr
 FROM TRANSLATIONS AS tr
 JOIN MY_SUBMITTED_JOBS AS m ON tr.JOB_ID = m.SUBMITTED:job_id::STRING
 ORDER BY tr.JOB_ID;
+
+-- Who spoke when, from the results table: SEGMENTS keeps each segment's speaker, BODY:speakers the labels, and
+-- the job's OPTIONS:speakers what was asked ('auto', '3' or '2-4'; absent when speakers were not asked for).
+SELECT
+  t.JOB_ID,
+  t.SOURCE,
+  j.OPTIONS:speakers::STRING AS SPEAKERS_ASKED,
+  ARRAY_SIZE(t.BODY:speakers) AS SPEAKERS_FOUND,
+  s.value:speaker::STRING AS SPEAKER,
+  s.value:start::FLOAT AS START_S,
+  s.value:end::FLOAT AS END_S,
+  s.value:text::STRING AS SEGMENT_TEXT
+FROM TRANSCRIPTIONS AS t
+JOIN TRANSCRIPTION_JOBS AS j ON j.JOB_ID = t.JOB_ID,
+  LATERAL FLATTEN(input => t.SEGMENTS) AS s
+WHERE j.OPTIONS:speakers IS NOT NULL
+ORDER BY t.JOB_ID, s.index;
 
 -- Batches submitted over HTTP (POST /v1/batches: every file under a stage prefix) and their progress.
 SELECT

@@ -4,6 +4,10 @@ Protocol: request `{"data": [[row, arg1, ...], ...]}`, reply `{"data": [[row, va
 the same order. A row that cannot be done answers `{"error": {...}}` for that row only. 429 (saturated) makes
 Snowflake retry the batch; the batch id header makes the retry reuse its jobs.
 
+A row's options are the text arguments after the source (`language`, `translate_to`) or ONE object of job
+options, `TRANSCRIBE(source, OBJECT_CONSTRUCT('speakers', TRUE))` (function_options.py); an unknown key or a bad
+value is that row's `validation_error`, never the batch's.
+
 `TRANSCRIBE` follows the asynchronous protocol: when the rows are not done within `function_wait_s`, the POST
 answers 202 and Snowflake polls with GET (headers only, the same batch id) until a 200 carries the rows. No
 HTTP request stays open for long, and BATCH_TIMEOUT_SECS, which covers a batch's retries and polls together,
@@ -30,7 +34,8 @@ from service.api.callers import Caller
 from service.api.deps import CallerDep, Services, ServicesDep
 from service.api.errors import ApiError
 from service.api.function_batches import BatchRow
-from service.api.intake import JobRequest, json_fields
+from service.api.function_options import OptionsError, job_request, validation_message
+from service.api.intake import json_fields
 from service.audio import AudioError
 from service.config import Settings
 from service.jobs.model import Job, JobStatus
@@ -82,28 +87,19 @@ async def _rows(request: Request, settings: Settings, min_args: int, max_args: i
     return rows
 
 
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-async def _submit(
-    request: Request,
-    services: Services,
-    who: Caller,
-    row: int,
-    source: Any,
-    language: Any = None,
-    translate_to: Any = None,
-) -> Job | dict:
-    """A stage job for one row (reused when Snowflake retries the batch), or that row's error."""
-    key = _row_key(request, row, [source, language, translate_to])
+async def _submit(request: Request, services: Services, who: Caller, row: int, source: Any, *args: Any) -> Job | dict:
+    """A stage job for one row (reused when Snowflake retries the batch), or that row's error. `args`: the
+    row's arguments after the source (a language and a translation target, or one options object)."""
+    key = _row_key(request, row, [source, *args])
     if not isinstance(source, str):
         return _row_error("invalid_source", "the source must be a string like '@STAGE/path/file.mp4'")
     try:
-        options = JobRequest(language=_text(language), translate_to=_text(translate_to) or None, idempotency_key=key)
+        options = job_request(list(args), key)
         job, _ = await accept_source(services, source, options, who.user, role=who.role, origin="function")
     except ValidationError as exc:
-        return _row_error("validation_error", "; ".join(e["msg"] for e in exc.errors()))
+        return _row_error("validation_error", validation_message(exc))
+    except OptionsError as exc:
+        return _row_error("validation_error", str(exc))
     except (SourceError, AudioError) as exc:
         if getattr(exc, "status", None) == 429:
             raise ApiError(429, exc.code, exc.message, retry_after=5) from None  # the whole batch is retried
@@ -115,13 +111,21 @@ async def _submit(
     return job
 
 
-def _result(job: Job | None, transcript: Transcript | None) -> dict[str, Any]:
+def _result(job: Job | None, transcript: Transcript | None, translation: dict | None = None) -> dict[str, Any]:
+    """A TRANSCRIBE row's value: `{"job_id", "text", "language", "duration", "segments"}`, plus `speakers` (the
+    labels, in order of first appearance) when the job asked for speakers, each segment (and word) then carrying
+    its `speaker`; plus `translation` (its text) when the options named `translate_to`."""
     if job is None:
         return _row_error("job_not_found", "the job was deleted")
     if job.status != JobStatus.SUCCEEDED or transcript is None:
         return _row_error(job.error_code or job.status.value, job.error_message or f"the job is {job.status.value}")
     body = transcript.dump()
-    return {"job_id": job.id, **{k: body.get(k) for k in ("text", "language", "duration", "segments")}}
+    value = {"job_id": job.id, **{k: body.get(k) for k in ("text", "language", "duration", "segments")}}
+    if transcript.speakers is not None:
+        value["speakers"] = transcript.speakers
+    if translation is not None:
+        value["translation"] = translation.get("text")
+    return value
 
 
 def _row_key(request: Request, row: int, args: list[Any]) -> str | None:
@@ -132,7 +136,7 @@ def _row_key(request: Request, row: int, args: list[Any]) -> str | None:
         return f"sf:{request.url.path}:{batch_id}:{row}"
     query_id = request.headers.get(QUERY_ID_HEADER)
     if query_id:
-        digest = hashlib.sha256(json.dumps(args, default=str).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(json.dumps(args, default=str, sort_keys=True).encode()).hexdigest()[:16]
         return f"sf:{request.url.path}:q:{query_id}:{row}:{digest}"
     return None
 
@@ -169,7 +173,10 @@ async def _answer(services: Services, who: Caller, batch: list[BatchRow], wait_s
         outcome = done[row.job_id]
         final = outcome if isinstance(outcome, Job) and who.sees(outcome) else None  # KeyError: deleted
         transcript = await services.store.transcript(final.id) if final else None
-        data.append([row.row, _result(final, transcript)])
+        translation = None
+        if final is not None and transcript is not None and final.options.translate_to:
+            translation = await services.store.translation(final.id)
+        data.append([row.row, _result(final, transcript, translation)])
     return data
 
 
@@ -185,9 +192,10 @@ async def _reply(request: Request, services: Services, who: Caller, batch_id: st
 
 @router.post("/transcribe", openapi_extra=FUNCTION_BODY, responses={202: {"description": "still running: poll"}})
 async def transcribe(request: Request, services: ServicesDep, who: CallerDep) -> Any:
-    """`TRANSCRIBE(source, language)`: every row's transcript (`{"text", "language", "duration", "segments"}`);
-    a row that fails answers `{"error": {"code", "message"}}`. 202 when not done within `function_wait_s`:
-    Snowflake then polls `GET /functions/transcribe` with the same batch id."""
+    """`TRANSCRIBE(source[, language])` and `TRANSCRIBE(source, options)`: every row's transcript (`{"text",
+    "language", "duration", "segments"}`, with `speakers` and each segment's `speaker` when the options ask for
+    speakers); a row that fails answers `{"error": {"code", "message"}}`. 202 when not done within
+    `function_wait_s`: Snowflake then polls `GET /functions/transcribe` with the same batch id."""
     rows = await _rows(request, services.settings, 1, 2)
     batch_id = _batch_id(request)
     await check_backlog(services, len(rows), who.user)
@@ -218,8 +226,8 @@ async def transcribe_poll(request: Request, services: ServicesDep, who: CallerDe
 
 @router.post("/submit", openapi_extra=FUNCTION_BODY)
 async def submit(request: Request, services: ServicesDep, who: CallerDep) -> dict[str, Any]:
-    """`TRANSCRIBE_SUBMIT(source, language, translate_to)`: queues each row's job and answers at once
-    with `{"job_id", "status"}`."""
+    """`TRANSCRIBE_SUBMIT(source, language, translate_to)` and `TRANSCRIBE_SUBMIT(source, options)`: queues each
+    row's job and answers at once with `{"job_id", "status"}`."""
     rows = await _rows(request, services.settings, 1, 3)
     await check_backlog(services, len(rows), who.user)
     data = []
@@ -246,6 +254,8 @@ async def job_status(request: Request, services: ServicesDep, who: CallerDep) ->
             value["error"] = {"code": job.error_code, "message": job.error_message}
         if transcript := await store.transcript(job.id):
             value.update(text=transcript.text, language=transcript.language)
+            if transcript.speakers is not None:
+                value["speakers"] = transcript.speakers
         if job.options.translate_to and (translation := await store.translation(job.id)):
             value["translation"] = translation["text"]
         data.append([row, value])

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import srt
 
 from tests import conversations
 from tests.harness import Service
@@ -43,10 +44,12 @@ def test_two_speakers_committed_conversation(service: Service) -> None:
 def test_speaker_count_and_words(service: Service) -> None:
     """An exact count, with word timestamps: every word has its segment's speaker."""
     with service.client() as client:
-        _, transcript = transcribe(
-            client, conversations.COMMITTED, language="en", speakers="2", word_timestamps="true"
-        )
+        job, _ = transcribe(client, conversations.COMMITTED, language="en", speakers="2", word_timestamps="true")
+        transcript = client.get(f"/v1/jobs/{job['id']}/transcript", params={"format": "verbose_json"}).json()
+        srt_body = client.get(f"/v1/jobs/{job['id']}/transcript", params={"format": "srt"}).text
     assert transcript["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
+    cues = list(srt.parse(srt_body))
+    assert [c.content.split(":")[0] for c in cues] == [s["speaker"] for s in transcript["segments"]]
     for segment in transcript["segments"]:
         assert segment["words"] and {w["speaker"] for w in segment["words"]} == {segment["speaker"]}
 

@@ -35,7 +35,7 @@ from deploy.config import (
 )
 from service.config import Settings, setting_fields
 from service.inference.runner import ROUTE_PREFIX
-from tests.unit.test_sql import SQL_DIR, command_text, created, parse, properties, service_functions
+from tests.unit.test_sql import SQL_DIR, command_text, created, parse, properties, service_functions, signature
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = load()
@@ -376,7 +376,7 @@ def test_roles_and_grants_agree_with_config() -> None:
         g.args["securable"].sql("snowflake") for g in parse(SQL_DIR / "08_grants.sql") if isinstance(g, exp.Grant)
     }
     admin_only = {"WHISPER_DRAIN"}  # make teardown's first step: the deployer's, never granted to analysts
-    functions = {f"{name}({', '.join(['VARCHAR'] * n)})" for name, n in service_functions() if name not in admin_only}
+    functions = {signature(name, types) for name, types in service_functions() if name not in admin_only}
     assert functions <= {g.upper() for g in granted}, "every analyst SQL function is granted to the analyst role"
     assert not any(name in g.upper() for g in granted for name in admin_only)
     objects = created(SQL_DIR / "01_tables.sql", {"TABLE", "VIEW"})

@@ -27,15 +27,19 @@ SERVICE_OBJECTS = {
     "WHISPER_DEMO_OUTPUT",
     "WHISPER_DEMO_TRANSLATION",
 }
-# (name, number of arguments) -> HTTP path: the service functions 03_service_functions.sql must declare.
+# (name, argument types) -> HTTP path: the service functions 03_service_functions.sql must declare. A function is
+# its name AND its argument types (https://docs.snowflake.com/en/sql-reference/sql/create-function-spcs): the
+# overloads of one name are separate functions, each granted and dropped by its signature.
 FUNCTIONS = {
-    ("TRANSCRIBE", 2): "/functions/transcribe",
-    ("TRANSCRIBE", 1): "/functions/transcribe",
-    ("TRANSCRIBE_SUBMIT", 3): "/functions/submit",
-    ("TRANSCRIPTION_STATUS", 1): "/functions/job_status",
-    ("WHISPER_DRAIN", 1): "/functions/drain",
+    ("TRANSCRIBE", ("VARCHAR", "VARCHAR")): "/functions/transcribe",
+    ("TRANSCRIBE", ("VARCHAR",)): "/functions/transcribe",
+    ("TRANSCRIBE", ("VARCHAR", "OBJECT")): "/functions/transcribe",
+    ("TRANSCRIBE_SUBMIT", ("VARCHAR", "VARCHAR", "VARCHAR")): "/functions/submit",
+    ("TRANSCRIBE_SUBMIT", ("VARCHAR", "OBJECT")): "/functions/submit",
+    ("TRANSCRIPTION_STATUS", ("VARCHAR",)): "/functions/job_status",
+    ("WHISPER_DRAIN", ("NUMBER",)): "/functions/drain",
 }
-NUMBER_ARGUMENTS = {("WHISPER_DRAIN", 1)}  # the others take text
+Signature = tuple[str, tuple[str, ...]]
 
 # sqlglot (>= 30) models CREATE FUNCTION ... SERVICE = ... ENDPOINT = ... AS '/path' natively, so the service
 # functions are checked as parsed trees. Some legitimate Snowflake statements it does not model at all: for
@@ -138,13 +142,23 @@ def properties(create: exp.Create) -> dict[str, exp.Expression]:
     }
 
 
-def service_functions() -> dict[tuple[str, int], exp.Create]:
+def type_name(kind: exp.DataType) -> str:
+    """An argument type as Snowflake names it in a signature (GRANT ... ON FUNCTION f(VARCHAR, OBJECT))."""
+    return "NUMBER" if kind.is_type(exp.DataType.Type.DECIMAL) else kind.this.value
+
+
+def signature(name: str, types: tuple[str, ...]) -> str:
+    return f"{name}({', '.join(types)})"
+
+
+def service_functions() -> dict[Signature, exp.Create]:
+    """Every service function of sql/, by (name, argument types)."""
     functions = {}
     for path in SQL_FILES:
         for stmt in parse(path):
             if isinstance(stmt, exp.Create) and stmt.kind == "FUNCTION" and "SERVICE" in properties(stmt):
                 udf = stmt.this
-                key = (table_name(udf.this), len(udf.expressions))
+                key = (table_name(udf.this), tuple(type_name(arg.kind) for arg in udf.expressions))
                 assert key not in functions, f"{key} declared twice"
                 functions[key] = stmt
     return functions
@@ -182,13 +196,18 @@ def test_service_functions_are_declared_as_expected() -> None:
         assert returns is not None and returns.this.is_type(exp.DataType.Type.VARIANT), key
         rows = props.get("MAX_BATCH_ROWS")
         assert isinstance(rows, exp.Literal) and rows.is_int, f"{key}: MAX_BATCH_ROWS must be an integer"
-        kind = exp.DataType.Type.DECIMAL if key in NUMBER_ARGUMENTS else exp.DataType.Type.VARCHAR
-        assert all(arg.kind.is_type(kind) for arg in create.this.expressions), key
-    # Transcription is long GPU work per row: small batches spread a query's rows over the replicas.
-    assert int(properties(functions[("TRANSCRIBE", 2)])["MAX_BATCH_ROWS"].this) <= 16
-    # The caller's user name goes to the service with every TRANSCRIBE batch.
-    headers = properties(functions[("TRANSCRIBE", 2)])["CONTEXT_HEADERS"]
-    assert headers.find(exp.CurrentUser) is not None
+    # Transcription is long GPU work per row: small batches spread a query's rows over the replicas. The overloads
+    # that share a path are one function to the gateway: the same batch size, retries and timeout.
+    batching = ("MAX_BATCH_ROWS", "MAX_BATCH_RETRIES", "BATCH_TIMEOUT_SECS")
+    for path in set(FUNCTIONS.values()):
+        sharing = [properties(functions[key]) for key, served in FUNCTIONS.items() if served == path]
+        settings = {tuple(p[name].sql("snowflake") if name in p else None for name in batching) for p in sharing}
+        assert len(settings) == 1, f"{path}: its overloads batch differently: {settings}"
+    for key in FUNCTIONS:
+        if key[0] == "TRANSCRIBE":
+            assert int(properties(functions[key])["MAX_BATCH_ROWS"].this) <= 16, key
+            # The caller's user name goes to the service with every TRANSCRIBE batch.
+            assert properties(functions[key])["CONTEXT_HEADERS"].find(exp.CurrentUser) is not None, key
 
 
 def test_service_function_paths_are_gateway_routes(tmp_path: Path) -> None:
