@@ -268,6 +268,10 @@ def main() -> None:
         result.update(mixed)
         print(f"mixed workload: {json.dumps(mixed)}", flush=True)
 
+    from bench.speakers import measure as measure_speakers
+
+    result.update(measure_speakers(args.runs, args.model))
+
     from bench.submit_load import measure
 
     submit = measure()
@@ -328,6 +332,17 @@ def update_doc(result: dict[str, Any]) -> None:
         "short_file_latency_share",
         "mixed_service_long_first_s",
         "short_file_latency_share_long_first",
+        "speakers_conversation_off_s_per_audio_s",
+        "speakers_conversation_on_s_per_audio_s",
+        "speakers_conversation_on_vs_off",
+        "speakers_conversation_embed_cluster_s_per_audio_s",
+        "speakers_conversation_der",
+        "speakers_conversation_found",
+        "speakers_longform_off_s_per_audio_s",
+        "speakers_longform_on_s_per_audio_s",
+        "speakers_longform_on_vs_off",
+        "speakers_longform_embed_cluster_s_per_audio_s",
+        "speakers_longform_found",
         "submit_p50_ms",
         "submit_p99_ms",
         "submit_rps",
