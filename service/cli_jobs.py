@@ -42,6 +42,7 @@ from service.cli_http import (  # noqa: F401 (re-exported for cli_transcribe and
     write,
 )
 from service.config import Settings
+from service.options import SpeakerCount
 
 COMMANDS = ("submit", "status", "wait", "batch")
 
@@ -52,7 +53,12 @@ def _submit(args: argparse.Namespace, api: Api) -> int:
     missing = [s for s in args.sources if not is_remote(s) and not Path(s).is_file()]
     if missing:
         raise CliError(f"no such file: {', '.join(missing)}", exit_code=USAGE)
-    fields = {"language": args.language, "translate_to": args.translate_to, "idempotency_key": args.idempotency_key}
+    fields = {
+        "language": args.language,
+        "translate_to": args.translate_to,
+        "speakers": speakers_field(args),
+        "idempotency_key": args.idempotency_key,
+    }
     code = OK
     for source in args.sources:
         try:
@@ -121,6 +127,7 @@ def _batch(args: argparse.Namespace, api: Api) -> int:
         "pattern": args.pattern,
         "language": args.language,
         "translate_to": args.translate_to,
+        "speakers": speakers_field(args),
     }
     batch = api.json("POST", "/v1/batches", json={k: v for k, v in fields.items() if v is not None})
     print(batch["id"], flush=True)
@@ -160,9 +167,36 @@ def server_option(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--server", default=default, help=f"service URL (default: {default or 'in-process'})")
 
 
+def speaker_count(value: str) -> SpeakerCount | None:
+    """`--speakers VALUE`: a count, min-max, auto (or false: off), as the job API takes them."""
+    try:
+        return SpeakerCount.parse(value)
+    except ValueError as exc:
+        hint = "; a file name? put --speakers after the files or give it a value, e.g. --speakers auto"
+        raise argparse.ArgumentTypeError(f"{exc}{hint}") from None
+
+
+def speakers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--speakers",
+        nargs="?",
+        const=SpeakerCount(),
+        default=None,
+        type=speaker_count,
+        metavar="N|MIN-MAX",
+        help="label who spoke when (SPEAKER_00, ...): alone for an automatic count, or a count (3) or range (2-4)",
+    )
+
+
+def speakers_field(args: argparse.Namespace) -> str | None:
+    """The `speakers` form/JSON field of a submission: None (left out) when off."""
+    return None if args.speakers is None else str(args.speakers)
+
+
 def _options(p: argparse.ArgumentParser, server: str) -> None:
     p.add_argument("--language", default=None, help="ISO-639-1 code, e.g. hi; default: detect")
     p.add_argument("--translate-to", default=None, metavar="LANG", help="translate the transcript, e.g. en")
+    speakers_option(p)
     server_option(p, server)
 
 

@@ -1,7 +1,8 @@
 """`spcs-whisper transcribe FILE...`: through a running service (`--server`) or in-process without one.
 
 Writes `<stem>.<ext>` next to each input (or into `--out`); with `--translate-to LANG` also `<stem>.<LANG>.txt`
-(in-process: Whisper's own speech-to-English task, so `en` only). Progress bars on stderr when it is a
+(in-process: Whisper's own speech-to-English task, so `en` only). `--speakers [N|MIN-MAX]` labels who spoke when
+(SPEAKER_00, ... in every format: see service/formats.py). Progress bars on stderr when it is a
 terminal (`--quiet`: one line per finished file); the written paths on stdout.
 
 Exit codes: 0 all files transcribed, 1 some file failed (bad audio, failed job; the others are still
@@ -31,7 +32,7 @@ from service.cli_http import (
     watch,
     write,
 )
-from service.cli_jobs import server_option
+from service.cli_jobs import server_option, speakers_field, speakers_option
 from service.config import Settings
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--language", default=None, help="ISO-639-1 code, e.g. hi; default: detect")
     p.add_argument("--task", choices=["transcribe", "translate"], default="transcribe")
     p.add_argument("--translate-to", default=None, metavar="LANG", help="also write <stem>.<LANG>.txt, e.g. en")
+    speakers_option(p)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: next to each input)")
     p.add_argument("--quiet", action="store_true", help="no progress bars: one line per finished file")
     server_option(p, None)
@@ -58,7 +60,12 @@ def _via_server(args: argparse.Namespace, settings: Settings, bars: Bars) -> int
     """Upload every file, then follow all the jobs at once (the service batches their windows together)."""
     with Api(args.server, api_token(settings)) as api:
         api.request("GET", "/healthz")
-        fields = {"task": args.task, "language": args.language, "translate_to": args.translate_to}
+        fields = {
+            "task": args.task,
+            "language": args.language,
+            "translate_to": args.translate_to,
+            "speakers": speakers_field(args),
+        }
         labels: dict[str, str] = {}
         paths: dict[str, Path] = {}
         failed = False
@@ -81,6 +88,7 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, pa
     from service.inference.local import transcribe_audio
     from service.inference.types import DecodeOptions
     from service.languages import normalise_language
+    from service.options import SpeakerCount
     from service.transcript import Transcript
 
     language = normalise_language(args.language)
@@ -92,7 +100,9 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, pa
     def progress(done: float) -> None:
         bars.update(key, path.name, done, total)
 
-    def run(options: DecodeOptions | None, language: str | None, track: bool = True) -> Transcript:
+    def run(
+        options: DecodeOptions | None, language: str | None, track: bool = True, speakers: SpeakerCount | None = None
+    ) -> Transcript:
         return transcribe_audio(
             engine,
             audio,
@@ -101,12 +111,13 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, pa
             settings.inference.batch_size,  # one engine with every core: batches of 16 pay (docs/benchmarks.md)
             settings.inference.vad,
             progress if track else None,
+            speakers=speakers,
         )
 
     options = DecodeOptions(language=language, task=args.task) if language else None
     if options is None and args.task == "translate":
         options = DecodeOptions(language=engine.detect_language(audio[: 30 * SAMPLE_RATE])[0], task="translate")
-    transcript = run(options, language)
+    transcript = run(options, language, speakers=args.speakers)
     bars.update(key, path.name, total, total)
     stem = _target(args, path)
     stem.parent.mkdir(parents=True, exist_ok=True)

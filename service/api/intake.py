@@ -34,14 +34,15 @@ def multipart_body(required: list[str], properties: dict[str, dict]) -> dict[str
 
 
 def form_fields(model: type[BaseModel]) -> dict[str, dict]:
-    """A request model's fields as multipart form properties (its JSON schema's, a nullable one as its type)."""
+    """A request model's fields as multipart form properties (its JSON schema's, a nullable one as its type, one
+    of several types as text: a form field is text, e.g. `speakers` true / 3 / 2-4)."""
     properties = {}
     for name, field in model.model_json_schema()["properties"].items():
         variants = [v for v in field.pop("anyOf", [{}]) if v.get("type") != "null"]
         field.pop("title", None)
         if field.get("default", 0) is None:
             del field["default"]
-        properties[name] = {**variants[0], **field}
+        properties[name] = {**(variants[0] if len(variants) == 1 else {"type": "string"}), **field}
     return properties
 
 

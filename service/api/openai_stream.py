@@ -6,6 +6,11 @@ become final in audio order (the Ray app sends them so; the dispatcher keeps the
 `data: {"type": "transcript.text.delta", "delta": ...}` per segment, and at the end
 `data: {"type": "transcript.text.done", "text", "usage"}`, as OpenAI's transcription streaming events. The deltas
 concatenated are the final text (Whisper's leading space kept between segments, dropped before the first).
+With `response_format=diarized_json` (OpenAI's `gpt-4o-transcribe-diarize` streaming) there are no deltas but one
+`data: {"type": "transcript.text.segment", "id", "start", "end", "text", "speaker"}` per segment, then the
+done event: speakers are known once the whole file is diarized (and segments are split where the speaker
+changes), so the segment events all come when the job has finished. For the same reason a job that asked for
+speakers (the `speakers` field) sends its deltas when it has finished, from the final segments.
 A job that fails, is cancelled or outlives `openai_max_wait_s` ends the stream with
 `data: {"type": "error", "error": {...}}` (OpenAI's error object; the official client raises `APIError`). While
 nothing else is sent, an SSE comment line every `openai_keepalive_s` keeps SPCS ingress (90 s idle) from
@@ -17,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 from service import audio
 from service.api import keepalive
 from service.api.errors import ApiError, request_id_var
+from service.api.openai_formats import DiarizedSegment, usage
 from service.jobs.model import Job, JobStatus
 from service.transcript import Segment, Transcript
 
@@ -42,11 +47,6 @@ AUDIO_ERROR_STATUS = {
     cls.code: cls.status
     for cls in (audio.EmptyAudio, audio.UnsupportedMedia, audio.NoAudioTrack, audio.CorruptAudio, audio.AudioTooLong)
 }
-
-
-def usage(transcript: Transcript) -> dict[str, Any]:
-    """As OpenAI reports it for whisper-1: the audio's duration in whole seconds, rounded up."""
-    return {"type": "duration", "seconds": math.ceil(float(transcript.duration or 0.0))}
 
 
 def links(job_id: str, fmt: str) -> dict[str, str]:
@@ -117,8 +117,17 @@ class _Deltas:
         return events
 
 
-async def events(services: Services, job_id: str, deadline: float) -> AsyncIterator[str]:
-    """The event stream of one job (see the module's docstring)."""
+def segment_events(transcript: Transcript) -> list[str]:
+    """`transcript.text.segment` events of a diarized transcript (ids as its diarized_json's; no empty text)."""
+    return [
+        sse(DiarizedSegment.of(i, segment).model_dump())
+        for i, segment in enumerate(transcript.segments)
+        if segment.text.strip()
+    ]
+
+
+async def events(services: Services, job_id: str, deadline: float, diarized: bool = False) -> AsyncIterator[str]:
+    """The event stream of one job (see the module's docstring); `diarized`: segment events instead of deltas."""
     dispatcher, store, every = services.dispatcher, services.store, services.settings.gateway.openai_keepalive_s
     loop = asyncio.get_running_loop()
     deltas = _Deltas()
@@ -130,8 +139,10 @@ async def events(services: Services, job_id: str, deadline: float) -> AsyncItera
                 raise ApiError(404, "job_not_found", f"job {job_id} was deleted while the request waited")
             if job.status.terminal:
                 break
-            # A retried attempt starts `partial` over: what was sent is not sent again.
-            for event in deltas.take(dispatcher.partial.get(job_id) or []):
+            # A retried attempt starts `partial` over: what was sent is not sent again. Diarized segments are only
+            # final at the end (split where the speaker changes).
+            live = not diarized and job.options.speakers is None
+            for event in deltas.take(dispatcher.partial.get(job_id) or []) if live else []:
                 yield event
                 quiet_since = loop.time()
             now = loop.time()
@@ -145,7 +156,7 @@ async def events(services: Services, job_id: str, deadline: float) -> AsyncItera
         if problem := failure(job):
             raise problem
         transcript = await store.transcript(job_id) or Transcript()
-        for event in deltas.take(transcript.segments):
+        for event in segment_events(transcript) if diarized else deltas.take(transcript.segments):
             yield event
         yield sse({"type": "transcript.text.done", "text": transcript.text, "usage": usage(transcript)})
     except ApiError as exc:

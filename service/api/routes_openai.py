@@ -8,6 +8,10 @@ The official `openai` client works unchanged with `base_url` pointed here. Each 
   known_speaker_references[], and the newer keywords[] and languages[]), and the extras of other Whisper servers
   (`hotwords`, `vad_filter`, `vad_parameters`). Unknown fields are ignored and their names logged. Objects
   (chunking_strategy, vad_parameters) come as JSON text or as the client's `name[key]` fields.
+- Speakers: `response_format=diarized_json` (OpenAI's `gpt-4o-transcribe-diarize` shape, openai_formats.py)
+  turns diarization on with an automatic count; the `speakers` field (JobOptions' values: true, 3, 2-4) turns
+  it on for any format (verbose_json, srt, vtt and text then carry the labels). Transcriptions only: a
+  translation answers 400 to `diarized_json`.
 - Errors: OpenAI's envelope and statuses (openai_errors.py): a bad file or parameter is 400.
 - A request still waiting after `openai_keepalive_s` gets its 200 and headers then, and keep-alive whitespace
   until the body: SPCS ingress closes connections idle for 90 s (keepalive.py has the framing per format and the
@@ -37,13 +41,13 @@ from service.api.admission import accept
 from service.api.deps import CallerDep, Services, ServicesDep
 from service.api.errors import ApiError, request_id_var
 from service.api.intake import JobRequest, multipart, multipart_body, validated
+from service.api.openai_formats import DiarizedTranscription, usage, verbose
 from service.api.openai_retries import file_digest, implicit_key, keeps_job
-from service.api.openai_stream import AttachedStream, error_details, failure, links, still_running, usage
+from service.api.openai_stream import AttachedStream, error_details, failure, links, still_running
 from service.api.schemas import JobView
-from service.formats import FORMATS, render, to_verbose_json
+from service.formats import FORMATS, render
 from service.jobs.model import Job
-from service.languages import language_name
-from service.options import Task
+from service.options import MAX_SPEAKERS, SpeakerCount, Speakers, Task
 from service.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -55,10 +59,17 @@ FORM_SCHEMA = multipart_body(
         "model": {"type": "string", "example": "whisper-1"},
         "language": {"type": "string"},
         "prompt": {"type": "string", "maxLength": 16000, "description": "its last 223 tokens are used"},
-        "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+        "response_format": {
+            "type": "string",
+            "enum": ["json", "text", "srt", "verbose_json", "vtt", "diarized_json"],
+            "description": "diarized_json: segments with a `speaker` each (turns `speakers` on); transcriptions only",
+        },
         "temperature": {"type": "number", "minimum": 0, "maximum": 1},
         "timestamp_granularities[]": {"type": "array", "items": {"type": "string", "enum": ["word", "segment"]}},
-        "stream": {"type": "boolean", "description": "server-sent events: transcript.text.delta, then .done"},
+        "stream": {
+            "type": "boolean",
+            "description": "server-sent events: transcript.text.delta (diarized_json: .segment), then .done",
+        },
         "include[]": {"type": "array", "items": {"type": "string"}, "description": "accepted; logprobs unavailable"},
         "chunking_strategy": {
             "type": "string",
@@ -67,6 +78,10 @@ FORM_SCHEMA = multipart_body(
         },
         "known_speaker_names[]": {"type": "array", "items": {"type": "string"}, "description": "accepted, unused"},
         "known_speaker_references[]": {"type": "array", "items": {"type": "string"}, "description": "accepted, unused"},
+        "speakers": {
+            "type": "string",
+            "description": f"label who spoke when: true/auto, a count (3) or min-max (2-4), at most {MAX_SPEAKERS}",
+        },
         "hotwords": {"type": "string", "maxLength": 1000},
         "vad_filter": {"type": "boolean"},
         "vad_parameters": {
@@ -94,6 +109,9 @@ LIST_FIELDS = (
     "languages",
 )
 Granularity = Literal["word", "segment"]
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
+DIARIZED = "diarized_json"
+MEDIA_TYPES = {**FORMATS, DIARIZED: "application/json"}
 
 
 def _segment_granularity() -> list[Granularity]:
@@ -129,16 +147,17 @@ class OpenAIForm(BaseModel):
     model: str = Field(..., min_length=1)
     language: str | None = None
     prompt: str | None = Field(None, max_length=16_000)
-    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
+    response_format: ResponseFormat = "json"
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     timestamp_granularities: list[Granularity] = Field(default_factory=_segment_granularity)
     stream: bool = False
     include: list[str] = Field(default_factory=list)  # logprobs: accepted, not available from this service
     chunking_strategy: Literal["auto"] | ServerVad | None = None
-    known_speaker_names: list[str] = Field(default_factory=list)  # accepted, unused: no diarization
+    known_speaker_names: list[str] = Field(default_factory=list)  # accepted, unused: speakers are SPEAKER_00, ...
     known_speaker_references: list[str] = Field(default_factory=list)
     keywords: list[str] = Field(default_factory=list)  # words to guide decoding: the hotwords unless those are set
     languages: list[str] = Field(default_factory=list)  # one: the language, unless `language` is set
+    speakers: Speakers = None  # diarization (an extra of this service; diarized_json turns it on)
     hotwords: str | None = Field(None, max_length=1000)
     vad_filter: bool | None = None
     vad_parameters: VadParameters | None = None
@@ -220,6 +239,21 @@ def _vad_options(form: OpenAIForm) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+def _speakers(form: OpenAIForm, task: Task) -> SpeakerCount | None:
+    """The job's speaker count: the `speakers` field, else an automatic count for diarized_json."""
+    if form.response_format == DIARIZED:
+        if task == "translate":
+            message = "response_format `diarized_json` is for transcriptions; translations answer json, text, srt, "
+            raise ApiError(400, "invalid_parameter", message + "verbose_json or vtt", param="response_format")
+        return form.speakers or SpeakerCount()
+    return form.speakers
+
+
+def _framing(fmt: str) -> str:
+    """The format whose keep-alive framing and links a response format uses (diarized_json is JSON)."""
+    return "json" if fmt == DIARIZED else fmt
+
+
 def _options(form: OpenAIForm, task: Task, key: str | None) -> JobRequest:
     language = form.language or (form.languages[0] if len(form.languages) == 1 else None)
     keywords = ", ".join(k.strip() for k in form.keywords if k.strip())
@@ -234,50 +268,10 @@ def _options(form: OpenAIForm, task: Task, key: str | None) -> JobRequest:
             "temperature": form.temperature,
             "hotwords": form.hotwords or keywords[:1000] or None,
             **_vad_options(form),
+            "speakers": _speakers(form, task),
             "idempotency_key": key,
         },
     )
-
-
-def _language(transcript: Transcript, job: Job) -> str:
-    """The language's name, never null: English for a translation, and when nothing was detected (Whisper then
-    decodes as English)."""
-    if job.options.task == "translate":
-        return "english"
-    return language_name(transcript.language or job.language) or "english"
-
-
-def _verbose(transcript: Transcript, job: Job, words: bool) -> dict[str, Any]:
-    """OpenAI's verbose_json with the transcript's real per-segment values; defaults only where absent."""
-    body = to_verbose_json(transcript, job.options.task)
-    body["language"] = _language(transcript, job)
-    body["language_probability"] = transcript.language_probability
-    body["duration"] = transcript.duration or 0.0
-    segments = []
-    for segment in body["segments"]:
-        segments.append(
-            {
-                "id": segment["id"],
-                "seek": segment.get("seek", round(segment["start"] * 100)),
-                "start": segment["start"],
-                "end": segment["end"],
-                "text": segment["text"],
-                "tokens": segment.get("tokens", []),
-                "temperature": segment.get("temperature", job.options.temperature),
-                "avg_logprob": segment.get("avg_logprob", 0.0),
-                "compression_ratio": segment.get("compression_ratio", 0.0),
-                "no_speech_prob": segment.get("no_speech_prob", 0.0),
-            }
-        )
-    body["segments"] = segments
-    if words:
-        body["words"] = [
-            {"word": w["word"].strip(), "start": w["start"], "end": w["end"]} for w in body.get("words", [])
-        ]
-    else:
-        body.pop("words", None)
-    body["usage"] = usage(transcript)
-    return body
 
 
 async def _wait(services: Services, job_id: str, timeout: float) -> Job:
@@ -296,7 +290,9 @@ async def _result(services: Services, job: Job, form: OpenAIForm, words: bool) -
     if form.response_format == "json":
         return json.dumps({"text": transcript.text, "usage": usage(transcript)}, ensure_ascii=False)
     if form.response_format == "verbose_json":
-        return json.dumps(_verbose(transcript, job, words), ensure_ascii=False)
+        return json.dumps(verbose(transcript, job, words), ensure_ascii=False)
+    if form.response_format == DIARIZED:
+        return DiarizedTranscription.of(transcript).model_dump_json()
     return render(transcript, form.response_format, job.options.task)[0]
 
 
@@ -305,7 +301,7 @@ async def _kept_alive(
 ) -> AsyncIterator[str]:
     """The streamed body: the format's opening, a keep-alive every `openai_keepalive_s`, then the result or,
     as the 200 is already sent, an error object (see keepalive.py)."""
-    fmt, every = form.response_format, services.settings.gateway.openai_keepalive_s
+    fmt, every = _framing(form.response_format), services.settings.gateway.openai_keepalive_s
     loop = asyncio.get_running_loop()
     yield keepalive.opening(fmt)
     try:
@@ -396,7 +392,7 @@ async def _run(request: Request, services: Services, owner: str | None, task: Ta
     try:
         if form.stream:
             handed_off = True
-            body = openai_stream.events(services, job.id, deadline)
+            body = openai_stream.events(services, job.id, deadline, diarized=fmt == DIARIZED)
             stream_headers = {**headers, **openai_stream.SSE_HEADERS}
             return AttachedStream(body, on_end, media_type=openai_stream.EVENT_STREAM, headers=stream_headers)
         streams = 0 < every < longest  # else the request waits `longest` quietly (keep-alive off or pointless)
@@ -412,12 +408,12 @@ async def _run(request: Request, services: Services, owner: str | None, task: Ta
             # (https://docs.snowflake.com/en/developer-guide/snowpark-container-services/service-network-communications).
             handed_off = True
             kept_alive = _kept_alive(services, job.id, form, words, deadline)
-            return AttachedStream(kept_alive, on_end, media_type=FORMATS[fmt], headers=headers)
+            return AttachedStream(kept_alive, on_end, media_type=MEDIA_TYPES[fmt], headers=headers)
         if finished is None:
             left = True
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         body_text = await _result(services, finished, form, words)
-        return Response(body_text, media_type=FORMATS[fmt], headers=headers)
+        return Response(body_text, media_type=MEDIA_TYPES[fmt], headers=headers)
     except asyncio.CancelledError:
         left = True
         raise

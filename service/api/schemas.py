@@ -56,6 +56,7 @@ class JobView(BaseModel):
     error: ErrorInfo | None
     idempotency_key: str | None
     translate_to: str | None = None
+    speakers: str | None = None  # diarization asked for: "auto", "3", "2-4"; None: off
     batch_id: str | None = None
     owner: str | None = None
     lane: Lane = "bulk"  # interactive (claimed first with fair scheduling) or bulk
@@ -100,6 +101,7 @@ class JobView(BaseModel):
             error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
             idempotency_key=job.idempotency_key,
             translate_to=job.options.translate_to,
+            speakers=None if job.options.speakers is None else str(job.options.speakers),
             batch_id=job.batch_id,
             owner=job.owner,
             lane=job.lane,

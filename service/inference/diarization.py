@@ -7,8 +7,8 @@ The steps, as the pipeline runs them (`pipeline.WindowPipeline` with a `SpeakerT
    Whisper decodes (only the vectors are kept, never the audio: memory grows by 1 KB per hop);
 3. clustering once the whole file is embedded: agglomerative, average linkage on cosine distance, with the
    speaker count found where merging would join clusters less alike than `THRESHOLD` (clusters with less than
-   `MIN_SPEAKER_S` of speech are not speakers: boundary windows and noise), kept within the job's min-max, then
-   refined by assigning every window to its nearest cluster centre;
+   `MIN_SPEAKER_S` of speech, or 10 % of a short file's, are not speakers: boundary windows and noise), kept
+   within the job's min-max, then refined by assigning every window to its nearest cluster centre;
 4. turns: every 0.1 s frame of a piece takes the speaker whose centre the windows covering it are most alike;
 5. labels: each word takes the speaker it overlaps most (the nearest turn when none), and segments are split
    where the speaker changes (`label_segments`); `SPEAKER_00`, `SPEAKER_01`, ... in order of first speech.
@@ -34,7 +34,8 @@ HOP_S = 0.4  # between embedding windows
 FRAME_S = 0.1  # resolution of the turns
 MIN_PIECE_S = 0.3  # shorter pieces of speech get no embedding of their own (their neighbours' label)
 THRESHOLD = 0.49  # cosine distance (average linkage) above which clusters are different speakers
-MIN_SPEAKER_S = 2.0  # a cluster with less speech than this (and under 5 % of it) is not a speaker
+MIN_SPEAKER_S = 2.0  # a cluster with less speech than this (or than 10 % of a short file's) is not a speaker
+MIN_SPEAKER_SHARE = 0.1
 MAX_POINTS = 1500  # embeddings clustered at once; a longer file's consecutive embeddings are averaged first
 REFINE_ROUNDS = 5
 
@@ -150,7 +151,7 @@ def cluster(vectors: np.ndarray, weights: np.ndarray, count: SpeakerCount) -> np
     else:
         groups = fcluster(tree, t=THRESHOLD, criterion="distance")
         seconds = np.bincount(groups, weights=point_weights)[1:]
-        k = int(np.sum(seconds >= min(MIN_SPEAKER_S, 0.05 * seconds.sum())))
+        k = int(np.sum(seconds >= _speaker_floor(seconds.sum())))
         k = max(count.min, min(count.max, k, len(points)))
     centres = _largest_centres(points, point_weights, tree, k)
     for _ in range(REFINE_ROUNDS):  # nearest centre, new centres (spherical k-means on all windows)
@@ -175,10 +176,15 @@ def _largest_centres(points: np.ndarray, weights: np.ndarray, tree: np.ndarray, 
         seconds = np.bincount(groups, weights=weights)
         top = np.argsort(seconds)[::-1][:k]
         best = [g for g in top if seconds[g] > 0]
-        if len(best) == k and seconds[top[-1]] >= min(MIN_SPEAKER_S, 0.05 * seconds.sum()):
+        if len(best) == k and seconds[top[-1]] >= _speaker_floor(seconds.sum()):
             break
     assert best is not None
     return _normalise(np.array([np.average(points[groups == g], axis=0, weights=weights[groups == g]) for g in best]))
+
+
+def _speaker_floor(total: float) -> float:
+    """The least speech a cluster must hold to count as a speaker."""
+    return min(MIN_SPEAKER_S, MIN_SPEAKER_SHARE * total)
 
 
 def _reduce(vectors: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""The browser page at `/`: upload a video, watch the job, read and play the transcript (headless Chromium)."""
+"""The browser page at `/`: upload a video, watch the job, read and play the transcript (headless Chromium); the
+speaker labels of a diarized transcript (the gateway in this process on a fake inference that labels speakers)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from service.api.app import Backends, create_app
+from service.config import Settings
+from service.storage.sqlite import SQLiteStore
+from service.storage.stages import StageReader
+from tests.api.test_speaker_outputs import SpeakingFake
 from tests.harness import Service, start_gateway, stop_gateway, wait_ready
 from tests.integration.helpers import DATA
+from tests.store_load import serving
 
-pytestmark = [pytest.mark.integration, pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)]
+pytestmark = [pytest.mark.integration]
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 CHROME_ARGS = (
@@ -68,6 +75,7 @@ return [...document.querySelectorAll('input, select')]
 """
 
 
+@pytest.mark.parametrize("service", ["ctranslate2"], indirect=True)
 def test_upload_transcript_play_and_download(gateway: str, browser: webdriver.Chrome, tmp_path: Path) -> None:
     browser.get(f"{gateway}/")
     assert browser.title == "spcs-whisper"
@@ -104,5 +112,47 @@ def test_upload_transcript_play_and_download(gateway: str, browser: webdriver.Ch
     browser.save_screenshot(str(shot))
     print(f"screenshot: {shot}")
 
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+@pytest.fixture
+def fake_gateway(tmp_path: Path) -> Iterator[str]:
+    """The gateway app in this process (real HTTP) on a fake inference: segments "one" to "four", speakers in
+    turns of two segments when asked."""
+    config = Settings(data_dir=tmp_path / "gw")
+    inference = SpeakingFake(turn=2, segments=4, text="one two three four")
+    backends = Backends(SQLiteStore(config.gateway.data_dir), StageReader({}, temp_dir=tmp_path), inference)
+    with serving(create_app(config, backends)) as url:
+        yield url
+
+
+SPEAKERS_SHOWN = """
+return [...document.querySelectorAll('#transcript .segment')].map(b => [
+  b.dataset.speaker, (b.querySelector('.speaker') || {}).textContent || null,
+  b.querySelector('.speaker') ? getComputedStyle(b.querySelector('.speaker')).backgroundColor : null,
+  b.getAttribute('aria-label')]);
+"""
+
+
+def test_speakers_are_labelled_where_they_change(fake_gateway: str, browser: webdriver.Chrome) -> None:
+    browser.get(f"{fake_gateway}/")
+    browser.find_element(By.ID, "file").send_keys(str(DATA / "en_jfk.m4a"))
+    Select(browser.find_element(By.ID, "speakers")).select_by_value("2")
+    browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#transcript .segment")
+    )
+    shown = browser.execute_script(SPEAKERS_SHOWN)
+    assert [(who, label) for who, label, _, _ in shown] == [
+        ("SPEAKER_00", "SPEAKER_00"),
+        ("SPEAKER_00", None),  # the same speaker goes on: no second label
+        ("SPEAKER_01", "SPEAKER_01"),
+        ("SPEAKER_01", None),
+    ]
+    assert shown[0][2] != shown[2][2], "each speaker has its colour"
+    assert shown[1][3] == "Play 00:01.0 to 00:02.0: SPEAKER_00: two"
+    assert "speakers: 2" in browser.find_element(By.ID, "view-meta").text
+    assert Select(browser.find_element(By.ID, "speakers")).first_selected_option.text == "Off"  # the form was reset
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors

@@ -14,6 +14,7 @@ import pytest
 from service import cli, cli_jobs, cli_transcribe
 from service.cli_jobs import Api, Bars, CliError
 from service.config import Settings
+from service.options import SpeakerCount
 from tests.harness import free_port
 
 DATA = Path(__file__).parents[1] / "data"
@@ -65,6 +66,9 @@ def test_options_parse() -> None:
         ["submit", "a.wav", "b.wav", "--idempotency-key", "k"],
         ["transcribe", str(DATA / "en_jfk.m4a"), "--translate-to", "hi"],  # in-process: English only
         ["transcribe", str(DATA / "en_jfk.m4a"), "--translate-to", "klingon"],
+        ["transcribe", "--speakers", str(DATA / "en_jfk.m4a")],  # a file name is not a speaker count
+        ["submit", "a.wav", "--speakers", "9"],
+        ["batch", "@STAGE", "--speakers", "3-2"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -235,3 +239,54 @@ def test_in_process_translation_is_whispers_translate_task(
     out, err = capsys.readouterr()
     assert out.split() == [str(tmp_path / "en_jfk.txt"), str(tmp_path / "en_jfk.en.txt")]
     assert "en_jfk.m4a: succeeded (11.0 s of audio)" in err
+
+
+def test_speakers_option() -> None:
+    audio = str(DATA / "en_jfk.m4a")
+    assert parse("transcribe", audio, "--speakers").speakers == SpeakerCount()
+    assert parse("transcribe", audio, "--speakers", "2-4").speakers == SpeakerCount(2, 4)
+    assert parse("transcribe", audio, "--speakers", "off").speakers is None
+    assert parse("transcribe", audio).speakers is None
+    assert parse("submit", audio, "--speakers", "3").speakers == SpeakerCount(3, 3)
+    assert parse("batch", "@STAGE", "--speakers").speakers == SpeakerCount()
+
+
+def test_speakers_are_sent_with_submissions() -> None:
+    seen: list[httpx.Request] = []
+    api = stand_in({("POST", "/v1/jobs"): [job("queued")], ("POST", "/v1/batches"): [job("queued")]}, seen)
+    assert cli_jobs._submit(parse("submit", str(DATA / "en_jfk.m4a"), "--speakers"), api) == 0
+    assert b'name="speakers"\r\n\r\nauto\r\n' in seen[0].content
+    assert cli_jobs._submit(parse("submit", "@STAGE/a.mp4", "--speakers", "2-4"), api) == 0
+    assert json.loads(seen[1].content) == {"source": "@STAGE/a.mp4", "speakers": "2-4"}
+    cli_jobs._batch(parse("batch", "@STAGE", "--speakers", "2"), api)
+    assert json.loads(seen[2].content) == {"stage": "@STAGE", "pattern": ".*", "speakers": "2"}
+    cli_jobs._submit(parse("submit", "@STAGE/a.mp4"), api)
+    assert "speakers" not in json.loads(seen[3].content)
+
+
+def test_in_process_speakers_reach_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--speakers` is `transcribe_audio(..., speakers=)`; the labels it returns are written (txt: per turn)."""
+    from service.transcript import Segment, Transcript
+
+    asked: list[Any] = []
+
+    def transcribe_audio(*args: Any, speakers: SpeakerCount | None = None, **kwargs: Any) -> Transcript:
+        asked.append(speakers)
+        segments = [
+            Segment(start=0.0, end=1.0, text=" Hello.", speaker="SPEAKER_00"),
+            Segment(start=1.0, end=2.0, text=" Hi.", speaker="SPEAKER_01"),
+        ]
+        return Transcript(text="Hello. Hi.", language="en", segments=segments, speakers=["SPEAKER_00", "SPEAKER_01"])
+
+    monkeypatch.setattr("service.inference.engines.load_engine", lambda settings: FakeEngine())
+    monkeypatch.setattr("service.inference.local.transcribe_audio", transcribe_audio)
+    audio = str(DATA / "en_jfk.m4a")
+    args = parse("transcribe", audio, "--format", "txt", "--out", str(tmp_path), "--speakers", "2")
+    assert cli_transcribe.run(args, Settings(vad=False, engine="ctranslate2")) == 0
+    assert asked == [SpeakerCount(2, 2)]
+    assert (tmp_path / "en_jfk.txt").read_text() == "SPEAKER_00: Hello.\nSPEAKER_01: Hi.\n"
+    args = parse("transcribe", audio, "--format", "vtt", "--out", str(tmp_path))
+    assert cli_transcribe.run(args, Settings(vad=False, engine="ctranslate2")) == 0
+    assert asked[-1] is None

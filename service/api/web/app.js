@@ -82,6 +82,7 @@
     data.append("language", $("#language").value);
     data.append("word_timestamps", $("#words").checked ? "true" : "false");
     if ($("#translate").checked) data.append("translate_to", "en");
+    if ($("#speakers").value) data.append("speakers", $("#speakers").value);
     submitBtn.disabled = true;
     announce(`Uploading ${file.name}…`);
     try {
@@ -181,7 +182,8 @@
     current.job = job;
     const pct = Math.round((job.progress.fraction || 0) * 100);
     meta.textContent = `${job.source} · ${job.status}${job.status === "running" ? ` ${pct}%` : ""}` +
-      (job.language ? ` · ${job.language}` : "") + (job.audio_seconds ? ` · ${secs(job.audio_seconds)}` : "");
+      (job.language ? ` · ${job.language}` : "") + (job.audio_seconds ? ` · ${secs(job.audio_seconds)}` : "") +
+      (job.speakers ? ` · speakers: ${job.speakers}` : "");
     if (current.status !== job.status) {
       current.status = job.status;
       announce(`${job.source}: ${job.status}`);
@@ -213,12 +215,23 @@
     }
     await showTranslation(job);
   }
+  // Speakers: a coloured label (8 colours, by order of first appearance) where the speaker changes.
+  function speakerLabel(speaker, order) {
+    if (!order.has(speaker)) order.set(speaker, order.size);
+    return el("span", { className: `speaker spk-${order.get(speaker) % 8}`, textContent: speaker });
+  }
   function showTranscript(t) {
+    const order = new Map((t.speakers || []).map((s, i) => [s, i]));
+    let previous = null;
     const items = (t.segments || []).map((seg) => {
+      const who = seg.speaker ? `${seg.speaker}: ` : "";
       const b = el("button", { type: "button", className: "segment" },
-        el("span", { className: "ts", textContent: `${fmt(seg.start)} – ${fmt(seg.end)}` }),
-        el("span", { className: "text", textContent: seg.text.trim() }));
-      b.setAttribute("aria-label", `Play ${fmt(seg.start)} to ${fmt(seg.end)}: ${seg.text.trim()}`);
+        el("span", { className: "ts", textContent: `${fmt(seg.start)} – ${fmt(seg.end)}` }));
+      if (seg.speaker && seg.speaker !== previous) b.append(speakerLabel(seg.speaker, order));
+      b.dataset.speaker = seg.speaker || "";
+      previous = seg.speaker || null;
+      b.append(el("span", { className: "text", textContent: seg.text.trim() }));
+      b.setAttribute("aria-label", `Play ${fmt(seg.start)} to ${fmt(seg.end)}: ${who}${seg.text.trim()}`);
       b.addEventListener("click", () => playSegment(seg, b));
       return b;
     });
