@@ -1,6 +1,7 @@
 """What speaker labels cost: the service's in-process pipeline (`local.transcribe_audio`, the Ray app's own
 orchestration) on the same files with `speakers` off and on, alternating runs, medians of seconds per audio
-second; and the labels' diarization error rate (0.25 s collar) on the committed two-speaker conversation.
+second; and the labels' diarization error rate (0.25 s collar) on the committed two-speaker conversation, with
+the language given and detected (then windows are cut at speaker changes, each part detecting its language).
 
     python -m bench.speakers [--runs 3]
 """
@@ -24,18 +25,22 @@ from service.inference.types import DecodeOptions
 from service.options import SpeakerCount
 from tests import conversations
 
-FILES = {
-    "conversation": conversations.COMMITTED,  # 66.6 s, 2 speakers, 8 turns
-    "longform": conversations.DATA / "en_ljspeech_longform.wav",  # 171 s, 1 speaker
+FILES = {  # name: (file, language: None detects, and then cuts windows at speaker changes)
+    "conversation": (conversations.COMMITTED, "en"),  # 66.6 s, 2 speakers, 8 turns
+    "conversation_detected": (conversations.COMMITTED, None),
+    "longform": (conversations.DATA / "en_ljspeech_longform.wav", "en"),  # 171 s, 1 speaker
 }
 
 
-def _pass(engine: Any, audio: np.ndarray, batch_size: int, speakers: SpeakerCount | None, encoder: Any):
+def _pass(
+    engine: Any, audio: np.ndarray, batch_size: int, speakers: SpeakerCount | None, encoder: Any, language: str | None
+):
     started = time.perf_counter()
     transcript = transcribe_audio(
         engine,
         audio,
-        options=DecodeOptions(language="en"),
+        language=language,
+        options=DecodeOptions(language=language) if language else None,
         batch_size=batch_size,
         speakers=speakers,
         speaker_encoder=encoder,
@@ -50,28 +55,26 @@ def measure(runs: int = 3, model: str = "base") -> dict[str, Any]:
     engine = load_engine(settings)
     encoder = load_encoder(settings.speaker_model, settings.speaker_model_path, "cpu", 1)
     out: dict[str, Any] = {}
-    for name, path in FILES.items():
+    for name, (path, language) in FILES.items():
         audio = decode(path)
         seconds = audio.shape[0] / SAMPLE_RATE
-        _pass(engine, audio[: 5 * SAMPLE_RATE], settings.batch_size, SpeakerCount(), encoder)  # warm-up
+        _pass(engine, audio[: 5 * SAMPLE_RATE], settings.batch_size, SpeakerCount(), encoder, language)  # warm-up
         off, on, own = [], [], []
         for _ in range(runs):
-            off.append(_pass(engine, audio, settings.batch_size, None, encoder)[0] / seconds)
-            took, transcript = _pass(engine, audio, settings.batch_size, SpeakerCount(), encoder)
+            off.append(_pass(engine, audio, settings.batch_size, None, encoder, language)[0] / seconds)
+            took, transcript = _pass(engine, audio, settings.batch_size, SpeakerCount(), encoder, language)
             on.append(took / seconds)
             own.append((transcript.timings.speakers_s or 0.0) / seconds)
         out[f"speakers_{name}_off_s_per_audio_s"] = round(statistics.median(off), 4)
         out[f"speakers_{name}_on_s_per_audio_s"] = round(statistics.median(on), 4)
         out[f"speakers_{name}_on_vs_off"] = round(statistics.median(on) / statistics.median(off), 3)
         out[f"speakers_{name}_embed_cluster_s_per_audio_s"] = round(statistics.median(own), 4)
-        if name == "conversation":
+        if name.startswith("conversation"):
             reference = conversations.read_rttm(path.with_suffix(".rttm"))
             hypothesis = conversations.speaker_turns(transcript.segments)
-            out["speakers_conversation_der"] = round(conversations.der(reference, hypothesis), 4)
-            out["speakers_conversation_found"] = len(transcript.speakers or [])
-        else:
-            out[f"speakers_{name}_found"] = len(transcript.speakers or [])
-        print(f"speakers {name}: {json.dumps({k: v for k, v in out.items() if name in k})}", flush=True)
+            out[f"speakers_{name}_der"] = round(conversations.der(reference, hypothesis), 4)
+        out[f"speakers_{name}_found"] = len(transcript.speakers or [])
+        print(f"speakers {name}: {json.dumps({k: v for k, v in out.items() if f'_{name}_' in k})}", flush=True)
     return out
 
 

@@ -99,6 +99,16 @@ def four_speakers() -> tuple[np.ndarray, list[Turn]]:
     return join(turns, gaps=[0.4, 0.7, 0.3])
 
 
+def english_first() -> tuple[np.ndarray, list[Turn]]:
+    """The four voices, JFK first: a file whose language is detected as English though half its turns are Hindi
+    (each turn must be decoded in its own language, not dropped; needs ../shared/audio)."""
+    whole, _, second = jfk()
+    lj = ljspeech("LJ001-0001", "LJ001-0003")
+    m1, m2, d = (hindi(f"hi_{n}.mp3") for n in ("mannkibaat_00A020", "mannkibaat_00C007", "ddnews_00D002"))
+    turns = [("B", whole), ("M", m1), ("A", lj[0]), ("D", d), ("B", second), ("M", m2), ("A", lj[1])]
+    return join(turns, gaps=[0.4, 0.6, 0.25])
+
+
 def write_rttm(path: Path, turns: list[Turn], name: str) -> None:
     with open(path, "w") as out:
         for t in turns:

@@ -38,6 +38,7 @@ MIN_SPEAKER_S = 2.0  # a cluster with less speech than this (or than 10 % of a s
 MIN_SPEAKER_SHARE = 0.1
 MAX_POINTS = 1500  # embeddings clustered at once; a longer file's consecutive embeddings are averaged first
 REFINE_ROUNDS = 5
+MIN_PART_S = 1.0  # the shortest part a window is cut into at a speaker change
 
 
 def label(index: int) -> str:
@@ -59,6 +60,7 @@ class _Piece:
 
     start: float
     seconds: float
+    at: float = 0.0  # where it starts in the window it came in
     vectors: np.ndarray | None = None
     window_start: np.ndarray | None = None
     window_end: np.ndarray | None = None
@@ -94,14 +96,15 @@ class SpeakerTrack:
     embed_s: float = 0.0  # time spent embedding
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, audio: np.ndarray, offset: float, speech: list[dict] | None) -> None:
-        """Embed a window's speech: `audio` starts at `offset` on the collapsed timeline (see `_pieces`)."""
+    def add(self, audio: np.ndarray, offset: float, speech: list[dict] | None) -> list[_Piece]:
+        """Embed a window's speech: `audio` starts at `offset` on the collapsed timeline (see `_pieces`). Returns
+        the window's pieces (for `turn_cuts`)."""
         import time
 
         started = time.perf_counter()
         new = []
         for at, start, seconds in _pieces(offset, audio.shape[0] / SAMPLE_RATE, speech):
-            piece = _Piece(start, seconds)
+            piece = _Piece(start, seconds, at)
             if seconds >= MIN_PIECE_S:
                 chunk = audio[int(at * SAMPLE_RATE) : int((at + seconds) * SAMPLE_RATE)]
                 found = self.encoder.embed(chunk, HOP_S)
@@ -111,6 +114,7 @@ class SpeakerTrack:
         with self._lock:
             self.pieces.extend(new)
             self.embed_s += time.perf_counter() - started
+        return new
 
     def turns(self) -> list[Turn]:
         """The speaker turns of the whole file, in time order (empty without speech)."""
@@ -136,6 +140,36 @@ class SpeakerTrack:
                     turns.append(Turn(piece.start + run_start * FRAME_S, piece.start + end, speaker))
                     run_start = i
         return _merge(_fill_unlabelled(turns))
+
+
+def turn_cuts(pieces: list[_Piece], min_part_s: float = MIN_PART_S) -> list[float]:
+    """Where one window's speaker changes (seconds into the window), from its own pieces clustered alone: so
+    a window can be cut into one part per speaker turn before Whisper decodes it, each part in its own language.
+    Parts shorter than `min_part_s` are not cut off."""
+    embedded = [(p, p.vectors) for p in pieces if p.vectors is not None]
+    if not embedded:
+        return []
+    vectors = np.concatenate([v for _, v in embedded])
+    weights = np.concatenate([np.full(len(v), p.seconds / len(v)) for p, v in embedded])
+    centres = cluster(vectors, weights, SpeakerCount())
+    if len(centres) < 2:
+        return []
+    cuts: list[float] = []
+    previous: int | None = None
+    for piece in sorted(pieces, key=lambda p: p.at):
+        if piece.vectors is None:
+            continue
+        frames = _frame_speakers(piece, centres)
+        for i, speaker in enumerate(frames):
+            if previous is not None and speaker != previous:
+                cuts.append(piece.at + (i * FRAME_S if i else 0.0))
+            previous = int(speaker)
+    end = max(p.at + p.seconds for p in pieces)
+    kept: list[float] = []
+    for cut in cuts:  # a part shorter than min_part_s stays with the one before it
+        if cut - (kept[-1] if kept else 0.0) >= min_part_s and end - cut >= min_part_s:
+            kept.append(cut)
+    return kept
 
 
 def cluster(vectors: np.ndarray, weights: np.ndarray, count: SpeakerCount) -> np.ndarray:

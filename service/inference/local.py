@@ -52,11 +52,13 @@ def transcribe_audio(
     vad_options: VadOptions | None = None,
     speakers: SpeakerCount | None = None,
     speaker_encoder: SpeakerEncoder | None = None,
+    split_turns: bool | None = None,
 ) -> Transcript:
     """The transcript of 16 kHz mono audio. The language is `options.language`, else `language`, else detected
     on the first window; `options` (hotwords, prompt...) and `vad_options` as the Ray app's request options;
     `batch_size` windows at most per engine call. `progress` gets the seconds of audio done so far. `speakers`:
-    label who spoke when, with `speaker_encoder` (else the default model, `speaker_encoder.load_encoder`)."""
+    label who spoke when, with `speaker_encoder` (else the default model, `speaker_encoder.load_encoder`);
+    `split_turns`: cut windows at speaker changes (unset: when the language is detected, as the Ray app does)."""
     started = time.perf_counter()
     seconds = audio.shape[0] / SAMPLE_RATE
     windows = cut(audio, vad=vad, options=vad_options)
@@ -67,6 +69,7 @@ def transcribe_audio(
     if speakers is not None:
         track = SpeakerTrack(speaker_encoder or load_encoder("resemblyzer"), speakers)
         options = replace(options, word_timestamps=True)
+    split_turns = detect if split_turns is None else split_turns
     registered = ENGINES.get(engine.name)
 
     async def run() -> WindowPipeline:
@@ -87,6 +90,7 @@ def transcribe_audio(
             budget=PrioritySemaphore(2 * batch_size),
             speakers=track,
             keep_words=keep_words,
+            split_turns=split_turns,
         )
         async for step in pipeline.run():
             if progress is not None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from service.audio import SAMPLE_RATE
 from service.inference.batcher import Batcher
-from service.inference.diarization import SpeakerTrack, label_segments, speaker_labels
+from service.inference.diarization import SpeakerTrack, label_segments, speaker_labels, turn_cuts
 from service.inference.priority import PrioritySemaphore
 from service.inference.types import DecodeOptions, Engine, WindowResult
 from service.inference.windows import MAX_FOLLOW_UPS, Window, stitch, tail_start
@@ -53,6 +53,41 @@ class Feed(Protocol):
     def speech(self) -> list[dict] | None: ...  # the VAD spans found so far (None without VAD)
 
     async def next(self) -> object | None: ...
+
+
+class TurnFeed:
+    """A feed whose windows are cut where the speaker changes (`diarization.turn_cuts`), so that each part is
+    decoded alone, in its own language: a conversation whose speakers speak different languages is not decoded
+    in the first speaker's. Every window is embedded for the job's speaker track on the way."""
+
+    def __init__(self, feed: Feed, track: SpeakerTrack) -> None:
+        self.feed, self.track = feed, track
+        self._parts: deque[Window] = deque()
+
+    @property
+    def seconds(self) -> float:
+        return self.feed.seconds
+
+    @property
+    def speech_seconds(self) -> float:
+        return self.feed.speech_seconds
+
+    @property
+    def speech(self) -> list[dict] | None:
+        return self.feed.speech
+
+    async def next(self) -> object | None:
+        if self._parts:
+            return self._parts.popleft()
+        item = await self.feed.next()
+        if not isinstance(item, Window):
+            return item
+        spans = list(self.feed.speech) if self.feed.speech is not None else None
+        pieces = await asyncio.to_thread(self.track.add, item.audio, item.offset, spans)
+        bounds = [0, *(round(cut * SAMPLE_RATE) for cut in turn_cuts(pieces)), item.audio.shape[0]]
+        for start, end in zip(bounds, bounds[1:]):
+            self._parts.append(Window(item.audio[start:end], item.offset + start / SAMPLE_RATE))
+        return self._parts.popleft()
 
 
 @dataclass
@@ -87,6 +122,7 @@ class WindowPipeline:
         on_cut: Callable[[], object] | None = None,
         speakers: SpeakerTrack | None = None,
         keep_words: bool = True,
+        split_turns: bool = False,
         log: logging.Logger = log,
     ) -> None:
         """`detect`: find the language on the first window (`options.language` else); `duration`: the audio's
@@ -94,12 +130,15 @@ class WindowPipeline:
         `on_cut`: called once the feed has ended; `speakers`: label who spoke when (each window is embedded on a
         thread as it is cut; the segments are labelled and split at the end, so `Progress` segments carry no
         speaker); `keep_words`: False drops the words after labelling (decoded only to place speaker changes);
+        `split_turns` (with `speakers`): cut windows at speaker changes (`TurnFeed`) and, when detecting,
+        detect each part's language (the transcript's is the first part's);
         `log`: the logger of the caller (a Ray replica logs through Serve's)."""
         self.feed, self.transcribe_window = feed, transcribe_window
         self.options, self.detect, self.duration, self.budget = options, detect, duration, budget
         self.priority = priority
         self.on_cut, self.log = on_cut, log
         self.speakers, self.keep_words = speakers, keep_words
+        self.split_turns = split_turns and speakers is not None
         self.speakers_s = 0.0  # clustering and labelling, after the last window
         self.language: str | None = None if detect else options.language
         self.language_probability: float | None = None
@@ -134,7 +173,8 @@ class WindowPipeline:
         return window.seconds, pieces
 
     async def run(self) -> AsyncIterator[Progress]:  # noqa: C901 - one event loop, its states side by side
-        feed, budget, options = self.feed, self.budget, self.options
+        budget, options = self.budget, self.options
+        feed: Feed = TurnFeed(self.feed, self.speakers) if self.split_turns and self.speakers else self.feed
         held: dict[int, list[tuple[float, WindowResult]]] = {}  # finished windows not yet released, by number
         numbers: dict[asyncio.Task, int] = {}  # each window's number, in the order they were cut
         sent = released = 0  # windows sent; windows whose segments have been released
@@ -142,7 +182,8 @@ class WindowPipeline:
         running: set[asyncio.Task] = set()
         step: asyncio.Task | None = None
         grant: asyncio.Task | None = None  # a unit of the window budget, asked for the next ready window
-        detect = self.detect  # the language is not known yet: only the first window may go, to detect it
+        detect_each = self.detect and self.split_turns  # every part detects its own language
+        detect = self.detect and not detect_each  # not known yet: only the first window may go, to detect it
         probe: asyncio.Task | None = None  # that first window's task
         embedding: set[asyncio.Future] = set()  # windows being embedded for the speaker labels
         done_speech = reported = 0.0
@@ -189,7 +230,7 @@ class WindowPipeline:
                     grant, window = None, ready.popleft()
                     self.first_sent = self.first_sent or time.perf_counter()
                     task = asyncio.ensure_future(
-                        self._window(window, replace(options, language=None) if detect else options)
+                        self._window(window, replace(options, language=None) if detect or detect_each else options)
                     )
                     probe = task if detect else probe
                     task.add_done_callback(lambda _: budget.release())  # finished, failed or cancelled
@@ -203,7 +244,7 @@ class WindowPipeline:
                             self.on_cut()  # e.g. the decode slot goes to the next file
                     elif isinstance(item, Window):
                         ready.append(item)
-                        if self.speakers is not None:  # the spans found so far cover this window
+                        if self.speakers is not None and not self.split_turns:  # the spans so far cover it
                             spans = list(feed.speech) if feed.speech is not None else None
                             job = asyncio.to_thread(self.speakers.add, item.audio, item.offset, spans)
                             embedding.add(asyncio.ensure_future(job))
@@ -221,7 +262,13 @@ class WindowPipeline:
                     self.last_done = time.perf_counter()
                     self.results += [result for _, result in pieces]
                     done_speech += seconds
-                    held[numbers.pop(task)] = pieces
+                    number = numbers.pop(task)
+                    if detect_each and number == 0:  # the file's language: its first part's
+                        self.language, self.language_probability = (
+                            pieces[0][1].language,
+                            pieces[0][1].language_probability,
+                        )
+                    held[number] = pieces
                 if done_windows:
                     out.append(progress(release()))
                 for item in out:

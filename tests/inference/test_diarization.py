@@ -9,8 +9,18 @@ import pytest
 
 from service.audio import SAMPLE_RATE, decode
 from service.inference import diarization
-from service.inference.diarization import SpeakerTrack, Turn, _pieces, cluster, label_segments, speaker_at
+from service.inference.diarization import (
+    SpeakerTrack,
+    Turn,
+    _pieces,
+    cluster,
+    label_segments,
+    speaker_at,
+    turn_cuts,
+)
+from service.inference.pipeline import TurnFeed
 from service.inference.speaker_encoder import Embeddings, GE2EEncoder, mel_filters, mel_spectrogram
+from service.inference.windows import Window
 from service.options import JobOptions, SpeakerCount
 from service.transcript import Segment, Word
 from tests.conversations import DATA, der, ljspeech, read_rttm
@@ -128,6 +138,36 @@ def test_track_turns_on_the_file_timeline() -> None:
     assert [t.speaker for t in turns] == ["SPEAKER_00", "SPEAKER_01"]
     assert turns[0].start == pytest.approx(1.0) and turns[0].end == pytest.approx(4.0)
     assert turns[1].start == pytest.approx(6.0) and turns[1].end == pytest.approx(10.0)
+
+
+def test_window_cut_at_the_speaker_change() -> None:
+    """One VAD span holding two voices: the window is cut where the voice changes (within a frame or two), and
+    the feed hands its parts out in order with their offsets on the collapsed timeline."""
+    audio = np.concatenate([np.full(3 * SAMPLE_RATE, 0.5, np.float32), np.full(4 * SAMPLE_RATE, 0.05, np.float32)])
+    track = SpeakerTrack(_ByLoudness(), SpeakerCount())
+    (cut,) = turn_cuts(track.add(audio, 10.0, None))
+    assert 2.0 <= cut <= 3.2
+    assert turn_cuts(SpeakerTrack(_ByLoudness()).add(audio[: 3 * SAMPLE_RATE], 0.0, None)) == []
+
+    class Feed:
+        seconds = speech_seconds = 7.0
+        speech = None
+        items = [Window(audio, 10.0)]
+
+        async def next(self) -> object | None:
+            return self.items.pop(0) if self.items else None
+
+    async def parts() -> list[Window]:
+        feed, out = TurnFeed(Feed(), SpeakerTrack(_ByLoudness())), []
+        while (item := await feed.next()) is not None:
+            out.append(item)
+        return out
+
+    import asyncio
+
+    first, second = asyncio.run(parts())
+    assert first.offset == 10.0 and second.offset == pytest.approx(10.0 + first.seconds)
+    assert first.seconds + second.seconds == pytest.approx(7.0) and first.seconds == pytest.approx(cut, abs=0.001)
 
 
 def _words(*spans: tuple[str, float, float]) -> list[Word]:

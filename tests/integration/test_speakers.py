@@ -63,9 +63,11 @@ def test_one_speaker_is_one_label(service: Service) -> None:
 
 
 @pytest.mark.skipif(not HINDI, reason="Hindi clips are not redistributable; they live in ../shared/audio only")
-@pytest.mark.parametrize("build", [conversations.three_speakers, conversations.four_speakers])
+@pytest.mark.parametrize(
+    "build", [conversations.three_speakers, conversations.four_speakers, conversations.english_first]
+)
 def test_hindi_and_english_conversations(service: Service, tmp_path: Path, build) -> None:
-    """3 and 4 speakers (Mann Ki Baat, Doordarshan news, JFK, LJSpeech) in two languages, detected per file."""
+    """3 and 4 speakers (Mann Ki Baat, Doordarshan news, JFK, LJSpeech) in two languages, detected per turn."""
     audio, reference = build()
     path = write_wav(tmp_path / f"{build.__name__}.wav", audio)
     with service.client() as client:
@@ -74,3 +76,4 @@ def test_hindi_and_english_conversations(service: Service, tmp_path: Path, build
     expected = len({t.speaker for t in reference})
     print(f"[{service.engine}] {build.__name__}: DER {error:.3f}, {found} of {expected} speakers")
     assert found == expected and error <= MAX_DER
+    assert transcript["language"] == ("en" if build is conversations.english_first else "hi")
