@@ -9,7 +9,7 @@ from pathlib import Path
 from service.inference.client import InferenceError, ProgressCallback
 from service.inference.types import AppInfo
 from service.options import JobOptions, Lane
-from service.transcript import Segment, Transcript, joined_text
+from service.transcript import Segment, Transcript, Word, joined_text
 
 TEXT = "the fake transcript"
 
@@ -87,3 +87,27 @@ class FakeInference:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class SpeakingFake(FakeInference):
+    """The fake's transcript, its segments labelled SPEAKER_00, SPEAKER_01 in turns of `turn` segments (SPEAKER_00
+    only when the job allows one speaker) when the job asks for speakers; words with their segment's speaker when
+    it asks for words (or always, `words=True`)."""
+
+    def __init__(self, turn: int = 1, words: bool = False, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.turn, self.words = turn, words
+
+    def transcript(self, options: JobOptions) -> Transcript:
+        transcript = super().transcript(options)
+        if options.speakers is None:
+            return transcript
+        for i, segment in enumerate(transcript.segments):
+            segment.speaker = f"SPEAKER_{(i // self.turn) % min(2, options.speakers.max):02d}"
+            if options.word_timestamps or self.words:
+                words = segment.text.split()
+                segment.words = [Word(word=f" {w}", start=segment.start, end=segment.end) for w in words]
+                for word in segment.words:
+                    word.speaker = segment.speaker
+        transcript.speakers = list(dict.fromkeys(s.speaker for s in transcript.segments if s.speaker))
+        return transcript

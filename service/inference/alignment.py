@@ -92,7 +92,10 @@ class WordAligner:
         rows_at = len(start_tokens)  # row of <|notimestamps|>, which predicts the first text token
         text = [[t for t in tokens if t < self.eot] for tokens in generated]
         results: list[list[Aligned]] = [[] for _ in generated]
-        todo = [i for i, t in enumerate(text) if t]
+        # A row longer than the decoder's positions (a 448-token loop, e.g. a short turn in a language the
+        # window was not decoded in) cannot be decoded again: it keeps no words (its segments keep their times).
+        limit = int(getattr(self.model.config, "max_target_positions", 448)) - rows_at - 2
+        todo = [i for i, t in enumerate(text) if t and len(t) <= limit]
         layers = self.model.model.decoder.layers
         queries: dict[int, torch.Tensor] = {}
         owner = threading.get_ident()

@@ -342,7 +342,9 @@ class Decoder:
             on_cut=job.release,  # the slot goes to the next file once this job's windows are all cut
             speakers=speakers,
             keep_words=options.word_timestamps,  # with speakers, words are decoded to place the turns
-            split_turns=lang is None,  # speakers of one file may speak different languages: each turn detects
+            # speakers of one file may speak different languages: each turn detects its own, where the engine
+            # batches rows of any language (see WindowPipeline)
+            split_turns=lang is None and spec(self.settings.effective_engine).mixes_languages,
             log=log,
         )
         return _EventStream(self._events(job, source, pipeline, info, started, waited), job.release)

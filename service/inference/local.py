@@ -58,7 +58,8 @@ def transcribe_audio(
     on the first window; `options` (hotwords, prompt...) and `vad_options` as the Ray app's request options;
     `batch_size` windows at most per engine call. `progress` gets the seconds of audio done so far. `speakers`:
     label who spoke when, with `speaker_encoder` (else the default model, `speaker_encoder.load_encoder`);
-    `split_turns`: cut windows at speaker changes (unset: when the language is detected, as the Ray app does)."""
+    `split_turns`: cut windows at speaker changes (unset: as the Ray app does, when the language is detected by an
+    engine that batches rows of any language)."""
     started = time.perf_counter()
     seconds = audio.shape[0] / SAMPLE_RATE
     windows = cut(audio, vad=vad, options=vad_options)
@@ -69,8 +70,9 @@ def transcribe_audio(
     if speakers is not None:
         track = SpeakerTrack(speaker_encoder or load_encoder("resemblyzer"), speakers)
         options = replace(options, word_timestamps=True)
-    split_turns = detect if split_turns is None else split_turns
     registered = ENGINES.get(engine.name)
+    if split_turns is None:
+        split_turns = detect and registered is not None and registered.mixes_languages
 
     async def run() -> WindowPipeline:
         calls = EngineCalls(

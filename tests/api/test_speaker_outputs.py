@@ -17,38 +17,14 @@ import pytest
 from openai.types.audio import TranscriptionDiarized, TranscriptionTextSegmentEvent
 
 from service.options import SpeakerCount
-from service.transcript import Transcript, Word
+from service.transcript import Transcript
 from tests.api.conftest import Gateway, gateway
-from tests.fakes import FakeInference
+from tests.fakes import SpeakingFake
 from tests.integration.helpers import DATA, wait
 
 AUDIO = DATA / "en_jfk.m4a"
 STAGE = "@AUDIO_FILES_STAGE"
 LABELS = ["SPEAKER_00", "SPEAKER_01", "SPEAKER_00"]  # the fake's three segments: "the", "fake", "transcript"
-
-
-class SpeakingFake(FakeInference):
-    """The fake's transcript, its segments labelled SPEAKER_00, SPEAKER_01 in turns of `turn` segments (SPEAKER_00
-    only when the job allows one speaker) when the job asks for speakers; words with their segment's speaker when
-    it asks for words."""
-
-    def __init__(self, turn: int = 1, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.turn = turn
-
-    def transcript(self, options: Any) -> Transcript:
-        transcript = super().transcript(options)
-        if options.speakers is None:
-            return transcript
-        for i, segment in enumerate(transcript.segments):
-            segment.speaker = f"SPEAKER_{(i // self.turn) % min(2, options.speakers.max):02d}"
-            if options.word_timestamps:
-                words = segment.text.split()
-                segment.words = [Word(word=f" {w}", start=segment.start, end=segment.end) for w in words]
-                for word in segment.words:
-                    word.speaker = segment.speaker
-        transcript.speakers = list(dict.fromkeys(s.speaker for s in transcript.segments if s.speaker))
-        return transcript
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from service.api.app import Backends, create_app
 from service.config import Settings
 from service.storage.sqlite import SQLiteStore
 from service.storage.stages import StageReader
-from tests.api.test_speaker_outputs import SpeakingFake
+from tests.fakes import SpeakingFake
 from tests.harness import Service, start_gateway, stop_gateway, wait_ready
 from tests.integration.helpers import DATA
 from tests.store_load import serving

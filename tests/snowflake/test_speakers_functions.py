@@ -18,9 +18,8 @@ import httpx
 import pytest
 
 from service.options import SpeakerCount
-from service.transcript import Transcript, Word
 from tests.api.conftest import Gateway, gateway
-from tests.fakes import FakeInference
+from tests.fakes import SpeakingFake
 from tests.integration.helpers import call_function
 from tests.store_load import write_stage
 
@@ -30,28 +29,10 @@ USER = {"sf-context-current-user": "ANALYST"}
 SOURCE = "@AUDIO_FILES_STAGE/call_00000.wav"
 
 
-class SpeakerFake(FakeInference):
-    """The fake transcript, diarized when the options ask for speakers: segments alternate between SPEAKER_00 and
-    SPEAKER_01, every word carries its segment's speaker, and `speakers` lists the labels."""
-
-    def transcript(self, options: Any) -> Transcript:
-        result = super().transcript(options)
-        if options.speakers is None:
-            return result
-        for i, segment in enumerate(result.segments):
-            segment.speaker = f"SPEAKER_{i % 2:02d}"
-            segment.words = [
-                Word(word=" " + w, start=segment.start, end=segment.end, probability=0.9, speaker=segment.speaker)
-                for w in segment.text.split()
-            ]
-        result.speakers = list(dict.fromkeys(s.speaker for s in result.segments if s.speaker))
-        return result
-
-
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     stage = write_stage(tmp_path_factory.mktemp("stage"), 4)
-    fake = SpeakerFake(segments=3, text="one two three four five six")
+    fake = SpeakingFake(words=True, segments=3, text="one two three four five six")
     settings = {"function_wait_s": 0.1, "function_timeout_s": 30}
     with gateway(
         tmp_path_factory.mktemp("gateway") / "data", fake, stage_mounts={"AUDIO_FILES_STAGE": stage}, **settings
@@ -185,7 +166,7 @@ def test_transcribe_submit_with_options_then_status_names_the_speakers(gw: Gatew
 def test_the_result_carries_the_translation_the_options_asked_for(tmp_path: Path) -> None:
     """`translate_to` in the object: TRANSCRIBE waits for the translation too and returns its text."""
     stage = write_stage(tmp_path / "stage", 1)
-    fake = SpeakerFake(segments=2, text="hello there")
+    fake = SpeakingFake(words=True, segments=2, text="hello there")
     mounts = {"AUDIO_FILES_STAGE": stage}
     with (
         gateway(tmp_path / "data", fake, stage_mounts=mounts, function_wait_s=0.1, translate_method="whisper") as g,

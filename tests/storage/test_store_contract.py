@@ -313,6 +313,7 @@ EVERY_OPTION = JobOptions(
     vad_threshold=0.3,
     vad_min_silence_ms=250,
     vad_speech_pad_ms=100,
+    speakers="2-4",
     translate_to="fr",
 )
 
