@@ -226,3 +226,14 @@ def test_bad_speakers_option(value: object) -> None:
 def test_threshold_between_voices() -> None:
     """The module's constants the README quotes."""
     assert diarization.THRESHOLD == 0.49 and diarization.HOP_S == 0.4
+
+
+def test_speaker_model_errors_say_what_is_missing() -> None:
+    from service.inference.speaker_encoder import load_encoder
+
+    with pytest.raises(RuntimeError, match="SPEAKER_MODEL_PATH"):
+        load_encoder("pyannote")
+    with pytest.raises(ValueError, match="unknown SPEAKER_MODEL"):
+        load_encoder("xvector")
+    with pytest.raises(OSError):
+        load_encoder("resemblyzer", "/nonexistent/ge2e.pt")

@@ -77,3 +77,19 @@ def test_hindi_and_english_conversations(service: Service, tmp_path: Path, build
     print(f"[{service.engine}] {build.__name__}: DER {error:.3f}, {found} of {expected} speakers")
     assert found == expected and error <= MAX_DER
     assert transcript["language"] == ("en" if build is conversations.english_first else "hi")
+
+
+def test_openai_diarized_json(service: Service) -> None:
+    """The official client asks for `diarized_json` and parses OpenAI's diarize shape with the labels."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused", timeout=300, max_retries=0)
+    with conversations.COMMITTED.open("rb") as fh:
+        result = client.audio.transcriptions.create(
+            file=fh, model="whisper-1", language="en", response_format="diarized_json"
+        )
+    reference = conversations.read_rttm(conversations.COMMITTED.with_suffix(".rttm"))
+    hypothesis = [conversations.Turn(s.start, s.end, s.speaker) for s in result.segments]
+    assert {s.speaker for s in result.segments} == {"SPEAKER_00", "SPEAKER_01"}
+    assert conversations.der(reference, hypothesis) <= MAX_DER
+    assert all(s.type == "transcript.text.segment" for s in result.segments)
