@@ -31,6 +31,7 @@ class Timings(BaseModel):
     seconds_per_audio_second: float | None
     decode_s: float | None = None
     inference_s: float | None = None
+    speakers_s: float | None = None  # speaker embeddings (beside inference) and clustering, when asked
     whisper_nodes: list[str] | None = None  # Ray nodes whose Whisper replicas decoded the job
 
 
@@ -96,6 +97,7 @@ class JobView(BaseModel):
                 seconds_per_audio_second=round(processing / audio, 4) if processing and audio else None,
                 decode_s=job.timings.decode_s,
                 inference_s=job.timings.inference_s,
+                speakers_s=job.timings.speakers_s,
                 whisper_nodes=job.timings.whisper_nodes,
             ),
             error=ErrorInfo(code=job.error_code, message=job.error_message or "") if job.error_code else None,
