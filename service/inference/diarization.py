@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,8 +100,6 @@ class SpeakerTrack:
     def add(self, audio: np.ndarray, offset: float, speech: list[dict] | None) -> list[_Piece]:
         """Embed a window's speech: `audio` starts at `offset` on the collapsed timeline (see `_pieces`). Returns
         the window's pieces (for `turn_cuts`)."""
-        import time
-
         started = time.perf_counter()
         new = []
         for at, start, seconds in _pieces(offset, audio.shape[0] / SAMPLE_RATE, speech):
@@ -119,12 +118,10 @@ class SpeakerTrack:
     def turns(self) -> list[Turn]:
         """The speaker turns of the whole file, in time order (empty without speech)."""
         pieces = sorted(self.pieces, key=lambda p: p.start)
-        embedded = [(p, p.vectors) for p in pieces if p.vectors is not None]
-        if not embedded:
+        stacked = _stack(pieces)
+        if stacked is None:
             return []
-        vectors = np.concatenate([v for _, v in embedded])
-        weights = np.concatenate([np.full(len(v), p.seconds / len(v)) for p, v in embedded])
-        centres = cluster(vectors, weights, self.count)
+        centres = cluster(*stacked, self.count)
         order: dict[int, str] = {}  # cluster -> label, in order of first speech
         turns: list[Turn] = []
         for piece in pieces:
@@ -146,12 +143,10 @@ def turn_cuts(pieces: list[_Piece], min_part_s: float = MIN_PART_S) -> list[floa
     """Where one window's speaker changes (seconds into the window), from its own pieces clustered alone: so
     a window can be cut into one part per speaker turn before Whisper decodes it, each part in its own language.
     Parts shorter than `min_part_s` are not cut off."""
-    embedded = [(p, p.vectors) for p in pieces if p.vectors is not None]
-    if not embedded:
+    stacked = _stack(pieces)
+    if stacked is None:
         return []
-    vectors = np.concatenate([v for _, v in embedded])
-    weights = np.concatenate([np.full(len(v), p.seconds / len(v)) for p, v in embedded])
-    centres = cluster(vectors, weights, SpeakerCount())
+    centres = cluster(*stacked, SpeakerCount())
     if len(centres) < 2:
         return []
     cuts: list[float] = []
@@ -170,6 +165,15 @@ def turn_cuts(pieces: list[_Piece], min_part_s: float = MIN_PART_S) -> list[floa
         if cut - (kept[-1] if kept else 0.0) >= min_part_s and end - cut >= min_part_s:
             kept.append(cut)
     return kept
+
+
+def _stack(pieces: list[_Piece]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The pieces' embeddings one after another, and the seconds of speech each stands for (None: none)."""
+    embedded = [(p, p.vectors) for p in pieces if p.vectors is not None]
+    if not embedded:
+        return None
+    vectors = np.concatenate([v for _, v in embedded])
+    return vectors, np.concatenate([np.full(len(v), p.seconds / len(v)) for p, v in embedded])
 
 
 def cluster(vectors: np.ndarray, weights: np.ndarray, count: SpeakerCount) -> np.ndarray:
