@@ -86,11 +86,13 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, pa
     from service.audio import SAMPLE_RATE, decode
     from service.formats import render
     from service.inference.local import transcribe_audio
+    from service.inference.speaker_encoder import shared_encoder
     from service.inference.types import DecodeOptions
     from service.languages import normalise_language
     from service.options import SpeakerCount
     from service.transcript import Transcript
 
+    inference = settings.inference
     language = normalise_language(args.language)
     audio = decode(path, max_seconds=settings.inference.max_audio_seconds)
     total = audio.shape[0] / SAMPLE_RATE
@@ -112,6 +114,7 @@ def _in_process(args: argparse.Namespace, settings: Settings, engine: Engine, pa
             settings.inference.vad,
             progress if track else None,
             speakers=speakers,
+            speaker_encoder=shared_encoder(inference.speaker_model, inference.speaker_model_path) if speakers else None,
         )
 
     options = DecodeOptions(language=language, task=args.task) if language else None

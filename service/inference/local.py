@@ -18,7 +18,7 @@ from service.inference.diarization import SpeakerTrack
 from service.inference.engines import ENGINES
 from service.inference.pipeline import EngineCalls, WindowPipeline
 from service.inference.priority import PrioritySemaphore
-from service.inference.speaker_encoder import SpeakerEncoder, load_encoder
+from service.inference.speaker_encoder import SpeakerEncoder, shared_encoder
 from service.inference.types import DecodeOptions, Engine
 from service.inference.windows import Window, Windows, cut
 from service.options import SpeakerCount
@@ -57,7 +57,7 @@ def transcribe_audio(
     """The transcript of 16 kHz mono audio. The language is `options.language`, else `language`, else detected
     on the first window; `options` (hotwords, prompt...) and `vad_options` as the Ray app's request options;
     `batch_size` windows at most per engine call. `progress` gets the seconds of audio done so far. `speakers`:
-    label who spoke when, with `speaker_encoder` (else the default model, `speaker_encoder.load_encoder`);
+    label who spoke when, with `speaker_encoder` (else the default model, loaded once per process);
     `split_turns`: cut windows at speaker changes (unset: as the Ray app does, when the language is detected by an
     engine that batches rows of any language)."""
     started = time.perf_counter()
@@ -68,7 +68,7 @@ def transcribe_audio(
     keep_words = options.word_timestamps
     track = None
     if speakers is not None:
-        track = SpeakerTrack(speaker_encoder or load_encoder("resemblyzer"), speakers)
+        track = SpeakerTrack(speaker_encoder or shared_encoder(), speakers)
         options = replace(options, word_timestamps=True)
     registered = ENGINES.get(engine.name)
     if split_turns is None:

@@ -55,13 +55,14 @@ class Feed(Protocol):
     async def next(self) -> object | None: ...
 
 
-class TurnFeed:
-    """A feed whose windows are cut where the speaker changes (`diarization.turn_cuts`), so that each part is
-    decoded alone, in its own language: a conversation whose speakers speak different languages is not decoded
-    in the first speaker's. Every window is embedded for the job's speaker track on the way."""
+class SpeakerFeed:
+    """A feed whose every window is embedded for the job's speaker track on the way (on a thread; the feed runs
+    ahead of Whisper by `LOOKAHEAD` windows, so this overlaps inference) and, with `cut`, split where the speaker
+    changes (`diarization.turn_cuts`), so that each part is decoded alone, in its own language: a conversation
+    whose speakers speak different languages is not decoded in the first speaker's."""
 
-    def __init__(self, feed: Feed, track: SpeakerTrack) -> None:
-        self.feed, self.track = feed, track
+    def __init__(self, feed: Feed, track: SpeakerTrack, cut: bool = True) -> None:
+        self.feed, self.track, self.cut = feed, track, cut
         self._parts: deque[Window] = deque()
 
     @property
@@ -84,6 +85,8 @@ class TurnFeed:
             return item
         spans = list(self.feed.speech) if self.feed.speech is not None else None
         pieces = await asyncio.to_thread(self.track.add, item.audio, item.offset, spans)
+        if not self.cut:
+            return item
         bounds = [0, *(round(cut * SAMPLE_RATE) for cut in turn_cuts(pieces)), item.audio.shape[0]]
         for start, end in zip(bounds, bounds[1:]):
             self._parts.append(Window(item.audio[start:end], item.offset + start / SAMPLE_RATE))
@@ -130,7 +133,7 @@ class WindowPipeline:
         `on_cut`: called once the feed has ended; `speakers`: label who spoke when (each window is embedded on a
         thread as it is cut; the segments are labelled and split at the end, so `Progress` segments carry no
         speaker); `keep_words`: False drops the words after labelling (decoded only to place speaker changes);
-        `split_turns` (with `speakers`): cut windows at speaker changes (`TurnFeed`) and, when detecting,
+        `split_turns` (with `speakers`): cut windows at speaker changes (`SpeakerFeed`) and, when detecting,
         detect each part's language (the transcript's is the first part's). The callers ask for it with an engine
         that mixes languages in a batch (ctranslate2): the transformers engine detects row by row and, decoding a
         short turn alone, can loop to its 448-token limit where the 30 s window decoded cleanly;
@@ -176,7 +179,7 @@ class WindowPipeline:
 
     async def run(self) -> AsyncIterator[Progress]:  # noqa: C901 - one event loop, its states side by side
         budget, options = self.budget, self.options
-        feed: Feed = TurnFeed(self.feed, self.speakers) if self.split_turns and self.speakers else self.feed
+        feed = self.feed if self.speakers is None else SpeakerFeed(self.feed, self.speakers, cut=self.split_turns)
         held: dict[int, list[tuple[float, WindowResult]]] = {}  # finished windows not yet released, by number
         numbers: dict[asyncio.Task, int] = {}  # each window's number, in the order they were cut
         sent = released = 0  # windows sent; windows whose segments have been released
@@ -187,7 +190,6 @@ class WindowPipeline:
         detect_each = self.detect and self.split_turns  # every part detects its own language
         detect = self.detect and not detect_each  # not known yet: only the first window may go, to detect it
         probe: asyncio.Task | None = None  # that first window's task
-        embedding: set[asyncio.Future] = set()  # windows being embedded for the speaker labels
         done_speech = reported = 0.0
 
         def fraction() -> float:
@@ -246,10 +248,6 @@ class WindowPipeline:
                             self.on_cut()  # e.g. the decode slot goes to the next file
                     elif isinstance(item, Window):
                         ready.append(item)
-                        if self.speakers is not None and not self.split_turns:  # the spans so far cover it
-                            spans = list(feed.speech) if feed.speech is not None else None
-                            job = asyncio.to_thread(self.speakers.add, item.audio, item.offset, spans)
-                            embedding.add(asyncio.ensure_future(job))
                     else:
                         out.append(progress([]))
                 done_windows = finished & running
@@ -278,12 +276,9 @@ class WindowPipeline:
                         yield item
             assert not held and released == sent, "a window finished without its segments being sent"
             if self.speakers is not None:
-                await asyncio.gather(*embedding)
                 await asyncio.to_thread(self._label_speakers)
             self.finished = True
         finally:
-            for pending in embedding:
-                pending.cancel()
             if grant is not None:  # a budget unit asked for and not used
                 if grant.done() and not grant.cancelled():
                     budget.release()

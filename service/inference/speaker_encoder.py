@@ -23,7 +23,7 @@ import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -168,7 +168,8 @@ class PyannoteEncoder:
         self._torch = torch
         self._model = Model.from_pretrained(str(path))
         self._model.to(torch.device(device))
-        self._inference = Inference
+        self._inference_class = Inference
+        self._inferences: dict[float, Any] = {}  # one sliding-window Inference per hop
         self._lock = threading.Lock()
 
     def embed(self, audio: np.ndarray, hop_s: float) -> Embeddings:
@@ -177,7 +178,10 @@ class PyannoteEncoder:
         if audio.shape[0] < self.window_s * SAMPLE_RATE:
             audio = np.pad(audio, (0, int(self.window_s * SAMPLE_RATE) - audio.shape[0]))
         with self._lock:
-            inference = self._inference(self._model, window="sliding", duration=self.window_s, step=hop_s)
+            inference = self._inferences.get(hop_s)
+            if inference is None:
+                inference = self._inference_class(self._model, window="sliding", duration=self.window_s, step=hop_s)
+                self._inferences[hop_s] = inference
             waveform = self._torch.from_numpy(audio[None, :].astype(np.float32))
             out: SlidingWindowFeature = inference({"waveform": waveform, "sample_rate": SAMPLE_RATE})
         vectors = np.asarray(out.data, dtype=np.float32)
@@ -197,3 +201,9 @@ def load_encoder(
             raise RuntimeError("SPEAKER_MODEL=pyannote needs SPEAKER_MODEL_PATH: the checkpoint's folder or file")
         return PyannoteEncoder(Path(path), device=device)
     raise ValueError(f"unknown SPEAKER_MODEL {model!r}: one of {', '.join(SPEAKER_MODELS)}")
+
+
+@functools.cache
+def shared_encoder(model: str = "resemblyzer", path: str | None = None) -> SpeakerEncoder:
+    """One encoder per model for this process (the CLI's files share it; a Decoder replica holds its own)."""
+    return load_encoder(model, path)

@@ -18,7 +18,7 @@ from service.inference.diarization import (
     speaker_at,
     turn_cuts,
 )
-from service.inference.pipeline import TurnFeed
+from service.inference.pipeline import SpeakerFeed
 from service.inference.speaker_encoder import Embeddings, GE2EEncoder, mel_filters, mel_spectrogram
 from service.inference.windows import Window
 from service.options import JobOptions, SpeakerCount
@@ -158,7 +158,7 @@ def test_window_cut_at_the_speaker_change() -> None:
             return self.items.pop(0) if self.items else None
 
     async def parts() -> list[Window]:
-        feed, out = TurnFeed(Feed(), SpeakerTrack(_ByLoudness())), []
+        feed, out = SpeakerFeed(Feed(), SpeakerTrack(_ByLoudness())), []
         while (item := await feed.next()) is not None:
             out.append(item)
         return out
