@@ -15,6 +15,7 @@ import logging
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
@@ -33,6 +34,7 @@ from service.audio import SAMPLE_RATE
 from service.inference.alignment import SECONDS_PER_TOKEN, Aligned, WordAligner, attach_words
 from service.inference.convert import LOAD_LOCK, ensure_hf_checkpoint
 from service.inference.engines import from_checkpoint
+from service.inference.loops import CHECK_EVERY, SEED, ends_in_loop, fallback_temperatures, looping_rows
 from service.inference.models import ModelFiles
 from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
@@ -147,9 +149,11 @@ class TransformersEngine:
         durations = [min(len(w), len(a)) / SAMPLE_RATE for w, a in zip(windows, audio, strict=True)]
         with torch.inference_mode():
             hidden = self._encode(audio)
-            sequences = self._generate(hidden, durations, options)
-            prefix_lengths = [self._prefix_length(row) for row in sequences.tolist()]
-            generated = [_generated_tokens(row, n, self.eot) for row, n in zip(sequences.tolist(), prefix_lengths)]
+            rows, temperatures = self._generate_with_fallback(hidden, durations, options)
+            prefix_lengths = [self._prefix_length(row) for row in rows]
+            generated = [_generated_tokens(row, n, self.eot) for row, n in zip(rows, prefix_lengths)]
+            width = max(len(row) for row in rows)
+            sequences = torch.tensor([row + [self.eot] * (width - len(row)) for row in rows], device=self.device)
             avg_logprobs, no_speech_probs = self._score(hidden, sequences, prefix_lengths, generated)
             words = self._align(hidden, generated, durations, options) if options.word_timestamps else None
 
@@ -166,7 +170,7 @@ class TransformersEngine:
                     avg_logprob=avg_logprobs[i],
                     no_speech_prob=no_speech_probs[i],
                     compression_ratio=_compression_ratio(text),
-                    temperature=options.temperature,
+                    temperature=temperatures[i],
                 )
             )
         return results
@@ -184,6 +188,36 @@ class TransformersEngine:
         ).input_features
         features = features.to(self.device, self.dtype)
         return self.model.model.encoder(features).last_hidden_state
+
+    def _generate_with_fallback(
+        self, hidden: torch.Tensor, durations: list[float], options: DecodeOptions
+    ) -> tuple[list[list[int]], list[float]]:
+        """Token ids per window (`_generate`) and the temperature they were decoded at: a window whose decoding
+        fell into a repetition loop (`loops.py`: stopped there) is decoded again at the next fallback temperature,
+        seeded, until it no longer loops; if it loops at every one, its first decoding is kept."""
+        rows = self._generate(hidden, durations, options).tolist()
+        first = list(rows)
+        temperatures = [options.temperature] * len(rows)
+        looping = [i for i, row in enumerate(rows) if self._looped(row)]
+        for temperature in fallback_temperatures(options.temperature):
+            if not looping:
+                break
+            torch.manual_seed(SEED)
+            again = self._generate(
+                hidden[looping], [durations[i] for i in looping], replace(options, temperature=temperature)
+            )
+            for i, row in zip(looping, again.tolist(), strict=True):
+                rows[i], temperatures[i] = row, temperature
+            looping = [i for i in looping if self._looped(rows[i])]
+        for i in looping:
+            rows[i], temperatures[i] = first[i], options.temperature
+        if recovered := sum(t != options.temperature for t in temperatures):
+            log.info("%d window(s) decoded again after a repetition loop", recovered)
+        return rows, temperatures
+
+    def _looped(self, row: list[int]) -> bool:
+        """True when a decoded row ends in a repetition loop (`_Loops` stopped it there)."""
+        return ends_in_loop(_generated_tokens(row, self._prefix_length(row), self.eot))
 
     def _generate(self, hidden: torch.Tensor, durations: list[float], options: DecodeOptions) -> torch.Tensor:
         """Token ids per window: [prompt…] + start tokens + generated tokens + end of text (+ padding)."""
@@ -208,10 +242,11 @@ class TransformersEngine:
         if prompt:
             kwargs["prompt_ids"] = torch.tensor(prompt, device=self.device)
         window_end = _WindowEnd(durations, self.timestamp_begin, self.eot, self.max_frames, self.device)
+        stop_loops = _Loops(len(prompt) + (3 if self.multilingual else 1), self.eot)
         # generate expands encoder outputs for beam search *in place*: hand it a fresh container
         encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
         out = self.model.generate(
-            encoder_outputs=encoder_outputs, logits_processor=LogitsProcessorList([window_end]), **kwargs
+            encoder_outputs=encoder_outputs, logits_processor=LogitsProcessorList([window_end, stop_loops]), **kwargs
         )
         return out if isinstance(out, torch.Tensor) else out["sequences"]
 
@@ -312,6 +347,24 @@ class _WindowEnd(LogitsProcessor):
             forced[self.eot] = 0.0
             masked[ended] = forced
         return cast(torch.FloatTensor, masked)  # LogitsProcessor's annotation; torch ops return plain Tensors
+
+
+class _Loops(LogitsProcessor):
+    """End of text for every row whose decoded tokens (after `prefix` start tokens) end in a repetition loop."""
+
+    def __init__(self, prefix: int, eot: int) -> None:
+        self.prefix = prefix
+        self.eot = eot
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids.shape[1] - self.prefix
+        looping = looping_rows(input_ids, generated) if generated % CHECK_EVERY == 0 else []
+        if not looping:
+            return scores
+        forced = torch.full_like(scores[0], -math.inf)
+        forced[self.eot] = 0.0
+        scores[looping] = forced
+        return scores
 
 
 def _token_id(value: int | list[int] | None, name: str) -> int:

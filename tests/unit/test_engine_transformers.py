@@ -173,3 +173,20 @@ def test_window_end_processor_forces_end_of_text() -> None:
     scores = processor(ids, torch.zeros(2, begin + 1501))
     assert torch.isinf(scores[0]).sum() == scores.shape[1] - 1 and scores[0, eot] == 0
     assert torch.isinf(scores[1]).sum() == 0  # a full 30 s window: nothing suppressed
+
+
+HINDI_LOOP = Path(__file__).resolve().parents[3] / "shared" / "audio" / "hi_mannkibaat_00C007.mp3"
+
+
+@pytest.mark.skipif(not HINDI_LOOP.is_file(), reason="the Hindi clips live in ../shared/audio only")
+def test_a_window_stuck_in_a_loop_is_stopped_and_decoded_again_warmer(base: TransformersEngine) -> None:
+    """`base` with beam search repeats one word of this Hindi clip's speech window to its 448-token limit
+    (loops.py); the guard ends the loop within ~60 tokens and the window is decoded again at 0.2, seeded."""
+    from service.inference.windows import cut
+
+    window = cut(decode(HINDI_LOOP), vad=True).audio[0]
+    first, again = (base.transcribe_batch([window], DecodeOptions(language="hi"))[0] for _ in range(2))
+    assert first.temperature == 0.2 and first.segments
+    tokens = [t for s in first.segments for t in s.tokens]
+    assert len(tokens) < 120 and first.compression_ratio is not None and first.compression_ratio < 2.4
+    assert text_of(again) == text_of(first)  # seeded: the same text each time
