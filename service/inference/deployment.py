@@ -342,9 +342,8 @@ class Decoder:
             on_cut=job.release,  # the slot goes to the next file once this job's windows are all cut
             speakers=speakers,
             keep_words=options.word_timestamps,  # with speakers, words are decoded to place the turns
-            # speakers of one file may speak different languages: each turn detects its own, where the engine
-            # batches rows of any language (see WindowPipeline)
-            split_turns=lang is None and spec(self.settings.effective_engine).mixes_languages,
+            # speakers of one file may speak different languages: each turn detects its own (see WindowPipeline)
+            split_turns=lang is None,
             log=log,
         )
         return _EventStream(self._events(job, source, pipeline, info, started, waited), job.release)

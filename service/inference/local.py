@@ -58,8 +58,7 @@ def transcribe_audio(
     on the first window; `options` (hotwords, prompt...) and `vad_options` as the Ray app's request options;
     `batch_size` windows at most per engine call. `progress` gets the seconds of audio done so far. `speakers`:
     label who spoke when, with `speaker_encoder` (else the default model, loaded once per process);
-    `split_turns`: cut windows at speaker changes (unset: as the Ray app does, when the language is detected by an
-    engine that batches rows of any language)."""
+    `split_turns`: cut windows at speaker changes (unset: as the Ray app does, when the language is detected)."""
     started = time.perf_counter()
     seconds = audio.shape[0] / SAMPLE_RATE
     windows = cut(audio, vad=vad, options=vad_options)
@@ -72,7 +71,7 @@ def transcribe_audio(
         options = replace(options, word_timestamps=True)
     registered = ENGINES.get(engine.name)
     if split_turns is None:
-        split_turns = detect and registered is not None and registered.mixes_languages
+        split_turns = detect
 
     async def run() -> WindowPipeline:
         calls = EngineCalls(

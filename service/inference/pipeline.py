@@ -134,9 +134,9 @@ class WindowPipeline:
         thread as it is cut; the segments are labelled and split at the end, so `Progress` segments carry no
         speaker); `keep_words`: False drops the words after labelling (decoded only to place speaker changes);
         `split_turns` (with `speakers`): cut windows at speaker changes (`SpeakerFeed`) and, when detecting,
-        detect each part's language (the transcript's is the first part's). The callers ask for it with an engine
-        that mixes languages in a batch (ctranslate2): the transformers engine detects row by row and, decoding a
-        short turn alone, can loop to its 448-token limit where the 30 s window decoded cleanly;
+        detect each part's language (the transcript's is the first part's). The callers ask for it whenever the
+        language is detected (a short turn decoded alone can loop: the transformers engine ends such loops and
+        decodes the part again warmer, `loops.py`);
         `log`: the logger of the caller (a Ray replica logs through Serve's)."""
         self.feed, self.transcribe_window = feed, transcribe_window
         self.options, self.detect, self.duration, self.budget = options, detect, duration, budget
