@@ -404,3 +404,16 @@ def accepted_but_inert() -> list[tuple[str, Callable[[], Request], str]]:
         ("m4a-named.m4a", lambda: upload("talk.m4a", jfk("m4a")), "audio/mp4"),
         ("flac-named.js", lambda: upload("a.js", jfk("flac")), "audio/flac"),
     ]
+
+
+# A batch pattern with catastrophic backtracking for Python's `re` on a 40-letter name without an x.
+HOSTILE_PATTERN = "([a-z/.]+)+x"
+
+
+def letters_name(i: int, width: int = 40) -> str:
+    """A distinct file name of `width` letters a..w (no x, no digit: the worst case for HOSTILE_PATTERN)."""
+    name = ""
+    for _ in range(width):
+        i, digit = divmod(i, 23)
+        name += chr(ord("a") + digit)
+    return name

@@ -26,23 +26,14 @@ import pytest
 
 from tests.api.conftest import Gateway, gateway
 from tests.fakes import FakeInference
+from tests.hostile import HOSTILE_PATTERN, letters_name
 from tests.store_load import write_stage
 
-HOSTILE = "([a-z/.]+)+x"  # catastrophic backtracking for Python's re on a 40-letter name without an x
 BULK_FILES = 5000
 ALLOWLIST = {"*": ["AUDIO_FILES_STAGE", "BULK_STAGE"], "HR_ANALYST": ["HR_RECORDINGS"]}
 ANALYST = {"sf-context-current-user": "ANALYST", "sf-context-current-role": "WHISPER_ANALYST"}
 HR = {"sf-context-current-user": "HANNA", "sf-context-current-role": "HR_ANALYST"}
 FUNCTION = {"sf-external-function-format": "json", "sf-external-function-format-version": "1.0"}
-
-
-def _letters(i: int, width: int = 40) -> str:
-    """A distinct name of `width` letters a..w (no x, no digit: the worst case for HOSTILE)."""
-    name = ""
-    for _ in range(width):
-        i, digit = divmod(i, 23)
-        name += chr(ord("a") + digit)
-    return name
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +42,7 @@ def stages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     bulk = root / "bulk"
     bulk.mkdir()
     for i in range(BULK_FILES):
-        (bulk / _letters(i)).touch()
+        (bulk / letters_name(i)).touch()
     return {
         "AUDIO_FILES_STAGE": write_stage(root / "audio", 3),
         "HR_RECORDINGS": write_stage(root / "hr", 2),
@@ -220,7 +211,7 @@ def test_a_hostile_pattern_never_stalls_the_gateway(gw: Gateway) -> None:
     The app's event loop runs in the TestClient's portal thread; each /healthz is sent from a worker thread
     and waited for at most 1 s (as a client's read timeout)."""
     out: dict[str, Any] = {}
-    thread = _post_in_background(gw, {"stage": "@BULK_STAGE", "pattern": HOSTILE}, out)
+    thread = _post_in_background(gw, {"stage": "@BULK_STAGE", "pattern": HOSTILE_PATTERN}, out)
     slowest = 0.0
     pool = ThreadPoolExecutor(1)
 
@@ -248,7 +239,7 @@ def test_a_hostile_pattern_never_stalls_the_gateway(gw: Gateway) -> None:
 
 
 def test_a_pattern_that_matches_still_works_over_many_files(client: httpx.Client) -> None:
-    first = _letters(0)
+    first = letters_name(0)
     body = {"stage": "@BULK_STAGE", "pattern": f"({first[:5]})+.*"}
     start = time.monotonic()
     response = client.post("/v1/batches", json=body, headers=ANALYST)

@@ -55,6 +55,23 @@ def gateway(service: Service, stage_folder: Path, tmp_path_factory: pytest.TempP
     stop_gateway(process)
 
 
+@pytest.fixture(scope="module")
+def impatient_gateway(service: Service, stage_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A gateway whose service-function requests wait 0.2 s for their rows, then answer 202: any real
+    transcription outlives one request, as a long file does under Snowflake's and the ingress's time limits."""
+    root = tmp_path_factory.mktemp("impatient-gateway")
+    url, process = start_gateway(
+        root / "data",
+        service.serve_url,
+        root / "gateway.log",
+        SPCS_WHISPER_STAGE_MOUNTS=json.dumps({"AUDIO_FILES_STAGE": str(stage_folder)}),
+        SPCS_WHISPER_FUNCTION_WAIT_S="0.2",
+    )
+    wait_ready(url)
+    yield url
+    stop_gateway(process)
+
+
 @pytest.fixture
 def client(gateway: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway, timeout=300) as c:
@@ -96,6 +113,40 @@ def test_transcribe_function_rows_are_real_transcripts(client: httpx.Client) -> 
         assert wer(MANIFEST_JFK, value["text"]) == 0.0, value
         assert value["language"] == "en" and value["duration"] == pytest.approx(11.0, abs=0.5)
         assert value["segments"] and value["segments"][0]["start"] >= 0
+
+
+def test_transcribe_longer_than_a_request_is_answered_by_polling_the_real_gateway(impatient_gateway: str) -> None:
+    """Snowflake's asynchronous protocol end to end against the gateway process and the real Ray app: the first
+    POST is 202 at once, Snowflake's retry of it (same batch id) starts no second job, GET polls with the batch id
+    are 202 until every row is done, then 200 with each row in order; the answered batch is forgotten (404).
+    https://docs.snowflake.com/en/sql-reference/external-functions-implementation"""
+    rows = [
+        [0, "@AUDIO_FILES_STAGE/en_jfk.flac", "en"],
+        [1, "@AUDIO_FILES_STAGE/no_such_call.wav", "en"],
+        [2, "@AUDIO_FILES_STAGE/en_jfk.m4a"],
+    ]
+    headers = {**HEADERS, "sf-external-function-query-batch-id": "async-real-1"}
+    url = functions_url(impatient_gateway)
+    with httpx.Client(base_url=url, timeout=30) as snowflake, httpx.Client(base_url=impatient_gateway) as public:
+        first = snowflake.post("/functions/transcribe", json={"data": rows}, headers=headers)
+        assert first.status_code == 202, first.text
+        jobs = public.get("/v1/jobs", params={"limit": 50}).json()["jobs"]
+        retry = snowflake.post("/functions/transcribe", json={"data": rows}, headers=headers)
+        assert retry.status_code in (200, 202), retry.text
+        polls, response = 0, retry
+        while response.status_code == 202:
+            time.sleep(0.2)
+            response = snowflake.get("/functions/transcribe", headers=headers)
+            polls += 1
+        assert response.status_code == 200, response.text
+        assert polls >= 1 and len(jobs) == 2  # the missing file became no job; the retry added none
+        assert len(public.get("/v1/jobs", params={"limit": 50}).json()["jobs"]) == 2
+        data = response.json()["data"]
+        assert [row for row, _ in data] == [0, 1, 2]
+        assert wer(MANIFEST_JFK, data[0][1]["text"]) == 0.0 and wer(MANIFEST_JFK, data[2][1]["text"]) == 0.0
+        assert data[1][1]["error"]["code"] == "source_not_found"
+        assert {data[0][1]["job_id"], data[2][1]["job_id"]} == {job["id"] for job in jobs}
+        assert snowflake.get("/functions/transcribe", headers=headers).status_code == 404
 
 
 def test_submit_then_status_functions_carry_the_transcript(client: httpx.Client) -> None:
