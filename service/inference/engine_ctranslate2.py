@@ -22,6 +22,7 @@ from faster_whisper.transcribe import (
 
 from service.inference.convert import cache_folder
 from service.inference.engines import from_checkpoint
+from service.inference.loops import SEED, ends_in_loop, fallback_temperatures
 from service.inference.models import ModelFiles
 from service.inference.prompting import prompt_tokens
 from service.inference.timestamps import split_at_timestamps
@@ -136,6 +137,7 @@ class CTranslate2Engine:
         opts = self._options(tokenizers[0], rows[0])
         prompts = [self.prompt(tokenizer, row) for tokenizer, row in zip(tokenizers, rows)]
         outputs = self._generate(encoder_output, opts, prompts)
+        temperatures = self._fall_back(features, outputs, opts, prompts)
         segmented = [
             self._split(tokenizer, output, duration)
             for tokenizer, output, duration in zip(tokenizers, outputs, durations)
@@ -143,14 +145,42 @@ class CTranslate2Engine:
         if rows[0].word_timestamps:
             self._add_words(features, encoder_output, tokenizers, segmented, durations)
         results = []
-        for tokenizer, segments, output, duration, row, found in zip(
-            tokenizers, segmented, outputs, durations, rows, detected
+        for tokenizer, segments, output, duration, temperature, found in zip(
+            tokenizers, segmented, outputs, durations, temperatures, detected
         ):
-            result = self._window_result(tokenizer, segments, output, duration, row.temperature)
+            result = self._window_result(tokenizer, segments, output, duration, temperature)
             if found:
                 result.language, result.language_probability = found
             results.append(result)
         return results
+
+    def _fall_back(
+        self, features: np.ndarray, outputs: list[dict], options: TranscriptionOptions, prompts: list[list[int]]
+    ) -> list[float]:
+        """Rows whose output ends in a repetition loop (`loops.py`) are decoded again at the next fallback
+        temperature, seeded, until they no longer loop (their output replaced in `outputs`; if every temperature
+        loops, the first decoding stays). CTranslate2's `generate` takes no per-step hook, so the loop has run to
+        the token limit by then: this recovers the window's text, not the time. The temperature of each row."""
+        first = options.temperatures[0]
+        temperatures = [first] * len(outputs)
+        looping = [i for i, output in enumerate(outputs) if ends_in_loop(output["tokens"])]
+        if not looping:
+            return temperatures
+        import ctranslate2
+
+        kept = {i: outputs[i] for i in looping}
+        for temperature in fallback_temperatures(first):
+            if not looping:
+                break
+            ctranslate2.set_random_seed(SEED)
+            encoded = self.model.encode(features[looping])
+            warmer = replace(options, temperatures=[temperature])
+            for i, output in zip(looping, self._generate(encoded, warmer, [prompts[i] for i in looping]), strict=True):
+                outputs[i], temperatures[i] = output, temperature
+            looping = [i for i in looping if ends_in_loop(outputs[i]["tokens"])]
+        for i in looping:
+            outputs[i], temperatures[i] = kept[i], first
+        return temperatures
 
     def _tokenizer(self, options: DecodeOptions) -> Tokenizer:
         language = (options.language or "en") if self.multilingual else "en"

@@ -15,8 +15,10 @@ that repeats a clause ("kabhi dukh bhi baanta hoon, kabhi sukh bhi ...") 0.24 ov
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 WINDOW = 48  # the last tokens looked at
 NGRAM = 4
