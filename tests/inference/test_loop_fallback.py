@@ -7,29 +7,16 @@ is the real model's."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from service.audio import decode
 from service.inference.engine_ctranslate2 import CTranslate2Engine
-from service.inference.models import resolve
 from service.inference.types import DecodeOptions
-from tests.integration.helpers import DATA, MANIFEST_JFK, wer
+from tests.integration.helpers import MANIFEST_JFK, wer
 
 LOOP = [1456, 2091, 322, 13, 1456, 2091, 1192] * 17 + [50257]
-
-
-@pytest.fixture(scope="module")
-def engine(model_cache: Path) -> CTranslate2Engine:
-    return CTranslate2Engine(resolve("base", model_cache), model_cache, cpu_threads=2)
-
-
-@pytest.fixture(scope="module")
-def jfk() -> np.ndarray:
-    return decode(DATA / "en_jfk.flac")
 
 
 def _looping(engine: CTranslate2Engine, monkeypatch: pytest.MonkeyPatch, calls: int) -> list[float]:

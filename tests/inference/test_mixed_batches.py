@@ -4,28 +4,15 @@ as it would alone. Real `base` weights; the Hindi clip is read from ../shared/au
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from service.audio import SAMPLE_RATE, decode
 from service.inference.engine_ctranslate2 import CTranslate2Engine
-from service.inference.models import resolve
 from service.inference.types import DecodeOptions
 from tests.integration.helpers import DATA, SHARED_AUDIO
 
 HINDI = SHARED_AUDIO / "hi_ddnews_00D002.mp3"
-
-
-@pytest.fixture(scope="module")
-def engine(model_cache: Path) -> CTranslate2Engine:
-    return CTranslate2Engine(resolve("base", model_cache), model_cache, cpu_threads=2)
-
-
-@pytest.fixture(scope="module")
-def jfk() -> np.ndarray:
-    return decode(DATA / "en_jfk.flac")
 
 
 def texts(results: list) -> list[str]:
