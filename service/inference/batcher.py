@@ -15,12 +15,13 @@ urgent waiting window (then the oldest), filled with that key's windows most urg
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from service.waits import wait_event
 
 Item = TypeVar("Item")
 Key = TypeVar("Key")
@@ -93,8 +94,7 @@ class Batcher(Generic[Item, Key, Result]):
             remaining = due - time.monotonic()
             if len(queue) < self.max_batch_size and remaining > 0:
                 self._arrival.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._arrival.wait(), remaining)
+                await wait_event(self._arrival, remaining)
                 continue
             ranked = sorted(queue, key=lambda w: w.rank)
             taken, rest = ranked[: self.max_batch_size], ranked[self.max_batch_size :]

@@ -25,6 +25,7 @@ from service.storage.base import JobStore, StoreUnavailable
 from service.storage.stages import StageReader
 from service.transcript import Segment
 from service.translate.base import Translator
+from service.waits import cancel_and_wait, wait_event
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
@@ -120,17 +121,13 @@ class Dispatcher:
         those go back to the queue for the next start."""
         for loop_task in (*self._loop_tasks, self._resume_task, self._retention_task):
             if loop_task:
-                loop_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop_task
+                await cancel_and_wait(loop_task)
         tasks = list(self._running.values())
         if tasks and drain_s > 0:
             log.info("draining %d running jobs (up to %.0f s)", len(tasks), drain_s)
             await asyncio.wait(tasks, timeout=drain_s)
         if self._watch_task:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+            await cancel_and_wait(self._watch_task)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -196,8 +193,7 @@ class Dispatcher:
                 log.exception("claiming the next job failed")
             if job is None:
                 slots.release()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(POLL_SECONDS * 2**idle, MAX_IDLE_POLL_SECONDS))
+                await wait_event(wake, min(POLL_SECONDS * 2**idle, MAX_IDLE_POLL_SECONDS))
                 idle = 0 if wake.is_set() else min(idle + 1, 8)
                 wake.clear()
                 continue
