@@ -3,8 +3,8 @@
 Python 3.11's `asyncio.wait_for` returns the awaited result when the task is cancelled in the same loop turn as
 that result arrives, swallowing the cancellation (https://github.com/python/cpython/issues/86296, fixed in 3.12).
 A loop that waits on a wake-up event with `wait_for` and is then cancelled at shutdown can thus keep running, and
-whoever awaits its end waits forever: the gateway's lifespan hung that way in a test when a job's DELETE woke the
-dispatcher just as it was stopped.
+whoever awaits its end waits forever: the gateway's lifespan hung that way in a test, when the dispatcher's wait
+returned on a wake-up left set in the very turn its cancellation arrived.
 """
 
 from __future__ import annotations
